@@ -1,0 +1,69 @@
+"""Known failures become one line on stderr and a non-zero exit; tracebacks only with HOOD_DEBUG=1.
+
+Ctrl-C (SIGINT) exits 130 and SIGTERM exits 143, after telling how to resume: training jobs checkpoint
+at every epoch end, so the last completed epoch is already on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from hood.errors import HoodError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so ``finally`` blocks and atomic writes unwind cleanly."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def debug() -> bool:
+    return os.environ.get("HOOD_DEBUG", "") not in ("", "0", "false")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def handle_errors(resume_hint: Callable[[], str | None] | None = None) -> Callable[[F], F]:
+    """Decorate a command: HoodError -> one line; interrupts -> resume hint and 130/143."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            previous = signal.getsignal(signal.SIGTERM)
+            try:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+            except ValueError:  # not the main thread (e.g. under a test runner thread)
+                previous = None
+            try:
+                return fn(*args, **kwargs)
+            except HoodError as err:
+                if debug():
+                    raise
+                raise fail(str(err), err.exit_code) from None
+            except KeyboardInterrupt as err:
+                hint = resume_hint() if resume_hint else None
+                msg = "terminated" if isinstance(err, Terminated) else "interrupted"
+                err_console.print(f"[yellow]{msg}[/]" + (f"; {hint}" if hint else ""))
+                raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco

@@ -1,0 +1,54 @@
+"""``hood evaluate``: the OOD table for the ID test set against every OOD set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hood.cli.errors import err_console, handle_errors
+from hood.cli.options import (
+    ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, SetOpt,
+    build_config, print_json, stdout,
+)
+from hood.cli.render import results_table
+from hood.cli.reporter import RichReporter
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@handle_errors()
+def evaluate(
+    config: ConfigOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one for the config).")] = None,
+    ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets: registry names, built-ins (uniform-noise, gaussian-noise), folders or archives.")] = None,
+    ood_count: Annotated[int | None, typer.Option("--ood-count", help="Images per OOD set (default: len(ID test)/5, the protocol).")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated detectors, or 'all'.")] = None,
+    fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper: ID positive) | ood (OpenOOD).")] = None,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: the one the decoder was trained on).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    data_root: DataRootOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score ID and OOD test sets; print FPR95 / AUROC / AUPR-In / AUPR-Out and write results.json/.csv."""
+    from hood.jobs.evaluate import evaluate as run_job
+
+    named = {
+        "data.ood": _csv(ood), "data.ood_count": ood_count, "evaluate.methods": _csv(methods),
+        "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "data.id": dataset,
+        "run.device": device, "run.seed": seed, "data.root": data_root,
+    }
+    cfg = build_config(config, named, set_)
+    with RichReporter(quiet) as rep:
+        result = run_job(cfg, run, rep)
+    if json_out:
+        print_json(result.results)
+    else:
+        stdout.print(results_table(result.results))
+    err_console.print(f"[dim]results: {result.run.file('results.json')}[/]")

@@ -1,0 +1,64 @@
+"""``hood pretrain``: train the classifier."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hood.cli.errors import err_console, handle_errors
+from hood.cli.options import (
+    ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, SetOpt,
+    build_config, bundled_configs, print_json, stdout,
+)
+from hood.cli.reporter import RichReporter
+
+_resume: dict[str, str] = {}
+
+
+def _hint() -> str | None:
+    return f"continue with `hood pretrain --resume {_resume['path']}`" if "path" in _resume else None
+
+
+@handle_errors(_hint)
+def pretrain(
+    config: ConfigOpt = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set: a registry name (cifar10, cifar100, tinyimagenet), demo-digits, or a folder/archive with train/ and test/.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="resnet18 | wrn40_2 | resnet50")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted pretrain run directory.")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    data_root: DataRootOpt = None,
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a classifier on the ID set (METHOD.md recipe); keeps the best checkpoint by validation accuracy."""
+    from hood.jobs.pretrain import pretrain as run_pretrain
+    from hood.runs import create_run, open_run
+
+    if resume and config is None:
+        config = str(open_run(resume).file("config.yaml"))
+    if config is None and dataset and arch and f"{dataset}_{arch}" in bundled_configs():
+        config = f"{dataset}_{arch}"
+    named = {
+        "data.id": dataset, "model.arch": arch, "pretrain.epochs": epochs, "pretrain.batch_size": batch_size,
+        "pretrain.lr": lr, "run.device": device, "run.seed": seed, "data.root": data_root, "run.out": out,
+    }
+    cfg = build_config(config, named, set_)
+    if config is None:
+        cfg.name = f"{cfg.data.id}_{cfg.model.arch}".replace("/", "_")
+    run = open_run(resume) if resume else create_run(cfg, "pretrain")
+    _resume["path"] = str(run.path)
+    with RichReporter(quiet) as rep:
+        result = run_pretrain(cfg, rep, run)
+    info = result.info
+    if json_out:
+        print_json({"run": str(result.path), "test_acc": info.get("test_acc"), "best_val_acc": info.get("best_val_acc"), "best_epoch": info.get("best_epoch")})
+    else:
+        stdout.print(f"classifier: [bold]{result.file('classifier.pt')}[/]  test accuracy {info['test_acc'] * 100:.2f}%  (best val {info['best_val_acc'] * 100:.2f}% at epoch {info['best_epoch']})")
+    err_console.print(f"[dim]run directory: {result.path}[/]")

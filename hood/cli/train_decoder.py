@@ -1,0 +1,67 @@
+"""``hood train-decoder``: train the heatmap decoder on a frozen classifier."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hood.cli.errors import err_console, handle_errors
+from hood.cli.options import (
+    ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, SetOpt,
+    build_config, print_json, stdout,
+)
+from hood.cli.reporter import RichReporter
+
+_resume: dict[str, str] = {}
+
+
+def _hint() -> str | None:
+    return f"continue with `hood train-decoder --resume {_resume['path']}`" if "path" in _resume else None
+
+
+@handle_errors(_hint)
+def train_decoder(
+    config: ConfigOpt = None,
+    num_ood: Annotated[int | None, typer.Option("--num-ood", help="Auxiliary outliers sampled for training.")] = None,
+    num_id: Annotated[int | None, typer.Option("--num-id", help="ID training images used (default: all).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Decoder epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
+    fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add that many minus one classifier stage maps as skips.")] = None,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (hood's or the authors' layout); default: the latest pretrain run.")] = None,
+    aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outlier set: a registry name, folder or archive.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted train-decoder run directory.")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    data_root: DataRootOpt = None,
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
+    from hood.jobs.common import check_classifier
+    from hood.jobs.train_decoder import train_decoder as run_job
+    from hood.runs import create_run, open_run
+
+    if resume and config is None:
+        config = str(open_run(resume).file("config.yaml"))
+    named = {
+        "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
+        "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "model.classifier": classifier,
+        "data.aux": aux, "data.id": dataset, "run.device": device, "run.seed": seed,
+        "data.root": data_root, "run.out": out,
+    }
+    cfg = build_config(config, named, set_)
+    with RichReporter(quiet) as rep:
+        check_classifier(cfg, rep)
+        run = open_run(resume) if resume else create_run(cfg, "train-decoder")
+        _resume["path"] = str(run.path)
+        result = run_job(cfg, rep, run)
+    losses = result.info.get("losses", [])
+    if json_out:
+        print_json({"run": str(result.path), "decoder": str(result.file("decoder.pt")), "losses": losses})
+    else:
+        stdout.print(f"decoder: [bold]{result.file('decoder.pt')}[/]  {len(losses)} epochs, final loss {losses[-1]:.4f}" if losses else f"decoder: {result.file('decoder.pt')}")
+    err_console.print(f"[dim]run directory: {result.path}[/]")

@@ -1,0 +1,48 @@
+"""``hood visualize``: PNG grids of inputs, heatmaps and overlays."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hood.cli.errors import handle_errors
+from hood.cli.options import ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, SetOpt, build_config, print_json, stdout
+from hood.cli.reporter import RichReporter
+
+
+@handle_errors()
+def visualize(
+    config: ConfigOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one).")] = None,
+    ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets to draw (default: the config's).")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Images per grid.")] = 8,
+    pick: Annotated[str, typer.Option("--pick", help="top | bottom | random (by OOD score).")] = "random",
+    out_dir: Annotated[str | None, typer.Option("--out-dir", help="Folder for the PNGs (default: <run>/figures).")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    data_root: DataRootOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw, for N images of each set, the input, its heatmap and the overlay, with the score under it."""
+    from hood.jobs.visualize import visualize as run_job
+
+    named = {
+        "data.ood": None if ood is None else [v.strip() for v in ood.split(",") if v.strip()],
+        "run.device": device, "run.seed": seed, "data.root": data_root,
+    }
+    cfg = build_config(config, named, set_)
+    with RichReporter(quiet) as rep:
+        paths = run_job(cfg, run, n, pick, out_dir, rep)
+    if json_out:
+        print_json({"written": [str(p) for p in paths]})
+        return
+    table = Table(title="written")
+    table.add_column("figure")
+    table.add_column("path")
+    for p in paths:
+        table.add_row(p.stem, str(p))
+    stdout.print(table)

@@ -1,0 +1,283 @@
+"""Configuration: dataclasses with the paper's defaults, YAML loading, overrides, validation.
+
+Precedence, lowest first: dataclass defaults < YAML file < named CLI options < ``--set section.key=value``.
+The resolved config is validated before any work starts; each problem is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hood.errors import ConfigError
+from hood.models.registry import ARCHITECTURES
+
+
+@dataclass
+class DataConfig:
+    """Which sets: the ID set, the auxiliary outliers for decoder training, the OOD test sets."""
+
+    id: str = "cifar10"
+    aux: str = "tinyimages300k"
+    ood: list[str] = field(default_factory=lambda: ["svhn", "lsun-c", "lsun-r", "isun", "textures", "places365"])
+    root: str | None = None  # data root; None = $HOOD_DATA or the default
+    image_size: int = 32
+    ood_count: int | None = None  # images per OOD test set; None = len(ID test) / 5 (the protocol)
+    id_test_count: int | None = None  # None = the full ID test split
+    strict: bool = False  # unreadable images are fatal instead of skipped
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet18"
+    classifier: str | None = None  # a classifier checkpoint; None = the latest pretrain run
+
+
+@dataclass
+class PretrainConfig:
+    """METHOD.md's classifier recipe: SGD 0.1, momentum 0.9, wd 5e-4, batch 200, 100 epochs, plateau."""
+
+    epochs: int = 100
+    batch_size: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    scheduler: str = "plateau"  # plateau (the paper) | onecycle (faster to the same accuracy) | none
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+    val_fraction: float = 0.01
+    augment: bool = True
+
+
+@dataclass
+class DecoderConfig:
+    """METHOD.md's decoder recipe: Adam 2e-4, betas (0.5, 0.999), batch 200, 150 epochs."""
+
+    epochs: int = 150
+    batch_size: int = 200
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    num_ood: int = 10000
+    num_id: int | None = None  # ID training images used; None = all of the training split
+    fw_layers: int = 1
+    loss_weight: float = 5.0  # w = 1 + loss_weight * |t|
+    checkpoint_every: int = 1
+
+
+@dataclass
+class EvaluateConfig:
+    methods: list[str] = field(default_factory=lambda: ["heatmap"])
+    fpr_convention: str = "id"  # id: FPR of OOD at 95% TPR of ID (the paper) | ood: OpenOOD's
+    batch_size: int = 500
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None  # run directory; None = runs/<config>-<timestamp>
+    runs_dir: str = "runs"
+    deterministic: bool = False
+    num_threads: int | None = None  # CPU threads; None = PyTorch's default
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "name"}
+_SECTION_CLASSES = {
+    "data": DataConfig, "model": ModelConfig, "pretrain": PretrainConfig,
+    "decoder": DecoderConfig, "evaluate": EvaluateConfig, "run": RunConfig,
+}
+
+
+def _closest(word: str, options: list[str]) -> str:
+    m = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" (did you mean '{m[0]}'?)" if m else ""
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; strings from the command line are parsed."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            return None
+        return _coerce(key, value, args[0])
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] if not value.startswith("[") else yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(key, v, inner) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
+    """Merge a nested ``{section: {key: value}}`` mapping into ``cfg``, rejecting unknown keys."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(mapping).__name__}")
+    for section, values in mapping.items():
+        if section == "name":
+            cfg.name = str(values)
+            continue
+        if section not in _SECTION_CLASSES:
+            raise ConfigError(f"{source}: unknown section '{section}'{_closest(str(section), list(_SECTION_CLASSES))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section '{section}' must be a mapping")
+        for key, value in values.items():
+            set_value(cfg, f"{section}.{key}", value, source)
+
+
+def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"{source}: '{dotted}' is not of the form section.key")
+    section, key = parts
+    if section not in _SECTION_CLASSES:
+        raise ConfigError(f"{source}: unknown section '{section}'{_closest(section, list(_SECTION_CLASSES))}")
+    types_ = _field_types(_SECTION_CLASSES[section])
+    if key not in types_:
+        raise ConfigError(f"{source}: unknown key '{dotted}'{_closest(key, list(types_))}")
+    setattr(getattr(cfg, section), key, _coerce(dotted, value, types_[key]))
+
+
+def parse_set_option(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}' must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file") from None
+    return data or {}
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def validate(cfg: Config) -> Config:
+    """Reject impossible values, one line each, before any work starts."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {msg}")
+
+    need(cfg.model.arch in ARCHITECTURES, "model.arch", f"must be one of {', '.join(ARCHITECTURES)}, got '{cfg.model.arch}'{_closest(cfg.model.arch, list(ARCHITECTURES))}")
+    need(cfg.data.image_size >= 8, "data.image_size", f"must be at least 8, got {cfg.data.image_size}")
+    need(cfg.data.ood_count is None or cfg.data.ood_count >= 1, "data.ood_count", "must be at least 1")
+    need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")
+    p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
+    need(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")
+    need(p.batch_size >= 1, "pretrain.batch_size", f"must be at least 1, got {p.batch_size}")
+    need(p.lr > 0, "pretrain.lr", f"must be positive, got {p.lr}")
+    need(0 <= p.momentum < 1, "pretrain.momentum", f"must be in [0, 1), got {p.momentum}")
+    need(p.weight_decay >= 0, "pretrain.weight_decay", f"must be non-negative, got {p.weight_decay}")
+    need(p.scheduler in ("plateau", "onecycle", "none"), "pretrain.scheduler", f"must be plateau, onecycle or none, got '{p.scheduler}'")
+    need(0 <= p.val_fraction < 0.5, "pretrain.val_fraction", f"must be in [0, 0.5), got {p.val_fraction}")
+    need(d.epochs >= 1, "decoder.epochs", f"must be at least 1, got {d.epochs}")
+    need(d.batch_size >= 2, "decoder.batch_size", f"must be at least 2 (BatchNorm), got {d.batch_size}")
+    need(d.lr > 0, "decoder.lr", f"must be positive, got {d.lr}")
+    need(len(d.betas) == 2 and all(0 <= b < 1 for b in d.betas), "decoder.betas", f"must be two numbers in [0, 1), got {d.betas}")
+    need(d.num_ood >= 1, "decoder.num_ood", f"must be at least 1, got {d.num_ood}")
+    need(d.num_id is None or d.num_id >= 1, "decoder.num_id", "must be at least 1")
+    need(1 <= d.fw_layers <= 4, "decoder.fw_layers", f"must be 1, 2, 3 or 4, got {d.fw_layers}")
+    need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
+    need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
+    need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
+    need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
+    need(bool(e.methods), "evaluate.methods", "must name at least one method")
+    need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
+    need(r.num_threads is None or r.num_threads >= 1, "run.num_threads", "must be at least 1")
+    return cfg
+
+
+def resolve(
+    config_path: str | Path | None = None,
+    named: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Defaults < YAML < named CLI options (``{'decoder.num_ood': 5000}``, None = not given) < ``--set``."""
+    cfg = Config()
+    if config_path is not None:
+        apply_mapping(cfg, load_yaml(config_path), str(config_path))
+        if cfg.name == "default":
+            cfg.name = Path(config_path).stem
+    for key, value in (named or {}).items():
+        if value is not None:
+            set_value(cfg, key, value, source=f"--{key.split('.')[-1].replace('_', '-')}")
+    for item in sets or []:
+        key, value = parse_set_option(item)
+        set_value(cfg, key, value)
+    return validate(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,102 @@
+"""Decoding one image file into the protocol's form: RGB uint8, shorter side resized, center-cropped.
+
+Every odd input a user may have (grayscale, 16-bit, palette, alpha, CMYK, EXIF-less JPEGs of any size)
+ends as ``3 x size x size`` uint8. Unreadable files raise :class:`UnreadableImage`, which callers count
+and report instead of failing the whole set.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# PIL refuses images over ~179 Mpx as decompression bombs; OOD sets never need more than this
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+class UnreadableImage(Exception):
+    """The bytes are not a decodable image (corrupt, truncated, empty, or another file type)."""
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Bring any PIL mode to RGB; 16/32-bit integer images are rescaled to their own range."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", img.size, (0, 0, 0))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
+        return background
+    return img.convert("RGB")
+
+
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` and center-crop (the protocol's rule); no-op at size."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Bytes of an image file to ``size x size x 3`` uint8 (HWC)."""
+    if not data:
+        raise UnreadableImage("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            out = resize_center_crop(_to_rgb(img), size)
+            return np.asarray(out, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(str(err) or type(err).__name__) from err
+
+
+def hwc_to_chw(arr: np.ndarray) -> torch.Tensor:
+    """``N x H x W x C`` uint8 array to a contiguous ``N x C x H x W`` uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+
+
+@dataclass
+class ImageSet:
+    """A decoded data set: uint8 images at the working resolution, optional labels and names."""
+
+    name: str
+    images: torch.Tensor  # N x 3 x H x W, uint8
+    labels: torch.Tensor | None = None  # N, int64
+    classes: list[str] | None = None
+    names: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, idx: torch.Tensor | list[int] | slice, name: str | None = None) -> ImageSet:
+        if isinstance(idx, slice):
+            idx = torch.arange(len(self))[idx]
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ImageSet(
+            name=name or self.name,
+            images=self.images[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            classes=self.classes,
+            names=None if self.names is None else [self.names[i] for i in idx.tolist()],
+            skipped=list(self.skipped),
+        )

@@ -1,0 +1,46 @@
+"""The paper's detector: the decoder's heatmap, scored as the pixel mean of its channel-max of |h|."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hood.detectors.base import Detector, DetectorContext, register
+from hood.engine.features import FeatureSet
+from hood.engine.runtime import autocast
+from hood.models.decoder import HeatmapDecoder, heatmap_score
+
+
+class HeatmapDetector(Detector):
+    name = "heatmap"
+
+    def __init__(self, decoder: HeatmapDecoder, device: torch.device, batch_size: int = 500) -> None:
+        self.decoder = decoder.to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.num_maps = decoder.spec.fw_layers - 1
+
+    @torch.inference_mode()
+    def heatmaps(self, feats: FeatureSet, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Heatmaps of rows ``start:stop`` (float32, CPU), for pictures."""
+        sub = feats.take(torch.arange(start, stop if stop is not None else len(feats)))
+        return torch.cat(list(self._batches(sub)))
+
+    def _batches(self, feats: FeatureSet):  # noqa: ANN202 - a generator of heatmap batches
+        for s in range(0, len(feats), self.batch_size):
+            sl = torch.arange(s, min(s + self.batch_size, len(feats)))
+            part = feats.take(sl).to(self.device)
+            with autocast(self.device):
+                h = self.decoder(part.features, part.preds, part.maps)
+            yield h.float().cpu()
+
+    @torch.inference_mode()
+    def score(self, feats: FeatureSet) -> np.ndarray:
+        return torch.cat([heatmap_score(h) for h in self._batches(feats)]).numpy()
+
+
+@register("heatmap")
+def _build(ctx: DetectorContext) -> Detector:
+    if ctx.decoder is None:
+        raise ValueError("the heatmap detector needs a trained decoder")
+    return HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]

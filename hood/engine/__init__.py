@@ -1,0 +1,1 @@
+"""The engine: everything that touches tensors. Nothing here prints; progress goes through callbacks."""

@@ -1,0 +1,170 @@
+"""Training the heatmap decoder on a frozen classifier (METHOD.md, with its five defects fixed).
+
+1. Features of the ID training images and of the sampled outliers are computed once (frozen classifier,
+   no augmentation), not per batch and epoch.
+2. ``min``/``max`` for feature normalization are the true extremes over the ID training features, stored
+   in the decoder as buffers.
+3. Each outlier is paired with its *own* nearest same-predicted-class ID prototype (batched search).
+4. Per sample ``x_hat = h + x`` is regressed onto the target ``t`` (``x`` for ID, the prototype for an
+   outlier) with weights ``1 + 5|t|``; summed over pixels and channels, averaged over the batch.
+
+A checkpoint with optimizer and epoch is written atomically every ``checkpoint_every`` epochs, so an
+interrupted run resumes from its last completed epoch. Each epoch's shuffle comes from a generator
+seeded by ``(seed, epoch)``, which makes a resumed run identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hood.config import DecoderConfig
+from hood.data.transforms import normalize
+from hood.engine.features import FeatureSet
+from hood.engine.progress import NullReporter, Reporter
+from hood.engine.prototypes import nearest_prototypes
+from hood.engine.runtime import autocast
+from hood.errors import ConfigError, TrainingDivergedError
+from hood.models.decoder import HeatmapDecoder
+
+
+def sample_ood_indices(pool_size: int, num_ood: int, seed: int) -> torch.Tensor:
+    """``num_ood`` distinct pool indices, reproducible from the seed and saved with the run."""
+    if num_ood > pool_size:
+        raise ConfigError(
+            f"config key 'decoder.num_ood' is {num_ood}, but the auxiliary pool has only {pool_size} images; "
+            f"lower --num-ood"
+        )
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(pool_size, generator=g)[:num_ood].sort().values
+
+
+@dataclass
+class DecoderData:
+    """Everything one decoder epoch reads, computed once: inputs, their features, and target indices.
+
+    Rows ``0..n_id-1`` are ID images, the rest outliers. ``target_idx[i]`` is the row of the target
+    image: ``i`` itself for ID, the outlier's own prototype (an ID row) for outliers.
+    """
+
+    images: torch.Tensor  # (n_id + n_ood) x 3 x H x W uint8
+    feats: FeatureSet
+    target_idx: torch.Tensor
+    n_id: int
+
+    def to(self, device: torch.device) -> DecoderData:
+        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id)
+
+
+def build_decoder_data(
+    id_images: torch.Tensor,
+    id_feats: FeatureSet,
+    ood_images: torch.Tensor,
+    ood_feats: FeatureSet,
+    device: torch.device,
+) -> tuple[DecoderData, torch.Tensor]:
+    """Pair each outlier with its prototype; returns the data and the prototype index per outlier."""
+    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features, id_feats.preds, device)
+    n_id = len(id_images)
+    feats = FeatureSet(
+        torch.cat([id_feats.features, ood_feats.features]),
+        torch.cat([id_feats.logits, ood_feats.logits]),
+        None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps)],
+    )
+    target_idx = torch.cat([torch.arange(n_id), proto])
+    return DecoderData(torch.cat([id_images, ood_images]), feats, target_idx, n_id), proto
+
+
+def heatmap_loss(h: torch.Tensor, x: torch.Tensor, t: torch.Tensor, weight: float = 5.0) -> torch.Tensor:
+    """``mean_batch sum_pixels (1 + weight|t|) (h + x - t)^2`` in the normalized input space."""
+    w = 1.0 + weight * t.abs()
+    return (w * (h + x - t).square()).flatten(1).sum(1).mean()
+
+
+def run_epoch(
+    decoder: HeatmapDecoder,
+    optimizer: torch.optim.Optimizer,
+    data: DecoderData,
+    batch_size: int,
+    loss_weight: float,
+    generator: torch.Generator,
+    device: torch.device,
+    on_batch: Callable[[int, float], None] | None = None,
+) -> float:
+    """One pass over ``data`` (already on ``device``); returns the mean per-sample loss."""
+    decoder.train()
+    n = len(data.target_idx)
+    perm = torch.randperm(n, generator=generator).to(device)
+    total, count = 0.0, 0
+    for start in range(0, n, batch_size):
+        idx = perm[start : start + batch_size]
+        if len(idx) < 2:  # BatchNorm needs two samples; the remainder joins the next epoch's shuffle
+            continue
+        x = normalize(data.images[idx])
+        t = normalize(data.images[data.target_idx[idx]])
+        maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
+        with autocast(device):
+            h = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps)
+        loss = heatmap_loss(h.float(), x, t, loss_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDivergedError("non-finite loss")
+        total += value * len(idx)
+        count += len(idx)
+        if on_batch is not None:
+            on_batch(len(idx), value)
+    return total / max(count, 1)
+
+
+def make_optimizer(decoder: HeatmapDecoder, cfg: DecoderConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(decoder.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def fit_decoder(
+    decoder: HeatmapDecoder,
+    data: DecoderData,
+    cfg: DecoderConfig,
+    seed: int,
+    device: torch.device,
+    start_epoch: int = 0,
+    optimizer_state: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[int, float, HeatmapDecoder, torch.optim.Optimizer], None] | None = None,
+    reporter: Reporter | None = None,
+) -> list[float]:
+    """Train from ``start_epoch`` to ``cfg.epochs``; ``on_epoch_end`` checkpoints. Returns epoch losses."""
+    reporter = reporter or NullReporter()
+    decoder.to(device)
+    optimizer = make_optimizer(decoder, cfg)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    data = data.to(device)
+    losses: list[float] = []
+    task = reporter.task("decoder", (cfg.epochs - start_epoch) * len(data.target_idx))
+    for epoch in range(start_epoch, cfg.epochs):
+        try:
+            loss = run_epoch(
+                decoder, optimizer, data, cfg.batch_size, cfg.loss_weight, epoch_generator(seed, epoch), device,
+                on_batch=lambda n, v, e=epoch: reporter.advance(task, n, epoch=e + 1, loss=v),
+            )
+        except TrainingDivergedError:
+            raise TrainingDivergedError(
+                f"decoder loss became NaN/inf in epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept. "
+                f"Lower the learning rate (--set decoder.lr=...) and resume or restart"
+            ) from None
+        losses.append(loss)
+        reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, loss, decoder, optimizer)
+    reporter.done(task)
+    return losses

@@ -1,0 +1,117 @@
+"""Classifier pre-training: the METHOD.md recipe with the data kept as uint8 tensors on the device.
+
+Crop and flip run on whole batches on the device (no DataLoader workers, no per-image Python), bf16
+autocast and channels-last on CUDA. Each epoch's shuffle and augmentation come from a generator seeded
+by ``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hood.config import PretrainConfig
+from hood.data.transforms import normalize, random_crop_flip
+from hood.engine.progress import NullReporter, Reporter
+from hood.engine.runtime import autocast
+from hood.errors import TrainingDivergedError
+from hood.models.base import Classifier
+
+
+@torch.inference_mode()
+def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for s in range(0, len(images), batch_size):
+        x = normalize(images[s : s + batch_size].to(device))
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            pred = model(x).argmax(1)
+        correct += int((pred.cpu() == labels[s : s + batch_size]).sum())
+    return correct / max(len(images), 1)
+
+
+def make_optimizer(model: Classifier, cfg: PretrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=False)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: PretrainConfig, steps_per_epoch: int) -> Any:
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    return None
+
+
+def fit_classifier(
+    model: Classifier,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    cfg: PretrainConfig,
+    seed: int,
+    device: torch.device,
+    start_epoch: int = 0,
+    state: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float], torch.optim.Optimizer, Any], None] | None = None,
+    reporter: Reporter | None = None,
+) -> None:
+    """Train in place. ``on_epoch_end(epoch, stats, optimizer, scheduler)`` checkpoints and keeps the best."""
+    reporter = reporter or NullReporter()
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    steps = math.ceil(len(train_images) / cfg.batch_size)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, steps)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+    x_all = train_images.to(device)
+    y_all = train_labels.to(device)
+    task = reporter.task("pretrain", (cfg.epochs - start_epoch) * len(train_images))
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(len(x_all), generator=g).to(device)
+        total, correct, seen = 0.0, 0, 0
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size]
+            x = normalize(x_all[idx])
+            if cfg.augment:
+                x = random_crop_flip(x, generator=g)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if cfg.scheduler == "onecycle":
+                sched.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDivergedError(
+                    f"classifier loss became NaN/inf in epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept. "
+                    f"Lower the learning rate (--set pretrain.lr=...)"
+                )
+            total += value * len(idx)
+            correct += int((logits.argmax(1) == y_all[idx]).sum())
+            seen += len(idx)
+            reporter.advance(task, len(idx), epoch=epoch + 1, loss=value)
+        val_acc = accuracy(model, val_images, val_labels, device) if len(val_images) else correct / seen
+        if cfg.scheduler == "plateau":
+            sched.step(val_acc)
+        stats = {"loss": total / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
+        reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  train {stats['train_acc']:.3f}  val {val_acc:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, stats, opt, sched)
+    reporter.done(task)

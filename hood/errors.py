@@ -1,0 +1,48 @@
+"""Known failures, each rendered by the CLI as one line that names the problem and the fix.
+
+Everything the user can cause (bad config, missing data, a wrong checkpoint, an absent GPU)
+raises a subclass of :class:`HoodError`; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class HoodError(Exception):
+    """A failure the user can fix; ``str(err)`` is the whole message shown to them."""
+
+    exit_code: int = 2
+
+
+class ConfigError(HoodError):
+    """The resolved configuration is invalid (unknown key, wrong type, impossible value)."""
+
+
+class DataError(HoodError):
+    """A data set cannot be read: missing, empty, or not what it claims to be."""
+
+
+class DatasetMissingError(DataError):
+    """A named data set is not under the data root; the message names ``hood download``."""
+
+    def __init__(self, name: str, root: str) -> None:
+        super().__init__(
+            f"data set '{name}' is not installed under {root}; run `hood download {name}` "
+            f"(or pass --data-root / set HOOD_DATA to where it lives)"
+        )
+        self.name = name
+
+
+class CheckpointError(HoodError):
+    """A checkpoint is unreadable, unsafe, or does not match what it is loaded into."""
+
+
+class DeviceError(HoodError):
+    """The requested device is not available on this machine."""
+
+
+class TrainingDivergedError(HoodError):
+    """Loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class RunError(HoodError):
+    """A run directory is missing, incomplete, or does not hold what a command needs."""

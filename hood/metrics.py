@@ -1,0 +1,60 @@
+"""OOD metrics computed exactly from the ROC curve (METHOD.md defect 2: no threshold grid).
+
+Scores are OOD scores: larger means more out-of-distribution. Two FPR95 conventions:
+- ``id`` (the paper's): ID is the positive class; FPR95 is the fraction of OOD samples accepted as ID at
+  the threshold that keeps 95% of ID samples.
+- ``ood`` (OpenOOD, pytorch-ood): OOD is positive; FPR95 is the fraction of ID samples flagged as OOD at
+  the threshold that catches 95% of OOD samples.
+AUROC is the same either way; AUPR-In takes ID as positive, AUPR-Out takes OOD as positive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+CONVENTION_CAPTION = {
+    "id": "FPR95: share of OOD images accepted at the threshold that keeps 95% of ID images (ID positive, as the paper)",
+    "ood": "FPR95: share of ID images rejected at the threshold that catches 95% of OOD images (OOD positive, as OpenOOD)",
+}
+
+
+def fpr_at_tpr(pos_scores: np.ndarray, neg_scores: np.ndarray, tpr_level: float = 0.95) -> float:
+    """FPR at the first ROC point whose TPR reaches ``tpr_level``; positives score *higher*.
+
+    Tied scores form one ROC point, so a threshold can never split a tie (the conservative reading).
+    """
+    y = np.r_[np.ones(len(pos_scores)), np.zeros(len(neg_scores))]
+    s = np.r_[pos_scores, neg_scores].astype(np.float64)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return float(fpr[np.argmax(tpr >= tpr_level - 1e-12)])
+
+
+def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, convention: str = "id") -> dict[str, float]:
+    """FPR95, AUROC, AUPR-In and AUPR-Out as fractions, for OOD scores (larger = more OOD)."""
+    id_scores = np.asarray(id_scores, dtype=np.float64)
+    ood_scores = np.asarray(ood_scores, dtype=np.float64)
+    if convention == "id":
+        fpr95 = fpr_at_tpr(-id_scores, -ood_scores)
+    elif convention == "ood":
+        fpr95 = fpr_at_tpr(ood_scores, id_scores)
+    else:
+        raise ValueError(f"unknown FPR convention {convention!r}")
+    y_id = np.r_[np.ones(len(id_scores)), np.zeros(len(ood_scores))]
+    s = np.r_[id_scores, ood_scores]
+    return {
+        "fpr95": fpr95,
+        "auroc": float(roc_auc_score(y_id, -s)),
+        "aupr_in": float(average_precision_score(y_id, -s)),
+        "aupr_out": float(average_precision_score(1 - y_id, s)),
+    }
+
+
+def id_threshold(id_scores: np.ndarray, keep: float = 0.95) -> float:
+    """The OOD-score threshold that keeps ``keep`` of ID images (score <= threshold counts as ID)."""
+    return float(np.quantile(np.asarray(id_scores, dtype=np.float64), keep, method="higher"))
+
+
+def mean_metrics(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
+    keys = ("fpr95", "auroc", "aupr_in", "aupr_out")
+    return {k: float(np.mean([m[k] for m in per_set.values()])) for k in keys}

@@ -1,0 +1,1 @@
+"""Classifiers, the heatmap decoder, and their checkpoint I/O."""

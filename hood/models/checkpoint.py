@@ -1,0 +1,206 @@
+"""Checkpoint I/O for classifiers and decoders: safe loading, the authors' layout, mismatch checks.
+
+hood's classifier checkpoints are a superset of the authors' layout (``net_state_dict`` for the encoder,
+``cls_state_dict`` for ``linear.*``) with the architecture, classes and version beside them, so either
+side can read the other's files. Everything is loaded with ``weights_only=True``: a file that needs
+arbitrary unpickling (and could run code) is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hood import __version__
+from hood.errors import CheckpointError
+from hood.fileio import atomic_save_with
+from hood.models.base import Classifier
+from hood.models.decoder import DecoderSpec, HeatmapDecoder
+from hood.models.registry import ARCHITECTURES, build_classifier
+
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes, however nested."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if key.startswith(p):
+                    key, changed = key[len(p):], True
+        out[key] = value
+    return out
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint without executing code; every failure becomes a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise CheckpointError(
+            f"refusing {path}: it needs arbitrary unpickling, which could run code ({first[:120]})"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (holds a {type(obj).__name__}, not a dict)")
+    return obj
+
+
+def _classifier_fingerprint(cls_state: dict[str, torch.Tensor]) -> str:
+    """A precision-independent hash of the final layer: identifies a classifier to its decoders."""
+    h = hashlib.sha256()
+    for key in sorted(cls_state):
+        h.update(cls_state[key].detach().to(torch.float16).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def infer_arch(net_state: dict[str, torch.Tensor]) -> str:
+    """Tell the architecture from encoder keys, for the authors' files which do not record it."""
+    if "conv1.bias" in net_state:
+        return "wrn10_2" if "layer1.1.conv1.weight" not in net_state else "wrn40_2"
+    if any(k.endswith("conv3.weight") for k in net_state):
+        return "resnet50"
+    return "resnet18"
+
+
+@dataclass
+class LoadedClassifier:
+    model: Classifier
+    arch: str
+    num_classes: int
+    classes: list[str] | None
+    fingerprint: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_classifier_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Safe-load and check the layout only (no model built): cheap enough to run before any data work."""
+    ckpt = safe_load(path)
+    if "net_state_dict" not in ckpt or "cls_state_dict" not in ckpt:
+        kind = ckpt.get("format", "unknown")
+        raise CheckpointError(
+            f"{path} is not a classifier checkpoint (expected 'net_state_dict' and 'cls_state_dict', "
+            f"found format {kind!r} with keys {sorted(ckpt)[:5]})"
+        )
+    return ckpt
+
+
+def load_classifier(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> LoadedClassifier:
+    """Build the classifier a checkpoint describes, checking it against what the config expects."""
+    ckpt = read_classifier_checkpoint(path)
+    net = strip_prefixes(ckpt["net_state_dict"])
+    cls = strip_prefixes(ckpt["cls_state_dict"])
+    cls = {k if k.startswith("linear.") else f"linear.{k}": v for k, v in cls.items()}
+    found_arch = ckpt.get("arch") or infer_arch(net)
+    if found_arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path} holds unknown architecture {found_arch!r}")
+    if arch is not None and arch != found_arch:
+        raise CheckpointError(f"{path} holds a {found_arch} classifier, but the config asks for {arch}")
+    if "linear.weight" not in cls:
+        raise CheckpointError(f"{path}: 'cls_state_dict' has no linear.weight")
+    found_classes = int(cls["linear.weight"].shape[0])
+    if num_classes is not None and num_classes != found_classes:
+        raise CheckpointError(
+            f"{path} classifies {found_classes} classes, but the data set has {num_classes}"
+        )
+    model = build_classifier(found_arch, found_classes)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in {**net, **cls}.items()}
+    # the authors' fp16 files store num_batches_tracked as float16: give it the buffer's dtype back
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].dtype != v.dtype:
+            state[k] = v.to(own[k].dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{path} does not fit a {found_arch} classifier: {detail}")
+    model.eval()
+    return LoadedClassifier(
+        model=model,
+        arch=found_arch,
+        num_classes=found_classes,
+        classes=ckpt.get("classes"),
+        fingerprint=_classifier_fingerprint(cls),
+        meta=ckpt.get("meta", {}),
+    )
+
+
+def classifier_state(model: Classifier, arch: str, classes: list[str] | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """The authors' layout plus hood's metadata."""
+    state = strip_prefixes(model.state_dict())
+    cls = {k: v for k, v in state.items() if k.startswith("linear.")}
+    return {
+        "format": "hood.classifier",
+        "hood_version": __version__,
+        "arch": arch,
+        "num_classes": model.num_classes,
+        "classes": classes,
+        "net_state_dict": {k: v for k, v in state.items() if not k.startswith("linear.")},
+        "cls_state_dict": cls,
+        "meta": meta,
+    }
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    atomic_save_with(path, lambda fh: torch.save(obj, fh))
+
+
+def save_decoder(
+    decoder: HeatmapDecoder, classifier: LoadedClassifier, path: str | Path, meta: dict[str, Any]
+) -> None:
+    save_checkpoint(
+        {
+            "format": "hood.decoder",
+            "hood_version": __version__,
+            "spec": decoder.spec.to_dict(),
+            "state_dict": strip_prefixes(decoder.state_dict()),
+            "classifier": {
+                "arch": classifier.arch,
+                "num_classes": classifier.num_classes,
+                "fingerprint": classifier.fingerprint,
+            },
+            "meta": meta,
+        },
+        path,
+    )
+
+
+def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -> tuple[HeatmapDecoder, dict[str, Any]]:
+    """Rebuild a decoder; with ``classifier`` given, refuse one trained on a different classifier."""
+    ckpt = safe_load(path)
+    if ckpt.get("format") != "hood.decoder" or "spec" not in ckpt:
+        raise CheckpointError(f"{path} is not a hood decoder checkpoint (format {ckpt.get('format')!r})")
+    spec = DecoderSpec.from_dict(ckpt["spec"])
+    info = ckpt.get("classifier", {})
+    if classifier is not None:
+        if info.get("arch") != classifier.arch or info.get("num_classes") != classifier.num_classes:
+            raise CheckpointError(
+                f"decoder {path} was trained on a {info.get('arch')} with {info.get('num_classes')} classes, "
+                f"not on this {classifier.arch} with {classifier.num_classes}"
+            )
+        if info.get("fingerprint") != classifier.fingerprint:
+            raise CheckpointError(
+                f"decoder {path} was trained on a different {classifier.arch} classifier "
+                f"(fingerprint {info.get('fingerprint')} != {classifier.fingerprint}); pass the matching --classifier"
+            )
+    decoder = HeatmapDecoder(spec)
+    try:
+        decoder.load_state_dict(strip_prefixes(ckpt["state_dict"]))
+    except RuntimeError as err:
+        raise CheckpointError(f"decoder {path} does not match its own spec: {str(err).splitlines()[0]}") from err
+    decoder.eval()
+    return decoder, ckpt

@@ -1,0 +1,110 @@
+"""The heatmap decoder: classifier features and predicted class in, a 3xHxW heatmap in [-1, 1] out.
+
+Architecture (METHOD.md): Linear to a ``C x 1 x 1`` code, a stride-1 kernel-4 transposed convolution to
+4x4, then stride-2 transposed convolutions that double the resolution, each followed by BatchNorm and
+ReLU, and a 1x1 transposed convolution to 3 channels with ``tanh``. With ``fw_layers = f > 1`` the ``f-1``
+deepest classifier stage maps are added to the decoder activations of the same resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Shape of a decoder; stored in its checkpoint so it rebuilds without the config."""
+
+    feature_dim: int
+    num_classes: int
+    code_dim: int
+    filters: tuple[int, ...]
+    fw_layers: int = 1
+
+    @property
+    def out_size(self) -> int:
+        return 4 * 2 ** (len(self.filters) - 1)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "filters": list(self.filters)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecoderSpec:
+        return cls(**{**d, "filters": tuple(d["filters"])})
+
+
+# Per (architecture, num_classes): code size and filters of the paper's five settings.
+_SETTINGS: dict[str, tuple[dict[int, int], tuple[int, ...]]] = {
+    "resnet18": ({10: 100, 100: 512}, (512, 256, 128, 64)),
+    "wrn40_2": ({10: 128, 100: 128}, (256, 128, 64, 32)),
+    "resnet50": ({200: 512}, (2048, 1024, 512, 256, 128)),
+    "wrn10_2": ({10: 128, 100: 128}, (256, 128, 64, 32)),  # WRN-40-2's decoder (same feature shapes)
+}
+
+
+def decoder_spec_for(arch: str, feature_dim: int, num_classes: int, fw_layers: int = 1) -> DecoderSpec:
+    """The paper's decoder for a classifier; unseen class counts get the code size of the nearest one."""
+    codes, filters = _SETTINGS[arch]
+    nearest = min(codes, key=lambda k: abs(k - num_classes))
+    return DecoderSpec(feature_dim, num_classes, codes[nearest], filters, fw_layers)
+
+
+class HeatmapDecoder(nn.Module):
+    """Maps ``concat(minmax(z), one_hot(y_hat))`` (plus optional skip maps) to a heatmap."""
+
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.linear = nn.Linear(spec.feature_dim + spec.num_classes, spec.code_dim)
+        stages = []
+        in_ch = spec.code_dim
+        for i, out_ch in enumerate(spec.filters):
+            stride, pad = (1, 0) if i == 0 else (2, 1)
+            stages.append(
+                nn.Sequential(
+                    nn.ConvTranspose2d(in_ch, out_ch, 4, stride, pad, bias=False),
+                    nn.BatchNorm2d(out_ch),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            in_ch = out_ch
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.ConvTranspose2d(in_ch, 3, 1)
+        # feature range of the ID training set (METHOD.md defect 3): a buffer, so it travels with the weights
+        self.register_buffer("feat_min", torch.tensor(0.0))
+        self.register_buffer("feat_max", torch.tensor(1.0))
+
+    def set_feature_range(self, fmin: float, fmax: float) -> None:
+        self.feat_min.fill_(float(fmin))
+        self.feat_max.fill_(float(fmax))
+
+    def code_input(self, features: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        span = (self.feat_max - self.feat_min).clamp_min(1e-12)
+        z = (features.float() - self.feat_min) / span
+        onehot = F.one_hot(pred.long(), self.spec.num_classes).to(z.dtype)
+        return torch.cat([z, onehot], dim=1)
+
+    def forward(
+        self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = self.linear(self.code_input(features, pred))[:, :, None, None]
+        skips = {}
+        if self.spec.fw_layers > 1:
+            if maps is None or len(maps) < self.spec.fw_layers - 1:
+                raise ValueError(f"fw_layers={self.spec.fw_layers} needs {self.spec.fw_layers - 1} stage maps")
+            skips = {m.shape[-1]: m for m in maps[len(maps) - (self.spec.fw_layers - 1):]}
+        for stage in self.stages:
+            x = stage(x)
+            skip = skips.get(x.shape[-1])
+            if skip is not None:
+                x = x + skip.to(x.dtype)
+        return torch.tanh(self.head(x))
+
+
+def heatmap_score(h: torch.Tensor) -> torch.Tensor:
+    """The paper's score: mean over pixels of the channel-max of ``|h|``. Larger is more OOD."""
+    return h.abs().amax(dim=1).flatten(1).mean(dim=1)

@@ -1,0 +1,139 @@
+"""Run directories: where every checkpoint and result lives, with the config and environment beside it.
+
+A run directory holds ``run.json`` (command, config name, seed, status, environment), ``config.yaml``
+(the full resolved config) and the command's outputs. ``status`` becomes ``complete`` only when the
+command finished; commands that pick "the latest run" skip incomplete ones and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hood import __version__
+from hood.config import Config, dump_yaml
+from hood.errors import RunError
+from hood.fileio import atomic_write_json, atomic_write_text
+
+RUN_FILE = "run.json"
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware, recorded with every run so results can be traced and reproduced."""
+    import torch
+    import torchvision
+
+    env: dict[str, Any] = {
+        "hood": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "argv": sys.argv,
+    }
+    try:
+        here = Path(__file__).resolve().parent.parent
+        env["git_commit"] = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+@dataclass
+class Run:
+    path: Path
+    info: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def update(self, **fields: Any) -> None:
+        self.info.update(fields)
+        atomic_write_json(self.path / RUN_FILE, self.info)
+
+    def mark_complete(self, **fields: Any) -> None:
+        self.update(status="complete", finished=datetime.now().isoformat(timespec="seconds"), **fields)
+
+
+def create_run(cfg: Config, command: str, write: bool = True) -> Run:
+    """Make a fresh run directory (``cfg.run.out`` or ``runs/<name>-<command>-<timestamp>``)."""
+    if cfg.run.out:
+        path = Path(cfg.run.out)
+        if (path / RUN_FILE).exists():
+            prev = json.loads((path / RUN_FILE).read_text())
+            if prev.get("command") == command and prev.get("status") == "complete":
+                raise RunError(f"{path} already holds a complete {command} run; choose another --out or delete it")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.run.runs_dir) / f"{cfg.name}-{command}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(cfg.run.runs_dir) / f"{cfg.name}-{command}-{stamp}-{n}"
+    info = {
+        "command": command,
+        "config_name": cfg.name,
+        "seed": cfg.run.seed,
+        "status": "running",
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "started_unix": time.time(),
+        "environment": environment(),
+    }
+    run = Run(path, info)
+    if write:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "config.yaml", dump_yaml(cfg))
+        run.update()
+    return run
+
+
+def open_run(path: str | os.PathLike) -> Run:
+    p = Path(path)
+    f = p / RUN_FILE
+    if not f.is_file():
+        raise RunError(f"{p} is not a hood run directory (no {RUN_FILE})")
+    try:
+        return Run(p, json.loads(f.read_text()))
+    except json.JSONDecodeError as err:
+        raise RunError(f"{f} is damaged ({err.msg}); the run cannot be used") from None
+
+
+def find_latest(runs_dir: str | os.PathLike, command: str, config_name: str | None) -> tuple[Run | None, int]:
+    """The newest complete run of ``command`` (for ``config_name`` when given) and how many
+    incomplete ones were skipped on the way."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return None, 0
+    skipped = 0
+    candidates = []
+    for d in root.iterdir():
+        f = d / RUN_FILE
+        if not f.is_file():
+            continue
+        try:
+            info = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            skipped += 1
+            continue
+        if info.get("command") != command or (config_name and info.get("config_name") != config_name):
+            continue
+        if info.get("status") != "complete":
+            skipped += 1
+            continue
+        candidates.append((info.get("started_unix", 0.0), d.name, Run(d, info)))
+    if not candidates:
+        return None, skipped
+    return max(candidates, key=lambda c: (c[0], c[1]))[2], skipped
