@@ -74,9 +74,15 @@ class DecoderConfig:
 
 @dataclass
 class EvaluateConfig:
-    methods: list[str] = field(default_factory=lambda: ["heatmap"])
+    methods: list[str] = field(default_factory=lambda: ["heatmap", "msp", "energy", "knn"])
     fpr_convention: str = "id"  # id: FPR of OOD at 95% TPR of ID (the paper) | ood: OpenOOD's
     batch_size: int = 500
+    # baseline parameters (each paper's defaults; see hood/detectors/<name>.py)
+    odin_temperature: float = 1000.0
+    odin_epsilon: float = 0.0014  # input perturbation, in [0, 1] pixel units
+    knn_k: int = 50
+    react_percentile: float = 90.0
+    vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
 
 
 @dataclass
