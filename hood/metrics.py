@@ -51,8 +51,9 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, convention: str =
 
 
 def id_threshold(id_scores: np.ndarray, keep: float = 0.95) -> float:
-    """The OOD-score threshold that keeps ``keep`` of ID images (score <= threshold counts as ID)."""
-    return float(np.quantile(np.asarray(id_scores, dtype=np.float64), keep, method="higher"))
+    """The smallest OOD-score threshold that keeps at least ``keep`` of ID images (score <= threshold
+    counts as ID): the operating point of FPR95 in the ``id`` convention."""
+    return float(np.quantile(np.asarray(id_scores, dtype=np.float64), keep, method="inverted_cdf"))
 
 
 def mean_metrics(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
