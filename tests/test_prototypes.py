@@ -1,0 +1,113 @@
+"""Prototype pairing (METHOD.md defects 1 and 4): every outlier gets ITS OWN nearest ID training sample
+among those predicted as the same class, found by a batched search that chunking does not change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hood.engine.decoder_training import build_decoder_data
+from hood.engine.features import FeatureSet
+from hood.engine.prototypes import nearest_prototypes
+
+
+def brute_force(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor) -> torch.Tensor:
+    """One outlier at a time: the nearest same-predicted-class ID sample (any class if there is none)."""
+    out = []
+    for f, p in zip(ood_f, ood_p, strict=True):
+        cand = [j for j in range(len(id_f)) if id_p[j] == p] or list(range(len(id_f)))
+        d = [float(((f - id_f[j]) ** 2).sum()) for j in cand]
+        out.append(cand[min(range(len(d)), key=d.__getitem__)])
+    return torch.tensor(out)
+
+
+def scrambled(ood_p: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """The public implementation's pairing: prototypes collected class by class, then indexed in the
+    order of the sampled outliers, so outlier i gets the i-th prototype of the class-sorted list."""
+    by_class = [int(own[i]) for c in sorted(set(ood_p.tolist())) for i in range(len(ood_p)) if ood_p[i] == c]
+    return torch.tensor(by_class)
+
+
+def random_case(seed: int, n_id: int = 40, n_ood: int = 25, dim: int = 6, classes: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    id_f = torch.randn(n_id, dim, generator=g)
+    id_p = torch.randint(0, classes, (n_id,), generator=g)
+    id_p[:classes] = torch.arange(classes)  # every class has ID samples
+    ood_f = torch.randn(n_ood, dim, generator=g)
+    ood_p = torch.randint(0, classes, (n_ood,), generator=g)
+    return ood_f, ood_p, id_f, id_p
+
+
+def test_hand_case_each_outlier_gets_its_own_prototype() -> None:
+    # ID: class 0 at x = 0 and 10, class 1 at x = 5 and 20 (1-d features)
+    id_f = torch.tensor([[0.0], [10.0], [5.0], [20.0]])
+    id_p = torch.tensor([0, 0, 1, 1])
+    # outliers interleave classes 1, 0, 1, 0
+    ood_f = torch.tensor([[19.0], [9.0], [4.0], [1.0]])
+    ood_p = torch.tensor([1, 0, 1, 0])
+    got = nearest_prototypes(ood_f, ood_p, id_f, id_p)
+    # 19 -> 20 (class 1, not 10 of class 0), 9 -> 10, 4 -> 5 (not 0: wrong class), 1 -> 0
+    assert got.tolist() == [3, 1, 2, 0]
+    # the public implementation would pair them as [1, 0, 3, 2]: every outlier with another's prototype
+    assert scrambled(ood_p, got).tolist() == [1, 0, 3, 2]
+
+
+def test_same_class_beats_a_nearer_sample_of_another_class() -> None:
+    id_f = torch.tensor([[0.0, 0.0], [100.0, 100.0]])
+    id_p = torch.tensor([0, 1])
+    ood_f = torch.tensor([[0.1, 0.1]])
+    assert nearest_prototypes(ood_f, torch.tensor([1]), id_f, id_p).tolist() == [1]
+    assert nearest_prototypes(ood_f, torch.tensor([0]), id_f, id_p).tolist() == [0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force_and_differs_from_scrambled(seed: int) -> None:
+    ood_f, ood_p, id_f, id_p = random_case(seed)
+    got = nearest_prototypes(ood_f, ood_p, id_f, id_p)
+    ref = brute_force(ood_f, ood_p, id_f, id_p)
+    assert torch.equal(got, ref)
+    assert all(int(id_p[j]) == int(p) for j, p in zip(got, ood_p, strict=True))  # same predicted class
+    assert not torch.equal(got, scrambled(ood_p, got))  # the scrambled pairing would differ here
+
+
+def test_class_without_id_samples_falls_back_to_any_class() -> None:
+    id_f = torch.tensor([[0.0], [10.0], [20.0]])
+    id_p = torch.tensor([0, 0, 1])
+    ood_f = torch.tensor([[11.0], [19.0], [1.0]])
+    ood_p = torch.tensor([2, 1, 2])  # nothing in ID is predicted as class 2
+    got = nearest_prototypes(ood_f, ood_p, id_f, id_p)
+    assert got.tolist() == [1, 2, 0]
+    assert torch.equal(got, brute_force(ood_f, ood_p, id_f, id_p))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 4096])
+def test_chunk_size_does_not_change_the_result(chunk: int) -> None:
+    ood_f, ood_p, id_f, id_p = random_case(5, n_id=60, n_ood=50, classes=3)
+    ref = nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=2048)
+    assert torch.equal(nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=chunk), ref)
+    assert torch.equal(ref, brute_force(ood_f, ood_p, id_f, id_p))
+
+
+def test_large_offset_features_keep_exact_neighbours() -> None:
+    # features with a large common offset: the expanded |q|^2 - 2qk + |k|^2 form must still rank exactly
+    ood_f, ood_p, id_f, id_p = random_case(7)
+    ood_f, id_f = ood_f * 1e-3 + 1e3, id_f * 1e-3 + 1e3
+    assert torch.equal(nearest_prototypes(ood_f, ood_p, id_f, id_p), brute_force(ood_f.double(), ood_p, id_f.double(), id_p))
+
+
+def test_decoder_data_targets_are_own_prototype_images() -> None:
+    ood_f, ood_p, id_f, id_p = random_case(3, n_id=12, n_ood=9, classes=3)
+    logits_of = lambda p: torch.nn.functional.one_hot(p, 3).float()  # noqa: E731 - preds = argmax(logits)
+    id_images = torch.arange(12, dtype=torch.uint8)[:, None, None, None].expand(12, 3, 2, 2).contiguous()
+    ood_images = (100 + torch.arange(9, dtype=torch.uint8))[:, None, None, None].expand(9, 3, 2, 2).contiguous()
+    data, proto = build_decoder_data(
+        id_images, FeatureSet(id_f, logits_of(id_p)), ood_images, FeatureSet(ood_f, logits_of(ood_p)), torch.device("cpu")
+    )
+    assert torch.equal(proto, brute_force(ood_f, ood_p, id_f, id_p))
+    assert data.n_id == 12 and len(data.images) == 21
+    assert data.target_idx[:12].tolist() == list(range(12))  # ID rows are their own targets
+    for i in range(9):
+        row = 12 + i
+        assert torch.equal(data.images[row], ood_images[i])
+        assert torch.equal(data.feats.features[row], ood_f[i])
+        assert torch.equal(data.images[data.target_idx[row]], id_images[proto[i]])
