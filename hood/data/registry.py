@@ -30,6 +30,15 @@ def entry(name: str) -> dict[str, Any] | None:
     return load_manifest()["sets"].get(name)
 
 
+def manual_names() -> list[str]:
+    """Entries hood lists but cannot fetch (e.g. the authors' weights behind a browser-only share)."""
+    return sorted(load_manifest().get("manual", {}))
+
+
+def manual_entry(name: str) -> dict[str, Any] | None:
+    return load_manifest().get("manual", {}).get(name)
+
+
 def default_data_root() -> Path:
     """``$HOOD_DATA``, else ``$XDG_DATA_HOME/hood`` (``~/.local/share/hood``)."""
     if os.environ.get("HOOD_DATA"):
@@ -63,7 +72,16 @@ def is_installed(name: str, root: Path) -> bool:
     return e.get("layout") == "cifar-python" and _cifar_files_present(d)
 
 
+def read_marker(name: str, root: Path) -> dict[str, Any] | None:
+    """The verification record ``hood download`` wrote into the set's marker, or None (absent/unreadable)."""
+    try:
+        record = json.loads((set_dir(name, root) / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def suggest(name: str, extra: list[str] | tuple[str, ...] = ()) -> str:
     """' (did you mean X?)' for the closest known name, or ''."""
-    close = difflib.get_close_matches(name, registry_names() + list(extra), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, registry_names() + manual_names() + list(extra), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
