@@ -31,7 +31,7 @@ class ByteProgress:
             TimeRemainingColumn(),
             console=err_console,
             transient=True,
-            disable=quiet,
+            disable=quiet or not err_console.is_terminal,  # no bar redraws in logs or pipes
         )
 
     def __enter__(self) -> ByteProgress:
