@@ -20,7 +20,7 @@ from typing import Any
 
 from hood import __version__
 from hood.config import Config, dump_yaml
-from hood.errors import RunError
+from hood.errors import HoodError, RunError
 from hood.fileio import atomic_write_json, atomic_write_text
 
 RUN_FILE = "run.json"
@@ -62,14 +62,42 @@ class Run:
 
     def update(self, **fields: Any) -> None:
         self.info.update(fields)
-        atomic_write_json(self.path / RUN_FILE, self.info)
+        if _is_main_process():  # under torchrun only rank 0 writes; the others keep the info in memory
+            atomic_write_json(self.path / RUN_FILE, self.info)
 
     def mark_complete(self, **fields: Any) -> None:
         self.update(status="complete", finished=datetime.now().isoformat(timespec="seconds"), **fields)
 
 
+def _is_main_process() -> bool:
+    from hood.engine.distributed import is_main_process
+
+    return is_main_process()
+
+
 def create_run(cfg: Config, command: str, write: bool = True) -> Run:
-    """Make a fresh run directory (``cfg.run.out`` or ``runs/<name>-<command>-<timestamp>``)."""
+    """Make a fresh run directory (``cfg.run.out`` or ``runs/<name>-<command>-<timestamp>``).
+
+    Under torchrun rank 0 creates it and every other rank gets the same Run (its timestamped name
+    could differ per process), or the same error.
+    """
+    from hood.engine import distributed
+
+    if not distributed.init_from_env(cfg.run.device):
+        return _create_run(cfg, command, write)
+    made: tuple[Run | None, str | None] = (None, None)
+    if distributed.is_main_process():
+        try:
+            made = (_create_run(cfg, command, write), None)
+        except HoodError as err:
+            made = (None, str(err))
+    run, error = distributed.broadcast_object(made)
+    if run is None:
+        raise RunError(error or "rank 0 could not create the run directory")
+    return run
+
+
+def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
     if cfg.run.out:
         path = Path(cfg.run.out)
         if (path / RUN_FILE).exists():

@@ -24,6 +24,7 @@ import torch
 
 from hood.config import DecoderConfig
 from hood.data.transforms import normalize
+from hood.engine import distributed
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.prototypes import nearest_prototypes
@@ -73,10 +74,13 @@ def build_decoder_data(
     feats = FeatureSet(
         torch.cat([id_feats.features, ood_feats.features]),
         torch.cat([id_feats.logits, ood_feats.logits]),
-        None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps)],
+        None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps, strict=True)],
     )
     target_idx = torch.cat([torch.arange(n_id), proto])
     return DecoderData(torch.cat([id_images, ood_images]), feats, target_idx, n_id), proto
+
+
+_REPORT_EVERY = 10  # steps between progress updates that read the loss value
 
 
 def heatmap_loss(h: torch.Tensor, x: torch.Tensor, t: torch.Tensor, weight: float = 5.0) -> torch.Tensor:
@@ -86,24 +90,33 @@ def heatmap_loss(h: torch.Tensor, x: torch.Tensor, t: torch.Tensor, weight: floa
 
 
 def run_epoch(
-    decoder: HeatmapDecoder,
+    decoder: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     data: DecoderData,
     batch_size: int,
     loss_weight: float,
     generator: torch.Generator,
     device: torch.device,
-    on_batch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[int, float | None], None] | None = None,
 ) -> float:
-    """One pass over ``data`` (already on ``device``); returns the mean per-sample loss."""
+    """One pass over ``data`` (already on ``device``); returns the mean per-sample loss.
+
+    ``decoder`` may be the DDP wrapper: each rank then trains on its shard of every global batch (the
+    permutation is the same on all ranks) and the returned loss is the mean over all ranks.
+    ``on_batch(n, loss)`` gets the loss only every few steps (None otherwise): reading it syncs the GPU.
+    """
     decoder.train()
+    world = distributed.world_size()
     n = len(data.target_idx)
     perm = torch.randperm(n, generator=generator).to(device)
-    total, count = 0.0, 0
-    for start in range(0, n, batch_size):
-        idx = perm[start : start + batch_size]
-        if len(idx) < 2:  # BatchNorm needs two samples; the remainder joins the next epoch's shuffle
+    # loss * n and n, summed on the device; one host read per epoch instead of one per step
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    for step, start in enumerate(range(0, n, batch_size)):
+        batch = perm[start : start + batch_size]
+        if len(batch) < 2 * world:  # BatchNorm needs two samples per rank; the rest joins the next shuffle
             continue
+        idx = distributed.shard(batch)
+        # everything below is gathers from tensors already on the device: no classifier, no loader
         x = normalize(data.images[idx])
         t = normalize(data.images[data.target_idx[idx]])
         maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
@@ -113,13 +126,13 @@ def run_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingDivergedError("non-finite loss")
-        total += value * len(idx)
-        count += len(idx)
+        sums[0] += loss.detach() * len(idx)
+        sums[1] += len(idx)
         if on_batch is not None:
-            on_batch(len(idx), value)
+            on_batch(len(batch), float(loss.detach()) if step % _REPORT_EVERY == 0 else None)
+    total, count = distributed.all_reduce_sum(sums).tolist()
+    if not math.isfinite(total):
+        raise TrainingDivergedError("non-finite loss")
     return total / max(count, 1)
 
 
@@ -141,10 +154,18 @@ def fit_decoder(
     optimizer_state: dict[str, Any] | None = None,
     on_epoch_end: Callable[[int, float, HeatmapDecoder, torch.optim.Optimizer], None] | None = None,
     reporter: Reporter | None = None,
+    compile: bool = False,
 ) -> list[float]:
-    """Train from ``start_epoch`` to ``cfg.epochs``; ``on_epoch_end`` checkpoints. Returns epoch losses."""
-    reporter = reporter or NullReporter()
+    """Train from ``start_epoch`` to ``cfg.epochs``; ``on_epoch_end`` checkpoints. Returns epoch losses.
+
+    Under torchrun the decoder runs inside DDP and ``on_epoch_end`` (which writes files) runs on rank 0
+    only; ``decoder`` itself stays unwrapped, so its ``state_dict`` has no ``module.`` prefix.
+    """
+    reporter = distributed.main_only(reporter or NullReporter())
     decoder.to(device)
+    net = distributed.wrap(decoder, device)
+    if compile:
+        net = torch.compile(net)
     optimizer = make_optimizer(decoder, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -154,8 +175,8 @@ def fit_decoder(
     for epoch in range(start_epoch, cfg.epochs):
         try:
             loss = run_epoch(
-                decoder, optimizer, data, cfg.batch_size, cfg.loss_weight, epoch_generator(seed, epoch), device,
-                on_batch=lambda n, v, e=epoch: reporter.advance(task, n, epoch=e + 1, loss=v),
+                net, optimizer, data, cfg.batch_size, cfg.loss_weight, epoch_generator(seed, epoch), device,
+                on_batch=lambda n, v, e=epoch: reporter.advance(task, n, **({} if v is None else {"epoch": e + 1, "loss": v})),
             )
         except TrainingDivergedError:
             raise TrainingDivergedError(
@@ -164,7 +185,7 @@ def fit_decoder(
             ) from None
         losses.append(loss)
         reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}")
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and distributed.is_main_process():
             on_epoch_end(epoch + 1, loss, decoder, optimizer)
     reporter.done(task)
     return losses

@@ -16,24 +16,38 @@ import torch.nn.functional as F
 
 from hood.config import PretrainConfig
 from hood.data.transforms import normalize, random_crop_flip
+from hood.engine import distributed
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import autocast
 from hood.errors import TrainingDivergedError
 from hood.models.base import Classifier
 
+_REPORT_EVERY = 25  # steps between progress updates that read the loss value
+
 
 @torch.inference_mode()
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 500) -> float:
+def accuracy(
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 500,
+    sharded: bool = False,
+) -> float:
+    """Top-1 accuracy. ``sharded``: each rank scores every ``world_size``-th image and the counts are
+    summed, so all ranks get the same number (the plateau schedule must not diverge between them)."""
     model.eval()
-    correct = 0
+    if sharded:
+        images, labels = distributed.shard(images), distributed.shard(labels)
+    counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, seen
     for s in range(0, len(images), batch_size):
         x = normalize(images[s : s + batch_size].to(device))
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             pred = model(x).argmax(1)
-        correct += int((pred.cpu() == labels[s : s + batch_size]).sum())
-    return correct / max(len(images), 1)
+        counts[0] += (pred == labels[s : s + batch_size].to(device)).sum()
+        counts[1] += len(x)
+    if sharded:
+        distributed.all_reduce_sum(counts)
+    correct, seen = counts.tolist()
+    return correct / max(seen, 1)
 
 
 def make_optimizer(model: Classifier, cfg: PretrainConfig) -> torch.optim.SGD:
@@ -61,12 +75,23 @@ def fit_classifier(
     state: dict[str, Any] | None = None,
     on_epoch_end: Callable[[int, dict[str, float], torch.optim.Optimizer, Any], None] | None = None,
     reporter: Reporter | None = None,
+    compile: bool = False,
 ) -> None:
-    """Train in place. ``on_epoch_end(epoch, stats, optimizer, scheduler)`` checkpoints and keeps the best."""
-    reporter = reporter or NullReporter()
+    """Train in place. ``on_epoch_end(epoch, stats, optimizer, scheduler)`` checkpoints and keeps the best.
+
+    Under torchrun the model runs inside DDP; every rank draws the same permutation and augmentation
+    for each global batch and trains on its :func:`~hood.engine.distributed.shard` of it, so
+    ``cfg.batch_size`` stays the global batch. ``on_epoch_end`` (which writes files) runs on rank 0 only.
+    ``compile`` wraps the training forward in ``torch.compile`` (worth it for long GPU runs).
+    """
+    reporter = distributed.main_only(reporter or NullReporter())
     model.to(device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # NHWC: tensor-core convolutions without transposes
+    net = distributed.wrap(model, device)
+    if compile:
+        net = torch.compile(net)
+    world = distributed.world_size()
     steps = math.ceil(len(train_images) / cfg.batch_size)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps)
@@ -74,6 +99,7 @@ def fit_classifier(
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler") is not None:
             sched.load_state_dict(state["scheduler"])
+    # the whole (small) training set lives on the device as uint8: no loader, no host->device copies per step
     x_all = train_images.to(device)
     y_all = train_labels.to(device)
     task = reporter.task("pretrain", (cfg.epochs - start_epoch) * len(train_images))
@@ -81,37 +107,47 @@ def fit_classifier(
         model.train()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         perm = torch.randperm(len(x_all), generator=g).to(device)
-        total, correct, seen = 0.0, 0, 0
-        for s in range(0, len(perm), cfg.batch_size):
+        # running sums stay on the device: reading the loss every step would stall the GPU queue
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, seen
+        for step, s in enumerate(range(0, len(perm), cfg.batch_size)):
             idx = perm[s : s + cfg.batch_size]
+            if len(idx) < world:  # a rank would get no sample; the remainder joins the next epoch's shuffle
+                continue
             x = normalize(x_all[idx])
             if cfg.augment:
+                # drawn for the whole global batch, so every rank consumes the generator identically
                 x = random_crop_flip(x, generator=g)
+            x, y = distributed.shard(x), distributed.shard(y_all[idx])
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y_all[idx])
+                logits = net(x)
+                loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if cfg.scheduler == "onecycle":
                 sched.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"classifier loss became NaN/inf in epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept. "
-                    f"Lower the learning rate (--set pretrain.lr=...)"
-                )
-            total += value * len(idx)
-            correct += int((logits.argmax(1) == y_all[idx]).sum())
-            seen += len(idx)
-            reporter.advance(task, len(idx), epoch=epoch + 1, loss=value)
-        val_acc = accuracy(model, val_images, val_labels, device) if len(val_images) else correct / seen
+            with torch.no_grad():
+                sums[0] += loss.detach() * len(y)
+                sums[1] += (logits.argmax(1) == y).sum()
+                sums[2] += len(y)
+            if step % _REPORT_EVERY == 0:  # reading the loss syncs with the device: only now and then
+                reporter.advance(task, len(idx), epoch=epoch + 1, loss=float(loss.detach()))
+            else:
+                reporter.advance(task, len(idx))
+        total, correct, seen = distributed.all_reduce_sum(sums).tolist()
+        if not math.isfinite(total):
+            raise TrainingDivergedError(
+                f"classifier loss became NaN/inf in epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept. "
+                f"Lower the learning rate (--set pretrain.lr=...)"
+            )
+        distributed.broadcast_buffers(model)  # every rank validates rank 0's model (the one saved)
+        val_acc = accuracy(model, val_images, val_labels, device, sharded=True) if len(val_images) else correct / seen
         if cfg.scheduler == "plateau":
             sched.step(val_acc)
         stats = {"loss": total / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
         reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  train {stats['train_acc']:.3f}  val {val_acc:.3f}")
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and distributed.is_main_process():
             on_epoch_end(epoch + 1, stats, opt, sched)
     reporter.done(task)

@@ -14,9 +14,15 @@ from hood.errors import DeviceError
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a one-line error."""
+    """``auto`` picks CUDA when present; asking for CUDA without it is a one-line error.
+
+    Under torchrun (``WORLD_SIZE`` > 1) ``auto`` and ``cuda`` mean this process's own GPU,
+    ``cuda:$LOCAL_RANK``, so N processes on one machine use N different cards.
+    """
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        spec = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {spec} was asked for, but CUDA is not available here; use --device cpu or auto")
@@ -39,8 +45,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def configure_threads(num_threads: int | None) -> None:
+    """Set the CPU thread count when asked; under torchrun split the cores among the local processes.
+
+    N processes each using every core oversubscribe the CPU (each would spin N times too many
+    OpenMP threads), which is slower than one process alone.
+    """
     if num_threads:
         torch.set_num_threads(num_threads)
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
 
 def autocast(device: torch.device) -> Any:

@@ -9,6 +9,7 @@ import torch
 
 from hood.config import Config
 from hood.data.sources import load_id_splits
+from hood.engine import distributed
 from hood.engine.pretrain import accuracy, fit_classifier
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, rng_state, seed_everything
@@ -30,6 +31,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
+    distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
     run = run or create_run(cfg, "pretrain")
     state = resume_state(run)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -72,7 +74,9 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
         model, train.images[tr_idx], train.labels[tr_idx], train.images[val_idx], train.labels[val_idx],
         cfg.pretrain, cfg.run.seed, device, start_epoch, state, on_epoch_end, reporter,
     )
-    best_model = load_classifier(run.file("classifier.pt")).model.to(device)
-    test_acc = accuracy(best_model, test.images, test.labels, device)
-    run.mark_complete(test_acc=test_acc, best_val_acc=best["val_acc"], best_epoch=best["epoch"], classifier=str(Path(run.file("classifier.pt"))))
+    if distributed.is_main_process():  # rank 0 wrote the files; the other ranks take its result below
+        best_model = load_classifier(run.file("classifier.pt")).model.to(device)
+        test_acc = accuracy(best_model, test.images, test.labels, device)
+        run.mark_complete(test_acc=test_acc, best_val_acc=best["val_acc"], best_epoch=best["epoch"], classifier=str(Path(run.file("classifier.pt"))))
+    run.info = distributed.broadcast_object(run.info)
     return run
