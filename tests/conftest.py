@@ -72,3 +72,20 @@ def id_archive(id_folder: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def ood_folder(tmp_path: Path) -> Path:
     return write_flat_folder(tmp_path / "tiny-ood", count=12)
+
+
+def save_random_classifier(path: Path, arch: str = "wrn10_2", num_classes: int = 3, seed: int = 0) -> Path:
+    """A hood classifier checkpoint with random (seeded) weights: decoder tests need no pretraining."""
+    from hood.models.checkpoint import classifier_state, save_checkpoint
+    from hood.models.registry import build_classifier
+
+    torch.manual_seed(seed)
+    model = build_classifier(arch, num_classes).eval()
+    save_checkpoint(classifier_state(model, arch, [f"class{c}" for c in range(num_classes)], {}), path)
+    return path
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path: Path) -> Path:
+    """A random 3-class wrn10_2 classifier checkpoint, matching the id_folder fixture's classes."""
+    return save_random_classifier(tmp_path / "clf.pt")
