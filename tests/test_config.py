@@ -1,0 +1,202 @@
+"""Configuration: precedence (defaults < YAML < named CLI options < --set), validation errors as one-line
+ConfigErrors naming the key, and every bundled config loading and validating."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hood.cli.options import build_config, bundled_configs
+from hood.config import Config, dump_yaml, resolve
+from hood.errors import ConfigError
+
+
+def write_yaml(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def config_error(*args, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        resolve(*args, **kwargs)
+    msg = str(info.value)
+    assert "\n" not in msg.strip(), f"not one line: {msg!r}"
+    return msg
+
+
+def test_defaults_are_the_papers_recipe() -> None:
+    cfg = resolve()
+    assert (cfg.decoder.lr, cfg.decoder.betas, cfg.decoder.batch_size, cfg.decoder.epochs) == (2e-4, [0.5, 0.999], 200, 150)
+    assert (cfg.pretrain.lr, cfg.pretrain.momentum, cfg.pretrain.weight_decay, cfg.pretrain.epochs) == (0.1, 0.9, 5e-4, 100)
+    assert cfg.decoder.loss_weight == 5.0 and cfg.evaluate.fpr_convention == "id" and cfg.run.device == "auto"
+
+
+def test_precedence_defaults_yaml_named_set(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "decoder:\n  epochs: 7\n  num_ood: 300\n  lr: 1.0e-3\nrun:\n  seed: 3\n")
+    cfg = resolve(path)
+    assert cfg.name == "exp"  # the file's stem when it names none
+    assert (cfg.decoder.epochs, cfg.decoder.num_ood, cfg.decoder.lr, cfg.run.seed) == (7, 300, 1e-3, 3)
+    assert cfg.decoder.batch_size == 200  # untouched keys keep the defaults
+    # named options beat the YAML, None means "not given"
+    cfg = resolve(path, {"decoder.epochs": 9, "decoder.num_ood": None, "run.seed": 5})
+    assert (cfg.decoder.epochs, cfg.decoder.num_ood, cfg.run.seed) == (9, 300, 5)
+    # --set beats both, and later --set beats earlier ones
+    cfg = resolve(path, {"decoder.epochs": 9}, ["decoder.epochs=11", "decoder.lr=5e-5", "run.seed=1", "run.seed=2"])
+    assert (cfg.decoder.epochs, cfg.decoder.lr, cfg.run.seed) == (11, 5e-5, 2)
+
+
+def test_cli_named_options_go_through_the_same_precedence(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "name: mine\ndecoder:\n  fw_layers: 2\n")
+    cfg = build_config(str(path), {"decoder.fw_layers": 3, "run.device": "cpu"}, ["decoder.fw_layers=4"])
+    assert cfg.name == "mine" and cfg.decoder.fw_layers == 4 and cfg.run.device == "cpu"
+    cfg = build_config(str(path), {"decoder.fw_layers": 3}, None)
+    assert cfg.decoder.fw_layers == 3
+
+
+def test_set_parses_values(tmp_path: Path) -> None:
+    cfg = resolve(None, {}, [
+        "data.ood=svhn, textures", "evaluate.methods=[heatmap]", "model.classifier=null",
+        "data.ood_count=~", "pretrain.augment=no", "decoder.betas=[0.9, 0.99]", "data.image_size=64.0",
+        "run.out=some/dir",
+    ])
+    assert cfg.data.ood == ["svhn", "textures"] and cfg.evaluate.methods == ["heatmap"]
+    assert cfg.model.classifier is None and cfg.data.ood_count is None and cfg.pretrain.augment is False
+    assert cfg.decoder.betas == [0.9, 0.99] and cfg.data.image_size == 64 and isinstance(cfg.data.image_size, int)
+    assert cfg.run.out == "some/dir"
+
+
+def test_bundled_configs_load_and_validate() -> None:
+    bundled = bundled_configs()
+    expected = {"cifar10_resnet18", "cifar10_wrn40_2", "cifar100_resnet18", "cifar100_wrn40_2", "tinyimagenet_resnet50", "demo"}
+    assert expected <= set(bundled)
+    for name, path in bundled.items():
+        cfg = resolve(path)
+        assert isinstance(cfg, Config) and cfg.name == name
+        assert cfg.data.id and cfg.data.aux and cfg.data.ood and cfg.model.arch
+    paper = {n: resolve(bundled[n]) for n in expected - {"demo"}}
+    assert paper["tinyimagenet_resnet50"].model.arch == "resnet50" and paper["tinyimagenet_resnet50"].data.image_size == 64
+    assert paper["cifar100_wrn40_2"].data.id == "cifar100" and paper["cifar10_resnet18"].model.arch == "resnet18"
+    for cfg in paper.values():
+        assert cfg.decoder.lr == 2e-4 and cfg.decoder.betas == [0.5, 0.999] and cfg.decoder.epochs == 150
+
+
+def test_bundled_config_by_name() -> None:
+    cfg = build_config("demo", {}, None)
+    assert cfg.name == "demo" and cfg.model.arch == "wrn10_2" and cfg.data.id == "demo-digits"
+
+
+def test_dumped_config_reloads_identically(tmp_path: Path) -> None:
+    cfg = resolve(None, {}, ["decoder.num_ood=77", "data.ood=a,b", "run.num_threads=2", "model.classifier=c.pt"])
+    cfg.name = "mine"
+    again = resolve(write_yaml(tmp_path, dump_yaml(cfg)))
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (["decoder.num_odd=5"], "did you mean 'num_ood'"),
+        (["decodr.epochs=5"], "did you mean 'decoder'"),
+        (["pretrain.learning_rate=0.1"], "unknown key 'pretrain.learning_rate'"),
+        (["epochs=5"], "section.key"),
+        (["decoder.epochs"], "section.key=value"),
+    ],
+)
+def test_unknown_keys_are_named_with_a_suggestion(sets: list[str], needle: str) -> None:
+    assert needle in config_error(None, {}, sets)
+
+
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path: Path) -> None:
+    msg = config_error(write_yaml(tmp_path, "decoder:\n  epocs: 3\n"))
+    assert "exp.yaml" in msg and "decoder.epocs" in msg and "did you mean 'epochs'" in msg
+    msg = config_error(write_yaml(tmp_path, "modle:\n  arch: resnet18\n"))
+    assert "modle" in msg and "did you mean 'model'" in msg
+
+
+@pytest.mark.parametrize(
+    ("sets", "key", "needle"),
+    [
+        (["decoder.epochs=ten"], "decoder.epochs", "integer"),
+        (["decoder.epochs=2.5"], "decoder.epochs", "integer"),
+        (["decoder.epochs=true"], "decoder.epochs", "integer"),
+        (["decoder.lr=fast"], "decoder.lr", "number"),
+        (["pretrain.augment=maybe"], "pretrain.augment", "true or false"),
+        (["data.ood={a: 1}"], "data.ood", ""),
+        (["data.id=[a, b]"], "data.id", "string"),
+    ],
+)
+def test_wrong_types(sets: list[str], key: str, needle: str) -> None:
+    msg = config_error(None, {}, sets)
+    assert key in msg and needle in msg
+
+
+def test_wrong_type_in_yaml(tmp_path: Path) -> None:
+    msg = config_error(write_yaml(tmp_path, "data:\n  ood: 5\n"))
+    assert "data.ood" in msg and "list" in msg
+    msg = config_error(write_yaml(tmp_path, "decoder: 5\n"))
+    assert "decoder" in msg and "mapping" in msg
+    msg = config_error(write_yaml(tmp_path, "- a\n- b\n"))
+    assert "mapping" in msg
+
+
+@pytest.mark.parametrize(
+    ("item", "key"),
+    [
+        ("decoder.fw_layers=5", "decoder.fw_layers"),
+        ("decoder.fw_layers=0", "decoder.fw_layers"),
+        ("decoder.batch_size=1", "decoder.batch_size"),
+        ("decoder.lr=0", "decoder.lr"),
+        ("decoder.betas=[0.5]", "decoder.betas"),
+        ("decoder.betas=[0.5, 1.0]", "decoder.betas"),
+        ("decoder.num_ood=0", "decoder.num_ood"),
+        ("pretrain.epochs=0", "pretrain.epochs"),
+        ("pretrain.momentum=1.5", "pretrain.momentum"),
+        ("pretrain.val_fraction=0.7", "pretrain.val_fraction"),
+        ("pretrain.scheduler=cosine", "pretrain.scheduler"),
+        ("pretrain.weight_decay=-1", "pretrain.weight_decay"),
+        ("data.ood_count=0", "data.ood_count"),
+        ("data.image_size=4", "data.image_size"),
+        ("model.arch=resnet19", "model.arch"),
+        ("run.device=gpu", "run.device"),
+        ("run.device=cuda:x", "run.device"),
+        ("evaluate.fpr_convention=both", "evaluate.fpr_convention"),
+        ("evaluate.methods=[]", "evaluate.methods"),
+        ("run.num_threads=0", "run.num_threads"),
+    ],
+)
+def test_impossible_values(item: str, key: str) -> None:
+    assert f"'{key}'" in config_error(None, {}, [item])
+
+
+def test_impossible_value_from_named_option() -> None:
+    msg = config_error(None, {"decoder.fw_layers": 7})
+    assert "decoder.fw_layers" in msg and "7" in msg
+    assert "did you mean 'resnet18'" in config_error(None, {"model.arch": "resnet81"})
+
+
+def test_valid_devices() -> None:
+    for dev in ("auto", "cpu", "cuda", "cuda:1"):
+        assert resolve(None, {"run.device": dev}).run.device == dev
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "name: x\ndecoder:\n  epochs: 3\n  betas: [0.5, 0.999\nrun:\n  seed: 1\n")
+    msg = config_error(path)
+    assert "not valid YAML" in msg and str(path) in msg
+    assert "line 5" in msg or "line 4" in msg  # the unclosed flow sequence, where the parser notices it
+    path = write_yaml(tmp_path, "decoder:\n  epochs: 3\n   lr: 0.1\n", "indent.yaml")
+    assert "line 3" in config_error(path)
+
+
+def test_missing_and_binary_config_files(tmp_path: Path) -> None:
+    assert "does not exist" in config_error(tmp_path / "nope.yaml")
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81garbage")
+    config_error(path)
+
+
+def test_empty_yaml_is_the_defaults(tmp_path: Path) -> None:
+    cfg = resolve(write_yaml(tmp_path, "# nothing here\n"))
+    assert cfg.to_dict() | {"name": "default"} == Config().to_dict()
