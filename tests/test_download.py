@@ -288,7 +288,7 @@ def test_html_page_instead_of_the_archive_is_removed_and_nothing_extracted(serve
         dl.install("textures", root)
     msg = str(err.value)
     assert "md5 mismatch" in msg and "HTML page" in msg and "removed" in msg and "nothing was extracted" in msg
-    assert not (root / "dtd").exists() and _leftovers(root) == []
+    assert not (root / "dtd").exists() and _leftovers(root) == [] and not dl.downloads_dir(root).exists()
 
 
 def test_wrong_size_is_refused_before_the_body_is_read(server: Server, root: Path) -> None:
@@ -404,4 +404,6 @@ def test_unknown_and_manual_names_explain_themselves(manifest: dict[str, Any], r
     assert res.exit_code == 2 and "cannot be downloaded automatically" in res.stderr and "--classifier" in res.stderr
     res = CliRunner().invoke(app, ["download", "cifar100x", "--root", str(root)])
     assert res.exit_code == 2 and "did you mean 'cifar100'" in res.stderr
+    res = CliRunner().invoke(app, ["download", "--verify", "svhn", "nope", "--root", str(root)])
+    assert res.exit_code == 2 and "unknown data set 'nope'" in res.stderr
     assert not root.exists()

@@ -15,14 +15,15 @@ from rich.table import Table
 
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import JsonOpt, QuietOpt, print_json, stdout
+from hood.cli.reporter import RichReporter
 from hood.errors import DataError, HoodError
 
 
-class ByteProgress:
-    """The engine's Reporter, drawn as one Rich byte-progress bar per file on stderr."""
+class ByteProgress(RichReporter):
+    """The engine's Reporter with byte columns (size, speed, ETA): one bar per file on stderr."""
 
     def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
+        super().__init__(quiet)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -33,26 +34,6 @@ class ByteProgress:
             transient=True,
             disable=quiet or not err_console.is_terminal,  # no bar redraws in logs or pipes
         )
-
-    def __enter__(self) -> ByteProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-    def task(self, description: str, total: int | None) -> Any:
-        return self.progress.add_task(description, total=total)
-
-    def advance(self, task: Any, n: int = 1, **fields: Any) -> None:
-        self.progress.update(task, advance=n)
-
-    def done(self, task: Any) -> None:
-        self.progress.remove_task(task)
-
-    def log(self, message: str) -> None:
-        if not self.quiet:
-            self.progress.console.print(f"[dim]{message}[/]")
 
 
 def _human(size: int | None) -> str:
@@ -158,6 +139,9 @@ def download(
     names = list(names or [])
     if all_:
         names = registry.registry_names()
+    for name in names:
+        if registry.entry(name) is None:
+            dl.file_specs(name)  # raises the one-line "cannot be fetched" / "unknown set" error
     if verify:
         return _verify(names, base, json_out)
     if list_ or not names:
@@ -170,9 +154,6 @@ def download(
     if from_ is not None and len(names) != 1:
         raise DataError("--from installs exactly one set: hood download NAME --from FILE")
     overrides = _url_overrides(url or [], names)
-    for name in names:
-        if registry.entry(name) is None:
-            dl.file_specs(name)  # raises the one-line "cannot be fetched" / "unknown set" error
     results: list[dict[str, Any]] = []
     failures: list[str] = []
     with ByteProgress(quiet or json_out) as reporter:

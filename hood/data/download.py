@@ -277,6 +277,13 @@ def verify_file(path: Path, spec: FileSpec) -> dict[str, Any]:
     return got
 
 
+def _drop_empty_downloads(root: Path, name: str) -> None:
+    """Remove the set's download folder and the downloads folder when nothing is left to resume."""
+    with contextlib.suppress(OSError):
+        (downloads_dir(root) / name).rmdir()
+        downloads_dir(root).rmdir()
+
+
 def _download_verified(name: str, spec: FileSpec, root: Path, url: str | None, reporter: Reporter) -> tuple[Path, str, dict[str, Any]]:
     """Fetch ``spec`` from its first working source into a verified ``.part`` file."""
     part = _mkdir(downloads_dir(root) / name) / f"{spec.name}.part"
@@ -302,6 +309,7 @@ def _download_verified(name: str, spec: FileSpec, root: Path, url: str | None, r
             except (_Retryable, _Refused) as err:
                 last = err
                 break
+    _drop_empty_downloads(root, name)
     hint = f"pass --url {name}=URL or set HOOD_MIRROR to a mirror"
     if isinstance(last, ChecksumError):
         raise ChecksumError(
@@ -450,9 +458,7 @@ def install(
     if from_file is None:
         for _, path, _, _ in fetched:
             path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            (downloads_dir(root) / name).rmdir()
-            downloads_dir(root).rmdir()
+        _drop_empty_downloads(root, name)
     return InstallResult(name, "installed", final, record["files"][0]["source"])
 
 
