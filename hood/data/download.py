@@ -208,7 +208,10 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, reporter: Repor
     with resp:
         status = resp.status or 200
         resumed = status == 206 and _first_byte(resp.headers.get("Content-Range")) == offset
-        start = offset if resumed else 0  # a 200 (Range ignored) or an odd 206 restarts the file cleanly
+        if status == 206 and not resumed:
+            part.unlink(missing_ok=True)
+            raise _Retryable("the server sent a range that was not asked for; restarting the file")
+        start = offset if resumed else 0  # a 200 (Range ignored) restarts the file cleanly
         length_header = resp.headers.get("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
         total = start + length if length is not None else expected_size
@@ -400,7 +403,14 @@ def content_record(folder: Path) -> dict[str, Any]:
 def _place(spec: FileSpec, path: Path, dest: Path, keep_source: bool) -> None:
     """Put one verified file into the set's temporary folder: extract an archive, move/copy a plain file."""
     if spec.format in ("mat", "npy"):
-        (shutil.copy2 if keep_source else shutil.move)(str(path), str(dest / spec.name))
+        target = dest / spec.name
+        if keep_source:  # the user's own file: copied, never linked, so later edits to it cannot reach the set
+            shutil.copy2(path, target)
+            return
+        try:
+            os.link(path, target)  # instant, and the verified download survives a crash until the set is in place
+        except OSError:
+            shutil.copy2(path, target)
         return
     limit = max(EXTRACT_MIN_BYTES, EXTRACT_RATIO * path.stat().st_size)
     safe_extract(path, spec.format, dest, limit)
