@@ -407,3 +407,19 @@ def test_unknown_and_manual_names_explain_themselves(manifest: dict[str, Any], r
     res = CliRunner().invoke(app, ["download", "--verify", "svhn", "nope", "--root", str(root)])
     assert res.exit_code == 2 and "unknown data set 'nope'" in res.stderr
     assert not root.exists()
+
+
+def test_a_local_folder_works_as_mirror(manifest: dict[str, Any], root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / _file("svhn")).write_bytes(PAYLOADS["svhn"])
+    monkeypatch.setenv("HOOD_MIRROR", mirror.as_uri())
+    assert dl.install("svhn", root).source == f"{mirror.as_uri()}/{_file('svhn')}"
+    assert len(sources.load_image_set("svhn", root, 32)) == 7
+
+
+def test_one_failing_set_does_not_stop_the_others(server: Server, root: Path) -> None:
+    server.files.pop(_file("svhn"))  # 404: no mirror has it
+    res = CliRunner().invoke(app, ["download", "svhn", "tinyimages300k", "--root", str(root)])
+    assert res.exit_code == 2 and "1 of 2 sets failed: svhn" in res.stderr and "HTTP 404" in res.stderr
+    assert registry.is_installed("tinyimages300k", root) and not registry.is_installed("svhn", root)
