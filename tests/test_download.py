@@ -423,3 +423,11 @@ def test_one_failing_set_does_not_stop_the_others(server: Server, root: Path) ->
     res = CliRunner().invoke(app, ["download", "svhn", "tinyimages300k", "--root", str(root)])
     assert res.exit_code == 2 and "1 of 2 sets failed: svhn" in res.stderr and "HTTP 404" in res.stderr
     assert registry.is_installed("tinyimages300k", root) and not registry.is_installed("svhn", root)
+
+
+def test_a_second_download_of_the_same_set_is_refused_while_the_first_runs(server: Server, root: Path) -> None:
+    with dl._exclusive(root, "svhn"):  # what a concurrent `hood download svhn` holds
+        with pytest.raises(HoodError, match="another `hood download` is installing 'svhn'"):
+            dl.install("svhn", root)
+        assert dl.install("tinyimages300k", root).state == "installed"  # other sets are not blocked
+    assert dl.install("svhn", root).state == "installed" and not dl.downloads_dir(root).exists()

@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -312,7 +312,6 @@ def _download_verified(name: str, spec: FileSpec, root: Path, url: str | None, r
             except (_Retryable, _Refused) as err:
                 last = err
                 break
-    _drop_empty_downloads(root, name)
     hint = f"pass --url {name}=URL or set HOOD_MIRROR to a mirror"
     if isinstance(last, ChecksumError):
         raise ChecksumError(
@@ -435,16 +434,49 @@ def install(
     downloading (it is verified the same way and never deleted). ``force`` reinstalls an installed set.
     """
     reporter = reporter or NullReporter()
-    e = _entry(name)
+    _entry(name)  # the one-line error for unknown and manual-only names
     final = registry.set_dir(name, root)
     if registry.is_installed(name, root) and not force:
         return InstallResult(name, "present", final)
+    with _exclusive(root, name):
+        if registry.is_installed(name, root) and not force:  # another process finished it while we waited
+            return InstallResult(name, "present", final)
+        return _install_locked(name, root, final, url, from_file, force, reporter)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path, name: str) -> Iterator[None]:
+    """One ``hood download`` per set and data root at a time (two cluster jobs would share the .part file).
+
+    The lock is an advisory ``flock`` on the set's download folder: released by the kernel when the process
+    dies, so a crash never leaves a stale lock. File systems without ``flock`` go unlocked (best effort).
+    """
+    folder = _mkdir(downloads_dir(root) / name)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HoodError(f"another `hood download` is installing '{name}' into {root}; wait for it to finish") from None
+        except (ImportError, OSError):
+            pass
+        yield
+    finally:
+        os.close(fd)
+        _drop_empty_downloads(root, name)
+
+
+def _install_locked(
+    name: str, root: Path, final: Path, url: str | None, from_file: Path | None, force: bool, reporter: Reporter
+) -> InstallResult:
+    e = _entry(name)
     if final.exists() and not force:
         raise DataError(f"{final} exists but is not a complete install (no {registry.COMPLETE_MARKER}); remove it, or pass --force to replace it")
     specs = file_specs(name)
     if from_file is not None and len(specs) != 1:
         raise DataError(f"'{name}' is made of {len(specs)} files; --from takes a set of exactly one file")
-    _mkdir(root)
     fetched: list[tuple[FileSpec, Path, str, dict[str, Any]]] = []
     for spec in specs:
         if from_file is not None:
@@ -468,7 +500,6 @@ def install(
     if from_file is None:
         for _, path, _, _ in fetched:
             path.unlink(missing_ok=True)
-        _drop_empty_downloads(root, name)
     return InstallResult(name, "installed", final, record["files"][0]["source"])
 
 
