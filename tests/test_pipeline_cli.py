@@ -114,3 +114,13 @@ def test_python_m_hood_version() -> None:
     out = subprocess.run([sys.executable, "-m", "hood", "--version"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"hood {__version__}"
+
+
+def test_cuda_asked_for_but_absent_is_one_line() -> None:
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = invoke("pretrain", "--dataset", "demo-digits", "--set", "model.arch=wrn10_2", "--device", "cuda", "--quiet")
+    assert_one_line_error(r, "CUDA")
