@@ -75,10 +75,13 @@ def test_pretrain_train_decoder_evaluate(id_archive: Path, ood_folder: Path, tmp
     rows = list(csv.reader(found[0].with_name("results.csv").open()))
     assert len(rows) > 1 and any("heatmap" in row and "uniform-noise" in row for row in rows[1:])
 
-    # the human-readable table, on stdout
-    r = invoke("evaluate", *common, "--run", "runs/dec", "--ood", "uniform-noise", "--set", "data.ood_count=5")
+    # the human-readable table on stdout; the protocol's default count (len(ID test) / 5); OpenOOD's FPR95
+    r = invoke("evaluate", *common, "--run", "runs/dec", "--ood", "uniform-noise", "--fpr-convention", "ood")
     assert r.exit_code == 0, r.output
-    assert "FPR95" in r.stdout and "uniform-noise" in r.stdout and "AUROC" in r.stdout
+    assert "FPR95" in r.stdout and "uniform-noise" in r.stdout and "AUROC" in r.stdout and "OpenOOD" in r.stdout
+    results = json.loads(max(Path("runs").rglob("results.json"), key=lambda p: p.stat().st_mtime_ns).read_text())
+    assert results["fpr_convention"] == "ood"
+    assert results["results"]["heatmap"]["uniform-noise"]["n"] == 12 // 5
 
     # a decoder evaluated with another classifier: one line naming the mismatch
     other = save_random_classifier(tmp_path / "other.pt", seed=5)
