@@ -2,8 +2,9 @@
 
 A detector scores a :class:`FeatureSet` (features, logits, optional stage maps of a data set, computed
 once per run); larger scores mean more out-of-distribution. Detectors that learn from ID data
-(``needs_fit``) get the ID training FeatureSet once through :meth:`fit`. The few that need images and
-gradients (ODIN) set ``needs_images`` and implement :meth:`score_images` instead.
+(``needs_fit``) get the ID training FeatureSet once through :meth:`fit`, and hand what they learned to
+:meth:`state` so a run can cache it (``evaluate`` then skips the ID-train pass). The few that need
+images and gradients (ODIN) set ``needs_images`` and implement :meth:`score_images` instead.
 """
 
 from __future__ import annotations
@@ -21,12 +22,23 @@ from hood.engine.features import FeatureSet
 
 @dataclass
 class DetectorContext:
-    """What a detector may need to be built: the classifier, the trained decoder, the device, options."""
+    """What a detector may need to be built: the classifier, the trained decoder, the device, options.
+
+    ``options`` may hold ``config`` (a resolved Config, whose ``evaluate`` section carries the baselines'
+    parameters) and/or the parameters themselves by name (``{"knn_k": 5}``), which win.
+    """
 
     classifier: torch.nn.Module
     device: torch.device
     decoder: torch.nn.Module | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def param(self, name: str, default: Any) -> Any:
+        if name in self.options:
+            return self.options[name]
+        cfg = self.options.get("config")
+        value = getattr(getattr(cfg, "evaluate", None), name, None)
+        return default if value is None else value
 
 
 class Detector(ABC):
@@ -35,19 +47,27 @@ class Detector(ABC):
     needs_images: ClassVar[bool] = False
     num_maps: int = 0  # classifier stage maps the detector reads (heatmap decoder skips)
 
-    def fit(self, id_train: FeatureSet) -> None:
+    def fit(self, id_train: FeatureSet) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Learn from the ID training set; a no-op for post-hoc detectors that need nothing."""
 
     @abstractmethod
     def score(self, feats: FeatureSet) -> np.ndarray:
         """OOD score per sample, larger = more OOD."""
 
-    def state(self) -> dict[str, Any]:
-        """What :meth:`fit` learned, as tensors, so a run can cache it."""
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
+        """OOD score per uint8 image, for detectors that must run the classifier themselves."""
+        raise NotImplementedError(f"{self.name} scores features, not images")
+
+    def params(self) -> dict[str, Any]:
+        """The parameters :meth:`fit` depends on; a cached fit with other parameters is refitted."""
         return {}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        pass
+    def state(self) -> dict[str, Any]:
+        """What :meth:`fit` learned, as tensors and numbers, so a run can cache it."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`state` returned."""
 
 
 DETECTORS: dict[str, Callable[[DetectorContext], Detector]] = {}
@@ -59,3 +79,16 @@ def register(name: str) -> Callable[[Callable[[DetectorContext], Detector]], Cal
         return factory
 
     return deco
+
+
+def final_layer(classifier: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W`` (K x D) and ``b`` (K) of the classifier's last linear layer, float64 on the CPU."""
+    linear = classifier.linear  # type: ignore[attr-defined]
+    w = linear.weight.detach().to("cpu", torch.float64)
+    b = linear.bias.detach().to("cpu", torch.float64) if linear.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    return w, b
+
+
+def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Free energy ``-T logsumexp(f/T)``: low for ID, high for OOD (Liu et al. 2020)."""
+    return -temperature * torch.logsumexp(logits.double() / temperature, dim=1)

@@ -1,32 +1,42 @@
 """``hood evaluate``: score the ID test set and each OOD set with every requested detector.
 
-OOD sets are streamed: one is loaded, featurized, scored and released before the next, so memory does
-not grow with their number. Per-sample scores go to ``scores/<method>/<set>.npz`` so metrics can be
-recomputed without a GPU; ``results.json`` / ``results.csv`` hold the table.
+The classifier runs once per data set; every detector reads the same :class:`FeatureSet` (ODIN alone
+re-runs the classifier, because it perturbs the input). Detectors that learn from ID data fit once on
+the ID training features and cache the fit in the run directory (``fits/<method>.pt``, keyed by the
+classifier's fingerprint, the ID set and the detector's parameters), so a later evaluate of the same run
+skips the ID-train pass. OOD sets are streamed: one is loaded, featurized, scored and released before
+the next, so memory does not grow with their number. Per-sample scores go to
+``scores/<method>/<set>.npz`` so metrics can be recomputed without a GPU; ``results.json`` /
+``results.csv`` hold the table, and ``thresholds`` the score per method that keeps 95% of ID test
+images (``hood score`` reads it).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from hood import __version__
 from hood.config import Config
 from hood.data.sources import dataset_label, load_id_splits, load_image_set
-from hood.detectors import DETECTORS, Detector, DetectorContext
+from hood.detectors import DETECTORS, Detector, DetectorContext, all_methods
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
-from hood.errors import ConfigError
+from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
 from hood.jobs.common import check_classifier, data_root, decoder_run, open_classifier, skip_note
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
-from hood.models.checkpoint import load_decoder
-from hood.runs import Run
+from hood.models.checkpoint import load_decoder, safe_load
+from hood.runs import Run, create_run, open_run
+
+THRESHOLD_KEEP = 0.95  # the verdict threshold keeps this share of ID test images
 
 
 @dataclass
@@ -36,23 +46,37 @@ class Evaluation:
 
 
 def resolve_methods(methods: list[str]) -> list[str]:
-    if methods == ["all"]:
-        return list(DETECTORS)
+    """``all`` to every registered detector; unknown names are one error naming the known ones."""
+    if "all" in methods:
+        return all_methods()
     unknown = [m for m in methods if m not in DETECTORS]
     if unknown:
-        raise ConfigError(f"unknown method '{unknown[0]}'; available: {', '.join(DETECTORS)}")
-    return methods
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(DETECTORS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown method '{unknown[0]}'{hint}; available: {', '.join(all_methods())}, or all")
+    return list(dict.fromkeys(methods))
 
 
 def save_scores(run: Run, method: str, set_name: str, scores: np.ndarray) -> None:
+    """float64: float32 would merge nearly saturated MSP scores into ties and shift recomputed metrics."""
     path = run.path / "scores" / method / f"{set_name}.npz"
-    atomic_save_with(path, lambda fh: np.savez_compressed(fh, scores=scores.astype(np.float32)))
+    atomic_save_with(path, lambda fh: np.savez_compressed(fh, scores=np.asarray(scores, dtype=np.float64)))
+
+
+def load_scores(run: Run, method: str, set_name: str) -> np.ndarray | None:
+    path = run.path / "scores" / method / f"{set_name}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return f["scores"]
 
 
 def results_csv(results: dict[str, Any]) -> str:
     """Tidy form: one row per (method, set, metric)."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "set", "metric", "value"])
     for method, per_set in results["results"].items():
         for set_name, metrics in per_set.items():
@@ -61,19 +85,80 @@ def results_csv(results: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter: Reporter) -> tuple[Run | None, list[str]]:
+    """The run to write into: a train-decoder run (needed by ``heatmap``), a previous evaluate run given
+    with ``--run`` (its cached fits are reused), or None (a fresh evaluate run is made later)."""
+    if run_path:
+        run = open_run(run_path)
+        if run.info.get("command") == "evaluate":
+            if "heatmap" in methods:
+                raise RunError(f"{run_path} is an evaluate run without a decoder; heatmap needs a train-decoder run")
+            return run, methods
+        return decoder_run(run_path, cfg, reporter), methods
+    if "heatmap" not in methods:
+        return None, methods
+    try:
+        return decoder_run(None, cfg, reporter), methods
+    except RunError:
+        if methods == all_methods():  # --methods all without a decoder: the baselines alone
+            reporter.log("no train-decoder run found; evaluating the baselines without heatmap")
+            return None, [m for m in methods if m != "heatmap"]
+        raise
+
+
+def _fit_key(method: str, d: Detector, fingerprint: str, cfg: Config, n_train: int) -> dict[str, Any]:
+    return {"method": method, "classifier": fingerprint, "id_dataset": cfg.data.id,
+            "image_size": cfg.data.image_size, "n_train": n_train, "params": d.params()}
+
+
+def _load_fit(run: Run, d: Detector, key: dict[str, Any]) -> bool:
+    path = run.path / "fits" / f"{key['method']}.pt"
+    if not path.is_file():
+        return False
+    try:
+        cached = safe_load(path)
+    except HoodError:
+        return False  # a damaged cache is refitted, not fatal
+    if cached.get("key") != key:
+        return False
+    d.load_state(cached["state"])
+    return True
+
+
+def _fit_detectors(detectors: dict[str, Detector], run: Run, model: torch.nn.Module, train: Any, fingerprint: str,
+                   cfg: Config, device: torch.device, reporter: Reporter) -> None:
+    """Fit what needs fitting, from the run's cache where its key matches; else one ID-train pass."""
+    todo = {}
+    for m, d in detectors.items():
+        if not d.needs_fit:
+            continue
+        key = _fit_key(m, d, fingerprint, cfg, len(train))
+        if _load_fit(run, d, key):
+            reporter.log(f"{m}: fit on ID train loaded from {run.path / 'fits'}")
+        else:
+            todo[m] = key
+    if not todo:
+        return
+    feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, 0, train.labels, reporter, "ID train features")
+    for m, key in todo.items():
+        d = detectors[m]
+        d.fit(feats)
+        atomic_save_with(run.path / "fits" / f"{m}.pt",
+                         lambda fh, d=d, key=key: torch.save({"key": key, "hood_version": __version__, "state": d.state()}, fh))
+
+
 def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None = None) -> Evaluation:
     reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     methods = resolve_methods(cfg.evaluate.methods)
-    run = decoder_run(run_path, cfg, reporter) if "heatmap" in methods or run_path else None
+    run, methods = _target_run(run_path, cfg, methods, reporter)
     if cfg.model.classifier is None and run is not None:
         cfg.model.classifier = run.info.get("classifier")
     clf_path = check_classifier(cfg, reporter)
     if run is None:
-        from hood.runs import create_run
-
         run = create_run(cfg, "evaluate")
+        run.update(classifier=str(clf_path))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     root, size = data_root(cfg), cfg.data.image_size
 
@@ -86,21 +171,16 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
     detectors: dict[str, Detector] = {m: DETECTORS[m](ctx) for m in methods}
     num_maps = max(d.num_maps for d in detectors.values())
+    seconds = dict.fromkeys(methods, 0.0)
 
-    if any(d.needs_fit for d in detectors.values()):
-        train_feats = extract_features(model, splits["train"].images, device, cfg.evaluate.batch_size, 0, splits["train"].labels, reporter, "ID train features")
-        for d in detectors.values():
-            if d.needs_fit:
-                d.fit(train_feats)
-        del train_feats
-
+    _fit_detectors(detectors, run, model, splits["train"], classifier.fingerprint, cfg, device, reporter)
     id_test = splits["test"]
     if cfg.data.id_test_count is not None:
         id_test = id_test.subset(slice(0, cfg.data.id_test_count))
     del splits
     id_feats = extract_features(model, id_test.images, device, cfg.evaluate.batch_size, num_maps, id_test.labels, reporter, "ID test features")
     acc = float((id_feats.preds == id_test.labels).float().mean()) if id_test.labels is not None else None
-    id_scores = {m: _score(d, id_feats, id_test.images, ctx) for m, d in detectors.items()}
+    id_scores = {m: _score(d, id_feats, id_test.images, seconds) for m, d in detectors.items()}
     for m, s in id_scores.items():
         save_scores(run, m, "id", s)
     del id_feats
@@ -117,7 +197,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         ood = ood.subset(slice(0, ood_count))  # the protocol: the first len(ID test)/5 images
         feats = extract_features(model, ood.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, f"{name} features")
         for m, d in detectors.items():
-            scores = _score(d, feats, ood.images, ctx)
+            scores = _score(d, feats, ood.images, seconds)
             save_scores(run, m, name, scores)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores, cfg.evaluate.fpr_convention), "n": len(scores)}
         del ood, feats
@@ -128,13 +208,16 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         "classifier_arch": classifier.arch,
         "id_test_accuracy": acc,
         "n_id": len(id_test),
+        "methods": methods,
         "fpr_convention": cfg.evaluate.fpr_convention,
         "caption": CONVENTION_CAPTION[cfg.evaluate.fpr_convention],
         "results": {
             m: {**per_set, "mean": {**mean_metrics(per_set), "n": sum(int(v["n"]) for v in per_set.values())}}
             for m, per_set in per_method.items() if per_set
         },
-        "thresholds": {m: id_threshold(s) for m, s in id_scores.items()},
+        "thresholds": {m: id_threshold(s, THRESHOLD_KEEP) for m, s in id_scores.items()},
+        "threshold_rule": f"OOD score above which an image is called out; keeps {THRESHOLD_KEEP:.0%} of ID test images",
+        "score_seconds": {m: round(s, 3) for m, s in seconds.items()},
         "notes": notes,
     }
     atomic_write_json(run.file("results.json"), results)
@@ -146,7 +229,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     return Evaluation(run, results)
 
 
-def _score(d: Detector, feats: FeatureSet, images: torch.Tensor, ctx: DetectorContext) -> np.ndarray:
-    if d.needs_images:
-        return d.score_images(images)  # type: ignore[attr-defined]
-    return d.score(feats)
+def _score(d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:
+    start = time.perf_counter()
+    scores = d.score_images(images) if d.needs_images else d.score(feats)
+    seconds[d.name] += time.perf_counter() - start
+    return np.asarray(scores, dtype=np.float64)
