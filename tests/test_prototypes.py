@@ -111,3 +111,46 @@ def test_decoder_data_targets_are_own_prototype_images() -> None:
         assert torch.equal(data.images[row], ood_images[i])
         assert torch.equal(data.feats.features[row], ood_f[i])
         assert torch.equal(data.images[data.target_idx[row]], id_images[proto[i]])
+
+
+def exact_nearest(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor) -> torch.Tensor:
+    """Vectorized reference: float64 differences (not the |q|^2 - 2qk + |k|^2 expansion)."""
+    q, k = ood_f.double(), id_f.double()
+    d = ((q[:, None, :] - k[None, :, :]) ** 2).sum(-1)
+    d[ood_p[:, None] != id_p[None, :]] = float("inf")
+    return d.argmin(1)
+
+
+def _screen_modes() -> list:
+    """The search's code paths: exact float64, and (where hood has it) low-precision screening."""
+    import hood.engine.prototypes as protos
+
+    return [None, torch.bfloat16] if hasattr(protos, "_screen_dtype") else [None]
+
+
+@pytest.mark.parametrize("screen", _screen_modes())
+@pytest.mark.parametrize("kind", ["spread", "near_duplicates", "relu_offset"])
+def test_larger_search_is_exact(kind: str, screen, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hood.engine.prototypes as protos
+
+    if hasattr(protos, "_screen_dtype"):
+        monkeypatch.setattr(protos, "_screen_dtype", lambda: screen)
+    g = torch.Generator().manual_seed(11)
+    n_id, n_ood, dim = 300, 120, 64
+    id_f = torch.randn(n_id, dim, generator=g)
+    id_p = torch.randint(0, 2, (n_id,), generator=g)
+    ood_p = torch.randint(0, 2, (n_ood,), generator=g)
+    if kind == "spread":
+        ood_f = torch.randn(n_ood, dim, generator=g)
+    elif kind == "near_duplicates":  # ID rows in near-identical pairs, outliers a hair from one of them
+        id_f[1::2] = id_f[0::2] + 1e-6 * torch.randn(n_id // 2, dim, generator=g)
+        id_p[1::2] = id_p[0::2]
+        src = torch.randint(0, n_id, (n_ood,), generator=g)
+        ood_f = id_f[src] + 1e-5 * torch.randn(n_ood, dim, generator=g)
+        ood_p = id_p[src]
+    else:  # post-ReLU features: a large common component, small differences
+        id_f = id_f.abs() * 0.05 + 3.0
+        ood_f = torch.randn(n_ood, dim, generator=g).abs() * 0.05 + 3.0
+    got = nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=50)
+    ref = exact_nearest(ood_f, ood_p, id_f, id_p)
+    assert torch.equal(got, ref), f"{int((got != ref).sum())} of {n_ood} outliers paired with a farther prototype"
