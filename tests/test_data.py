@@ -221,3 +221,12 @@ def test_builtin_sets_through_the_loaders(tmp_path: Path) -> None:
     s = load_image_set("uniform-noise", tmp_path, 16)
     assert s.images.shape == (2000, 3, 16, 16) and s.name == "uniform-noise"
     assert len(load_id_splits("demo-digits", tmp_path, 16)["train"]) == 1437
+
+
+def test_corrupted_cifar_install_is_a_data_error(tmp_path: Path) -> None:
+    d = tmp_path / "_data" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for f in ("data_batch_1", "test_batch"):  # looks installed, fails torchvision's checksums
+        (d / f).write_bytes(b"truncated")
+    with pytest.raises(DataError, match="hood download cifar10"):
+        load_id_splits("cifar10", tmp_path / "_data", 32)

@@ -85,7 +85,10 @@ def _read_cifar(name: str, root: Path, size: int) -> dict[str, ImageSet]:
     cls = CIFAR10 if name == "cifar10" else CIFAR100
     out = {}
     for split, train in (("train", True), ("test", False)):
-        ds = cls(str(root), train=train, download=False)
+        try:
+            ds = cls(str(root), train=train, download=False)
+        except RuntimeError:  # torchvision's checksum test: files missing, truncated or corrupted
+            raise DataError(f"{name} under {root} is incomplete or corrupted; run `hood download {name}` again") from None
         images = _resize_batch(hwc_to_chw(ds.data), size)
         out[split] = ImageSet(name, images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes))
     return out
