@@ -58,3 +58,93 @@ def heatmap_grid(
             canvas.paste(tile, (x, title_h + r * (tile_h + pad)))
         draw.text((x, title_h + 3 * (tile_h + pad)), f"{scores[i]:.4f}", fill=(0, 0, 0), font=font)
     return canvas
+
+
+# --- score figures (matplotlib, drawn on an Agg canvas: no display, no global pyplot state) ---------------
+
+
+def _figure(n_panels: int, panel_w: float = 4.0, panel_h: float = 3.2):  # noqa: ANN202 - a matplotlib Figure
+    from matplotlib.figure import Figure
+
+    cols = min(n_panels, 3)
+    rows = (n_panels + cols - 1) // cols
+    fig = Figure(figsize=(panel_w * cols, panel_h * rows), dpi=100, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _png(fig) -> bytes:  # noqa: ANN001 - a matplotlib Figure
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def tpr95_threshold(id_scores: np.ndarray, ood_scores: np.ndarray, convention: str) -> float:
+    """The score cut of the FPR95 reading: keeps 95% of ID (``id``) or catches 95% of OOD (``ood``)."""
+    if convention == "ood":
+        return float(np.quantile(ood_scores, 0.05, method="lower"))
+    return float(np.quantile(id_scores, 0.95, method="higher"))
+
+
+def score_histograms(id_scores: np.ndarray, ood: dict[str, np.ndarray], method: str, convention: str = "id") -> bytes:
+    """One panel per OOD set: ID and OOD score histograms on shared bins, the 95%-TPR cut dashed."""
+    fig, axes = _figure(len(ood))
+    for ax, (name, s) in zip(axes, ood.items(), strict=False):
+        both = np.r_[id_scores, s]
+        lo, hi = np.quantile(both, [0.001, 0.999]) if len(both) > 20 else (both.min(), both.max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 50)
+        ax.hist(np.clip(id_scores, lo, hi), bins=bins, alpha=0.6, density=True, label="ID test", color="#1f77b4")
+        ax.hist(np.clip(s, lo, hi), bins=bins, alpha=0.6, density=True, label=name, color="#d62728")
+        t = tpr95_threshold(id_scores, s, convention)
+        ax.axvline(t, color="k", ls="--", lw=1, label=f"95% TPR cut ({convention})")
+        ax.set_title(f"{method}: ID vs {name}", fontsize=10)
+        ax.set_xlabel("OOD score (larger = more OOD)")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def roc_curves(id_scores: dict[str, np.ndarray], ood: dict[str, dict[str, np.ndarray]], convention: str = "id") -> bytes:
+    """One panel per OOD set, one curve per method (``ood[set][method]``), AUROC in the legend.
+
+    Axes follow the FPR convention: with ``id`` the positive class is ID (y: ID kept, x: OOD accepted),
+    so the 95% line crosses each curve at its FPR95; with ``ood`` the positive class is OOD.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, axes = _figure(len(ood))
+    for ax, (name, per_method) in zip(axes, ood.items(), strict=False):
+        for method, s in per_method.items():
+            ids = id_scores[method]
+            y = np.r_[np.ones(len(ids)), np.zeros(len(s))]
+            sc = np.r_[ids, s]
+            if convention == "ood":
+                y = 1 - y  # OOD positive, larger score = more OOD
+            else:
+                sc = -sc  # ID positive: lower OOD score = more ID
+            fpr, tpr, _ = roc_curve(y, sc)
+            auc = roc_auc_score(y, sc)
+            ax.plot(fpr, tpr, lw=1.8 if method == "heatmap" else 1.0, label=f"{method} ({auc * 100:.1f})")
+        ax.axhline(0.95, color="k", ls=":", lw=0.8)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        pos, neg = ("ID", "OOD") if convention == "id" else ("OOD", "ID")
+        ax.set_title(f"ROC: ID vs {name}", fontsize=10)
+        ax.set_xlabel(f"FPR ({neg} called {pos})")
+        ax.set_ylabel(f"TPR ({pos} called {pos})")
+        ax.legend(fontsize=7, title="method (AUROC %)", title_fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def overlay_image(image: torch.Tensor, heatmap: torch.Tensor, scale: int = 4) -> Image.Image:
+    """One image's heatmap over it (``3 x H x W`` uint8 and heatmap), nearest-neighbour upscaled."""
+    mag = heat_magnitude(heatmap[None])[0].numpy()
+    arr = overlay(image.permute(1, 2, 0).numpy().astype(np.float32), mag, _colormap())
+    h, w = arr.shape[:2]
+    return Image.fromarray(arr).resize((w * scale, h * scale), Image.NEAREST)

@@ -1,4 +1,4 @@
-"""``hood visualize``: PNG grids of inputs, heatmaps and overlays."""
+"""``hood visualize``: PNG grids of inputs, heatmaps and overlays; score histograms and ROC curves."""
 
 from __future__ import annotations
 
@@ -7,8 +7,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hood.cli.errors import handle_errors
-from hood.cli.options import ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, SetOpt, build_config, print_json, stdout
+from hood.cli.errors import err_console, handle_errors
+from hood.cli.options import (
+    ConfigOpt,
+    DataRootOpt,
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    build_config,
+    print_json,
+    stdout,
+)
 from hood.cli.reporter import RichReporter
 
 
@@ -18,7 +29,8 @@ def visualize(
     run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one).")] = None,
     ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets to draw (default: the config's).")] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Images per grid.")] = 8,
-    pick: Annotated[str, typer.Option("--pick", help="top | bottom | random (by OOD score).")] = "random",
+    pick: Annotated[str, typer.Option("--pick", help="top | bottom | random (by heatmap score; random is seeded by --seed).")] = "random",
+    method: Annotated[str, typer.Option("--method", help="Detector whose saved scores the histograms show (ROC shows every evaluated one).")] = "heatmap",
     out_dir: Annotated[str | None, typer.Option("--out-dir", help="Folder for the PNGs (default: <run>/figures).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -27,7 +39,8 @@ def visualize(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draw, for N images of each set, the input, its heatmap and the overlay, with the score under it."""
+    """Draw, for N images of each set, the input, its heatmap and the overlay with the score under it;
+    plus score histograms (ID vs each OOD set, 95%-TPR cut marked) and ROC curves from `hood evaluate`'s scores."""
     from hood.jobs.visualize import visualize as run_job
 
     named = {
@@ -36,13 +49,15 @@ def visualize(
     }
     cfg = build_config(config, named, set_)
     with RichReporter(quiet) as rep:
-        paths = run_job(cfg, run, n, pick, out_dir, rep)
+        figs = run_job(cfg, run, n, pick, out_dir, rep, method=method)
+    for note in figs.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
     if json_out:
-        print_json({"written": [str(p) for p in paths]})
+        print_json({"written": [str(p) for p in figs.paths], "notes": figs.notes})
         return
-    table = Table(title="written")
+    table = Table(title="written", title_justify="left")
     table.add_column("figure")
     table.add_column("path")
-    for p in paths:
+    for p in figs.paths:
         table.add_row(p.stem, str(p))
     stdout.print(table)

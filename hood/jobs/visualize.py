@@ -1,8 +1,17 @@
-"""``hood visualize``: heatmap grids for the ID test set and each OOD set of a trained decoder."""
+"""``hood visualize``: heatmap grids for the ID test set and each OOD set of a trained decoder, plus
+score histograms and ROC curves.
+
+The histograms and ROC curves read the per-sample scores ``hood evaluate`` saved
+(``scores/<method>/<set>.npz``), so they show exactly what the table measured and cost no GPU; when the
+run was never evaluated, they fall back to the heatmap scores of the images drawn here (the first
+``data.ood_count`` images of each set, 2,000 when unset) and say so.
+"""
 
 from __future__ import annotations
 
 import io
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +27,26 @@ from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.common import check_classifier, data_root, decoder_run, open_classifier
+from hood.jobs.evaluate import load_scores
 from hood.models.checkpoint import load_decoder
-from hood.viz import heatmap_grid
+from hood.runs import Run
+from hood.viz import heatmap_grid, roc_curves, score_histograms
+
+PICKS = ("top", "bottom", "random")
+
+
+@dataclass
+class Figures:
+    """What was written, in order (grids, then histograms and ROC), with a note per fallback."""
+
+    paths: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __iter__(self):  # noqa: ANN204 - lets callers treat Figures as the list of paths
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 def pick(scores: np.ndarray, n: int, how: str, seed: int) -> np.ndarray:
@@ -36,9 +63,13 @@ def pick(scores: np.ndarray, n: int, how: str, seed: int) -> np.ndarray:
 
 def visualize(
     cfg: Config, run_path: str | None, n: int = 8, how: str = "random", out_dir: str | None = None,
-    reporter: Reporter | None = None,
-) -> list[Path]:
+    reporter: Reporter | None = None, method: str = "heatmap",
+) -> Figures:
     reporter = reporter or NullReporter()
+    if how not in PICKS:
+        raise ConfigError(f"--pick must be top, bottom or random, got '{how}'")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     run = decoder_run(run_path, cfg, reporter)
@@ -52,19 +83,53 @@ def visualize(
     det = HeatmapDetector(decoder, device)
     model = classifier.model.to(device)
     folder = Path(out_dir) if out_dir else run.path / "figures"
-    written = [_grid(det, model, device, "id", splits["test"], n, how, cfg, folder)]
+    figs = Figures()
+    grid_scores: dict[str, np.ndarray] = {}
+    path, grid_scores["id"] = _grid(det, model, device, "id", splits["test"], n, how, cfg, folder, reporter)
+    figs.paths.append(path)
     del splits
+    names = []
     for spec in cfg.data.ood:  # one set in memory at a time
+        name = dataset_label(spec)
+        names.append(name)
         s = load_image_set(spec, root, size, cfg.data.strict)
-        written.append(_grid(det, model, device, dataset_label(spec), s, n, how, cfg, folder))
-    return written
+        path, grid_scores[name] = _grid(det, model, device, name, s, n, how, cfg, folder, reporter)
+        figs.paths.append(path)
+    _score_figures(run, method, names, grid_scores, folder, figs)
+    return figs
+
+
+def _score_figures(run: Run, method: str, names: list[str], grid_scores: dict[str, np.ndarray], folder: Path,
+                   figs: Figures) -> None:
+    """Histograms of ``method`` and ROC curves of every evaluated method, from the saved scores."""
+    results_file = run.file("results.json")
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    convention = results.get("fpr_convention", "id")
+    evaluated = [m for m in results.get("methods", list(results.get("results", {}))) if load_scores(run, m, "id") is not None]
+    if not names:
+        return
+    if method not in evaluated and method != "heatmap":
+        raise ConfigError(f"no saved scores of '{method}' in {run.path}; run `hood evaluate --run {run.path} --methods {method}` first")
+    saved = {m: {s: load_scores(run, m, s) for s in ["id", *names]} for m in evaluated}
+    saved = {m: v for m, v in saved.items() if all(x is not None for x in v.values())}
+    if method not in saved:
+        figs.notes.append(f"{run.path} holds no saved scores for every set; histograms and ROC use the heatmap "
+                          f"scores of the images drawn here (run `hood evaluate` for the full sets)")
+        saved = {"heatmap": grid_scores}
+        method = "heatmap"
+    hist = score_histograms(saved[method]["id"], {s: saved[method][s] for s in names}, method, convention)
+    roc = roc_curves({m: v["id"] for m, v in saved.items()}, {s: {m: v[s] for m, v in saved.items()} for s in names}, convention)
+    for fname, data in ((f"histograms_{method}.png", hist), ("roc.png", roc)):
+        atomic_write_bytes(folder / fname, data)
+        figs.paths.append(folder / fname)
 
 
 def _grid(det: HeatmapDetector, model: torch.nn.Module, device: torch.device, name: str, s: ImageSet,
-          n: int, how: str, cfg: Config, folder: Path) -> Path:
+          n: int, how: str, cfg: Config, folder: Path, reporter: Reporter) -> tuple[Path, np.ndarray]:
     count = cfg.data.ood_count or 2000
     s = s.subset(slice(0, count))
-    feats = extract_features(model, s.images, device, cfg.evaluate.batch_size, det.num_maps)
+    feats = extract_features(model, s.images, device, cfg.evaluate.batch_size, det.num_maps, reporter=reporter,
+                             description=f"{name} heatmaps")
     scores = det.score(feats)
     idx = pick(scores, n, how, cfg.run.seed)
     h = det.heatmaps(feats.take(torch.as_tensor(idx)))
@@ -73,4 +138,4 @@ def _grid(det: HeatmapDetector, model: torch.nn.Module, device: torch.device, na
     img.save(buf, format="PNG")
     path = folder / f"heatmaps_{name}.png"
     atomic_write_bytes(path, buf.getvalue())
-    return path
+    return path, scores
