@@ -55,6 +55,7 @@ class PretrainConfig:
     plateau_factor: float = 0.1
     val_fraction: float = 0.01
     augment: bool = True
+    checkpoint_every: int = 1  # epochs between train_state.pt writes (an interrupt also saves)
 
 
 @dataclass
@@ -248,6 +249,7 @@ def validate(cfg: Config) -> Config:
     need(p.weight_decay >= 0, "pretrain.weight_decay", f"must be non-negative, got {p.weight_decay}")
     need(p.scheduler in ("plateau", "onecycle", "none"), "pretrain.scheduler", f"must be plateau, onecycle or none, got '{p.scheduler}'")
     need(0 <= p.val_fraction < 0.5, "pretrain.val_fraction", f"must be in [0, 0.5), got {p.val_fraction}")
+    need(p.checkpoint_every >= 1, "pretrain.checkpoint_every", "must be at least 1")
     need(d.epochs >= 1, "decoder.epochs", f"must be at least 1, got {d.epochs}")
     need(d.batch_size >= 2, "decoder.batch_size", f"must be at least 2 (BatchNorm), got {d.batch_size}")
     need(d.lr > 0, "decoder.lr", f"must be positive, got {d.lr}")

@@ -2,7 +2,8 @@
 
 Each writer goes to a temporary file in the target's own directory (so ``os.replace`` is a rename on one
 file system), flushes and fsyncs it, then renames. Disk-full and permission failures become one-line
-:class:`HoodError` messages and the temporary file is removed.
+:class:`HoodError` messages and the temporary file is removed, so the only names a failed or interrupted
+write can leave behind are hidden ``.<name>.*.tmp`` siblings that are deleted on the way out.
 """
 
 from __future__ import annotations
@@ -19,30 +20,69 @@ from typing import IO, Any
 from hood.errors import HoodError
 
 
-def _describe_os_error(path: Path, err: OSError) -> str:
-    if err.errno == errno.ENOSPC:
+def _umask() -> int:
+    """The process umask (read without changing it for good: set and restore at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def describe_os_error(path: Path, err: OSError) -> str:
+    """One line for a failed write, naming the path and what to do about it."""
+    if err.errno == errno.ENOSPC or err.errno == errno.EDQUOT:
         return f"no space left on the device while writing {path}; free some space or choose another --out"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"no permission to write {path}; choose a writable --out"
     return f"could not write {path}: {err.strerror or err}"
 
 
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` with a one-line error instead of a traceback (read-only or full file systems)."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise HoodError(f"could not create the directory {p}: a file of that name is in the way") from None
+    except OSError as err:
+        raise HoodError(describe_os_error(p, err)) from err
+    return p
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable; best effort (not every file system lets a directory be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only on success."""
+    """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only on success.
+
+    Any exception, including Ctrl-C/SIGTERM arriving mid-write, removes the temporary file and leaves
+    an existing ``path`` untouched.
+    """
     path = Path(path)
-    tmp_name = None
+    ensure_dir(path.parent)
+    tmp_name: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, mode) as fh:
+        # mkstemp makes the file 0600; give it the mode a plain open() would have had
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666 & ~_umask())
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8"}
+        with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
+        _fsync_dir(path.parent)
     except OSError as err:
-        raise HoodError(_describe_os_error(path, err)) from err
+        raise HoodError(describe_os_error(path, err)) from err
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
@@ -64,6 +104,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_save_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> None:
-    """Atomically write whatever ``writer`` produces into a binary file handle (torch.save, np.save)."""
+    """Atomically write whatever ``writer`` produces into a binary file handle (torch.save, np.save).
+
+    Some writers (torch's zip writer) wrap the file's ``OSError`` in a ``RuntimeError``; its cause is
+    unwrapped so disk-full still reads as one line.
+    """
     with atomic_open(path, "wb") as fh:
-        writer(fh)
+        try:
+            writer(fh)
+        except RuntimeError as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, OSError):
+                raise cause from err
+            raise

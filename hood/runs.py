@@ -21,7 +21,7 @@ from typing import Any
 from hood import __version__
 from hood.config import Config, dump_yaml
 from hood.errors import HoodError, RunError
-from hood.fileio import atomic_write_json, atomic_write_text
+from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir
 
 RUN_FILE = "run.json"
 
@@ -66,7 +66,15 @@ class Run:
             atomic_write_json(self.path / RUN_FILE, self.info)
 
     def mark_complete(self, **fields: Any) -> None:
+        """The last write of a command: only now do "latest run" pickers consider this run."""
         self.update(status="complete", finished=datetime.now().isoformat(timespec="seconds"), **fields)
+
+    def mark_stopped(self, status: str, **fields: Any) -> None:
+        """Record why a run stopped early (``interrupted``, ``diverged``); best effort, never raises."""
+        try:
+            self.update(status=status, stopped=datetime.now().isoformat(timespec="seconds"), **fields)
+        except Exception:  # the disk may be why we stopped; the run stays incomplete either way
+            pass
 
 
 def _is_main_process() -> bool:
@@ -101,9 +109,17 @@ def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
     if cfg.run.out:
         path = Path(cfg.run.out)
         if (path / RUN_FILE).exists():
-            prev = json.loads((path / RUN_FILE).read_text())
+            try:
+                prev = json.loads((path / RUN_FILE).read_text())
+            except (OSError, ValueError):
+                prev = {}
             if prev.get("command") == command and prev.get("status") == "complete":
                 raise RunError(f"{path} already holds a complete {command} run; choose another --out or delete it")
+            if prev.get("command") == command and (path / "train_state.pt").is_file():
+                raise RunError(
+                    f"{path} holds an interrupted {command} run; continue it with `hood {command} --resume {path}` "
+                    f"or choose another --out"
+                )
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.run.runs_dir) / f"{cfg.name}-{command}-{stamp}"
@@ -122,7 +138,7 @@ def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
     }
     run = Run(path, info)
     if write:
-        path.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path)
         atomic_write_text(path / "config.yaml", dump_yaml(cfg))
         run.update()
     return run
@@ -134,9 +150,14 @@ def open_run(path: str | os.PathLike) -> Run:
     if not f.is_file():
         raise RunError(f"{p} is not a hood run directory (no {RUN_FILE})")
     try:
-        return Run(p, json.loads(f.read_text()))
+        info = json.loads(f.read_text())
     except json.JSONDecodeError as err:
         raise RunError(f"{f} is damaged ({err.msg}); the run cannot be used") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunError(f"{f} cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    if not isinstance(info, dict):
+        raise RunError(f"{f} is damaged (not a JSON object); the run cannot be used")
+    return Run(p, info)
 
 
 def find_latest(runs_dir: str | os.PathLike, command: str, config_name: str | None) -> tuple[Run | None, int]:
@@ -153,7 +174,10 @@ def find_latest(runs_dir: str | os.PathLike, command: str, config_name: str | No
             continue
         try:
             info = json.loads(f.read_text())
-        except (json.JSONDecodeError, OSError):
+        except (ValueError, OSError):
+            skipped += 1
+            continue
+        if not isinstance(info, dict):
             skipped += 1
             continue
         if info.get("command") != command or (config_name and info.get("config_name") != config_name):

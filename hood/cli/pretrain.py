@@ -8,10 +8,21 @@ import typer
 
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
-    ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, SetOpt,
-    build_config, bundled_configs, print_json, stdout,
+    ConfigOpt,
+    DataRootOpt,
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    build_config,
+    bundled_configs,
+    print_json,
+    stdout,
 )
 from hood.cli.reporter import RichReporter
+from hood.errors import ConfigError
 
 _resume: dict[str, str] = {}
 
@@ -28,7 +39,8 @@ def pretrain(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted pretrain run directory.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted pretrain run directory from its last saved epoch.")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
@@ -38,21 +50,28 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier on the ID set (METHOD.md recipe); keeps the best checkpoint by validation accuracy."""
+    from hood.jobs.common import open_resume
     from hood.jobs.pretrain import pretrain as run_pretrain
-    from hood.runs import create_run, open_run
+    from hood.runs import create_run
 
-    if resume and config is None:
-        config = str(open_run(resume).file("config.yaml"))
+    resumed = None
+    if resume:
+        if out is not None:
+            raise ConfigError(f"--resume continues {resume} in place; drop --out {out}")
+        resumed = open_resume(resume, "pretrain")
+        if config is None:
+            config = str(resumed.file("config.yaml"))
     if config is None and dataset and arch and f"{dataset}_{arch}" in bundled_configs():
         config = f"{dataset}_{arch}"
     named = {
         "data.id": dataset, "model.arch": arch, "pretrain.epochs": epochs, "pretrain.batch_size": batch_size,
         "pretrain.lr": lr, "run.device": device, "run.seed": seed, "data.root": data_root, "run.out": out,
+        "data.strict": strict,
     }
     cfg = build_config(config, named, set_)
     if config is None:
         cfg.name = f"{cfg.data.id}_{cfg.model.arch}".replace("/", "_")
-    run = open_run(resume) if resume else create_run(cfg, "pretrain")
+    run = resumed or create_run(cfg, "pretrain")
     _resume["path"] = str(run.path)
     with RichReporter(quiet) as rep:
         result = run_pretrain(cfg, rep, run)

@@ -8,10 +8,20 @@ import typer
 
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
-    ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, SetOpt,
-    build_config, print_json, stdout,
+    ConfigOpt,
+    DataRootOpt,
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    build_config,
+    print_json,
+    stdout,
 )
 from hood.cli.reporter import RichReporter
+from hood.errors import ConfigError
 
 _resume: dict[str, str] = {}
 
@@ -31,7 +41,8 @@ def train_decoder(
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (hood's or the authors' layout); default: the latest pretrain run.")] = None,
     aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outlier set: a registry name, folder or archive.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted train-decoder run directory.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted train-decoder run directory from its last saved epoch (same outliers, same classifier).")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
@@ -41,22 +52,29 @@ def train_decoder(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
-    from hood.jobs.common import check_classifier
+    from hood.jobs.common import check_classifier, open_resume
     from hood.jobs.train_decoder import train_decoder as run_job
-    from hood.runs import create_run, open_run
+    from hood.runs import create_run
 
-    if resume and config is None:
-        config = str(open_run(resume).file("config.yaml"))
+    resumed = None
+    if resume:
+        if out is not None:
+            raise ConfigError(f"--resume continues {resume} in place; drop --out {out}")
+        resumed = open_resume(resume, "train-decoder")
+        if config is None:
+            config = str(resumed.file("config.yaml"))
+        if classifier is None and resumed.info.get("classifier"):
+            classifier = str(resumed.info["classifier"])  # the one it started with, not a newer pretrain run
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
         "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "model.classifier": classifier,
         "data.aux": aux, "data.id": dataset, "run.device": device, "run.seed": seed,
-        "data.root": data_root, "run.out": out,
+        "data.root": data_root, "run.out": out, "data.strict": strict,
     }
     cfg = build_config(config, named, set_)
     with RichReporter(quiet) as rep:
-        check_classifier(cfg, rep)
-        run = open_run(resume) if resume else create_run(cfg, "train-decoder")
+        check_classifier(cfg, rep)  # the classifier file first, before any run directory or data
+        run = resumed or create_run(cfg, "train-decoder")
         _resume["path"] = str(run.path)
         result = run_job(cfg, rep, run)
     losses = result.info.get("losses", [])

@@ -1,4 +1,10 @@
-"""``hood pretrain``: train a classifier on the ID set, keep the best by validation accuracy."""
+"""``hood pretrain``: train a classifier on the ID set, keep the best by validation accuracy.
+
+Every ``pretrain.checkpoint_every`` epochs (and on Ctrl-C/SIGTERM) the model, optimizer, scheduler,
+RNG states, best-so-far and history go to ``train_state.pt``; ``--resume RUN`` continues from there and,
+because each epoch's shuffle and augmentation come from a generator seeded by ``(seed, epoch)``, ends with
+the same weights as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,27 @@ import torch
 from hood.config import Config
 from hood.data.sources import load_id_splits
 from hood.engine import distributed
+from hood.engine import distributed
 from hood.engine.pretrain import accuracy, fit_classifier
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import configure_threads, resolve_device, rng_state, seed_everything
-from hood.errors import RunError
-from hood.jobs.common import resume_state, data_root, skip_note
+from hood.engine.runtime import configure_threads, resolve_device, seed_everything
+from hood.errors import DataError, TrainingDivergedError
+from hood.jobs.common import (
+    Checkpointer,
+    all_finite,
+    capture_rng,
+    data_root,
+    diverged_error,
+    interrupted_message,
+    restore_rng,
+    resume_state,
+    skip_note,
+)
 from hood.models.checkpoint import classifier_state, load_classifier, save_checkpoint
 from hood.models.registry import build_classifier
 from hood.runs import Run, create_run
+
+COMMAND = "pretrain"
 
 
 def _split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,54 +45,88 @@ def _split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor,
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+def _with_lr(opt_state: dict[str, Any], lr: float) -> dict[str, Any]:
+    """An optimizer state whose learning rate is ``lr`` (a deliberate change on resume)."""
+    groups = [{**g, "lr": lr} for g in opt_state["param_groups"]]
+    return {**opt_state, "param_groups": groups}
+
+
 def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = None) -> Run:
     """Run the job into ``run`` (created when None); a run holding ``train_state.pt`` is resumed."""
     reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
-    run = run or create_run(cfg, "pretrain")
-    state = resume_state(run)
+    distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
+    run = run or create_run(cfg, COMMAND)
+    state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     splits = load_id_splits(cfg.data.id, data_root(cfg), cfg.data.image_size, cfg.data.strict)
-    for s in splits.values():
-        if note := skip_note(s):
-            reporter.log(note)
+    notes = [n for s in splits.values() if (n := skip_note(s))]
+    for note in notes:
+        reporter.log(note)
     train, test = splits["train"], splits["test"]
     tr_idx, val_idx = _split_validation(len(train), cfg.pretrain.val_fraction, cfg.run.seed)
+    if len(tr_idx) < 1:
+        raise DataError(f"ID data set '{cfg.data.id}' has too few training images ({len(train)}) to train on")
     classes = train.classes or []
     model = build_classifier(cfg.model.arch, len(classes))
     start_epoch = 0
-    best = {"val_acc": -1.0, "epoch": 0}
+    best: dict[str, Any] = {"val_acc": -1.0, "epoch": 0}
+    history: list[dict[str, Any]] = []
     if state is not None:
         model.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
-        best = state["best"]
+        best = dict(state["best"])
+        history = list(state.get("history", []))
+        restore_rng(state.get("rng"))
+        if (state.get("config") or {}).get("pretrain", {}).get("lr", cfg.pretrain.lr) != cfg.pretrain.lr:
+            state = {**state, "optimizer": _with_lr(state["optimizer"], cfg.pretrain.lr)}  # logged by resume_state
         reporter.log(f"resuming {run.path} after epoch {start_epoch}")
+    run.update(status="running", epochs_done=start_epoch, history=history, skipped_images=notes)
     meta: dict[str, Any] = {"dataset": cfg.data.id, "config": cfg.to_dict(), "seed": cfg.run.seed}
+    ckpt = Checkpointer(run, COMMAND, cfg.pretrain.checkpoint_every, cfg.pretrain.epochs)
+    ckpt.saved_epoch = start_epoch or None
+    last_lr = {"lr": cfg.pretrain.lr}
 
     def on_epoch_end(epoch: int, stats: dict[str, float], opt: torch.optim.Optimizer, sched: Any) -> None:
+        last_lr["lr"] = float(opt.param_groups[0]["lr"])
+        if not all_finite(model):  # the epoch's last step broke the weights: never checkpoint them
+            raise TrainingDivergedError("non-finite weights")
         if stats["val_acc"] > best["val_acc"]:
             best.update(val_acc=stats["val_acc"], epoch=epoch)
+            # before train_state: a crash in between re-runs this epoch, which rewrites the same file
             save_checkpoint(classifier_state(model, cfg.model.arch, classes, {**meta, "epoch": epoch, **stats}), run.file("classifier.pt"))
-        save_checkpoint(
+        history.append({"epoch": epoch, **stats})
+        ckpt.epoch_end(
+            epoch,
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
-                "epoch": epoch,
-                "best": best,
-                "rng": {k: v for k, v in rng_state().items() if k == "torch"},
+                "best": dict(best),
+                "history": list(history),
+                "rng": capture_rng(),
+                "config": cfg.to_dict(),
             },
-            run.file("train_state.pt"),
+            history=list(history),
         )
-        history = run.info.get("history", [])
-        run.update(history=[*history, {"epoch": epoch, **stats}], epochs_done=epoch)
 
-    fit_classifier(
-        model, train.images[tr_idx], train.labels[tr_idx], train.images[val_idx], train.labels[val_idx],
-        cfg.pretrain, cfg.run.seed, device, start_epoch, state, on_epoch_end, reporter,
-    )
+    try:
+        fit_classifier(
+            model, train.images[tr_idx], train.labels[tr_idx], train.images[val_idx], train.labels[val_idx],
+            cfg.pretrain, cfg.run.seed, device, start_epoch, state, on_epoch_end, reporter,
+        )
+    except KeyboardInterrupt:
+        saved = ckpt.flush()
+        run.mark_stopped("interrupted")
+        reporter.log(interrupted_message(run, COMMAND, saved))
+        raise
+    except TrainingDivergedError:
+        saved = ckpt.flush()
+        run.mark_stopped("diverged")
+        epoch = history[-1]["epoch"] + 1 if history else start_epoch + 1
+        raise diverged_error(run, "classifier", epoch, last_lr["lr"], saved, "pretrain.lr", COMMAND) from None
     if distributed.is_main_process():  # rank 0 wrote the files; the other ranks take its result below
         best_model = load_classifier(run.file("classifier.pt")).model.to(device)
         test_acc = accuracy(best_model, test.images, test.labels, device)

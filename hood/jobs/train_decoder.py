@@ -1,7 +1,13 @@
-"""``hood train-decoder``: features once, prototypes, then the decoder epochs, checkpointed each epoch."""
+"""``hood train-decoder``: features once, prototypes, then the decoder epochs, checkpointed each epoch.
+
+The sampled outliers are written to ``ood_samples.json`` before the first epoch; ``--resume RUN`` reads
+them back instead of sampling again, checks the classifier is the same one (by fingerprint), restores the
+decoder, optimizer and RNG states, and continues so that the result equals an uninterrupted run.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +15,51 @@ import torch
 
 from hood.config import Config
 from hood.data.sources import load_id_splits, load_image_set
+from hood.engine import distributed
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
-from hood.errors import DataError, RunError
+from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
-from hood.jobs.common import resume_state, check_classifier, data_root, open_classifier, seeded_subset, skip_note
-from hood.models.checkpoint import save_checkpoint, save_decoder
+from hood.jobs.common import (
+    Checkpointer,
+    all_finite,
+    capture_rng,
+    check_classifier,
+    data_root,
+    diverged_error,
+    interrupted_message,
+    open_classifier,
+    restore_rng,
+    resume_state,
+    seeded_subset,
+    skip_note,
+)
+from hood.models.checkpoint import save_decoder
 from hood.models.decoder import HeatmapDecoder, decoder_spec_for
 from hood.runs import Run, create_run
+
+COMMAND = "train-decoder"
+OOD_FILE = "ood_samples.json"
+
+
+def _saved_indices(run: Run, pool_n: int, num_ood: int) -> torch.Tensor:
+    """The outlier indices an interrupted run sampled; refuses when the pool is no longer the same size."""
+    f = run.file(OOD_FILE)
+    try:
+        saved = json.loads(f.read_text())
+        indices = [int(i) for i in saved["indices"]]
+        size = int(saved["pool_size"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{f} is missing or damaged ({type(err).__name__}); the run cannot be resumed, start a new one") from None
+    if size != pool_n:
+        raise RunError(
+            f"cannot resume {run.path}: the auxiliary set had {size} readable images when the run started, now {pool_n}"
+        )
+    if len(indices) != num_ood or (indices and not 0 <= min(indices) <= max(indices) < pool_n):
+        raise RunError(f"{f} does not hold {num_ood} valid indices into the pool; the run cannot be resumed")
+    return torch.tensor(indices, dtype=torch.long)
 
 
 def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None = None) -> Run:
@@ -26,32 +67,46 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
+    distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
     clf_path = check_classifier(cfg, reporter)  # before any data work
-    run = run or create_run(cfg, "train-decoder")
-    state = resume_state(run)
+    run = run or create_run(cfg, COMMAND)
+    state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     root, size, d = data_root(cfg), cfg.data.image_size, cfg.decoder
 
     splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
+    if state is not None and state.get("classifier_fingerprint") not in (None, classifier.fingerprint):
+        raise RunError(
+            f"cannot resume {run.path}: it was trained on another classifier than {clf_path} "
+            f"(fingerprint {state.get('classifier_fingerprint')} != {classifier.fingerprint}); pass the original --classifier"
+        )
+    run.update(classifier=str(Path(clf_path)))
     id_train = seeded_subset(splits["train"], d.num_id, cfg.run.seed)
     pool_size: dict[str, int] = {}
+    chosen: dict[str, torch.Tensor] = {}
 
     def select(n: int) -> torch.Tensor:
         pool_size["n"] = n
-        return sample_ood_indices(n, d.num_ood, cfg.run.seed)
+        if "idx" not in chosen:
+            if state is not None:  # the indices the run drew, never a new draw
+                chosen["idx"] = _saved_indices(run, n, d.num_ood)
+            else:
+                chosen["idx"] = sample_ood_indices(n, d.num_ood, cfg.run.seed)
+        return chosen["idx"]
 
     pool = load_image_set(cfg.data.aux, root, size, cfg.data.strict, select=select)
-    for s in (id_train, pool):
-        if note := skip_note(s):
-            reporter.log(note)
+    notes = [n for s in (id_train, pool) if (n := skip_note(s))]
+    for note in notes:
+        reporter.log(note)
     if len(pool) < 1:
         raise DataError(f"auxiliary set '{cfg.data.aux}' yielded no images")
 
     num_maps = d.fw_layers - 1
     model = classifier.model.to(device)
-    if num_maps > len(model.stage_maps(torch.zeros(1, 3, size, size, device=device))):
-        raise RunError(f"--fw-layers {d.fw_layers} is more than {classifier.arch} offers")
+    available = len(model.stage_maps(torch.zeros(1, 3, size, size, device=device)))
+    if num_maps > available:
+        raise ConfigError(f"--fw-layers {d.fw_layers} needs {num_maps} stage maps, but {classifier.arch} offers {available}; use at most {available + 1}")
     reporter.log(f"ID train {len(id_train)} images, outliers {len(pool)} of {pool_size.get('n', len(pool))}")
     id_feats = extract_features(model, id_train.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
     ood_feats = extract_features(model, pool.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
@@ -66,21 +121,25 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     if state is not None:
         decoder.load_state_dict(state["decoder"])
         optimizer_state = state["optimizer"]
+        if (state.get("config") or {}).get("decoder", {}).get("lr", d.lr) != d.lr:  # logged by resume_state
+            optimizer_state = {**optimizer_state, "param_groups": [{**g, "lr": d.lr} for g in optimizer_state["param_groups"]]}
         start_epoch = int(state["epoch"])
-        losses = list(state["losses"])
+        losses = [float(v) for v in state["losses"]]
+        restore_rng(state.get("rng"))
         reporter.log(f"resuming {run.path} after epoch {start_epoch}")
-    else:
+    elif distributed.is_main_process():  # under torchrun only rank 0 writes files
         atomic_write_json(
-            run.file("ood_samples.json"),
+            run.file(OOD_FILE),
             {
                 "aux": cfg.data.aux,
                 "pool_size": pool_size.get("n", len(pool)),
                 "seed": cfg.run.seed,
-                "indices": select(pool_size["n"]).tolist() if "n" in pool_size else list(range(len(pool))),
+                "indices": chosen["idx"].tolist() if "idx" in chosen else list(range(len(pool))),
                 "names": pool.names,
                 "prototype_id_rows": proto.tolist(),
             },
         )
+    run.update(status="running", epochs_done=start_epoch, losses=losses, skipped_images=notes)
     meta: dict[str, Any] = {
         "classifier_path": str(clf_path),
         "id_dataset": cfg.data.id,
@@ -90,17 +149,41 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         "seed": cfg.run.seed,
         "config": cfg.to_dict(),
     }
+    ckpt = Checkpointer(run, COMMAND, d.checkpoint_every, d.epochs)
+    ckpt.saved_epoch = start_epoch or None
 
     def on_epoch_end(epoch: int, loss: float, dec: HeatmapDecoder, opt: torch.optim.Optimizer) -> None:
+        if not all_finite(dec):  # never checkpoint broken weights
+            raise TrainingDivergedError("non-finite weights")
         losses.append(loss)
-        if epoch % d.checkpoint_every == 0 or epoch == d.epochs:
-            save_checkpoint(
-                {"decoder": dec.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "losses": losses},
-                run.file("train_state.pt"),
-            )
-            run.update(epochs_done=epoch, losses=losses)
+        ckpt.epoch_end(
+            epoch,
+            {
+                "decoder": dec.state_dict(),
+                "optimizer": opt.state_dict(),
+                "losses": list(losses),
+                "rng": capture_rng(),
+                "classifier_fingerprint": classifier.fingerprint,
+                "config": cfg.to_dict(),
+            },
+            losses=list(losses),
+        )
 
-    fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter)
-    save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": losses[-1] if losses else None})
-    run.mark_complete(classifier=str(Path(clf_path)), decoder=str(run.file("decoder.pt")), final_loss=losses[-1] if losses else None)
+    try:
+        fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter)
+    except KeyboardInterrupt:
+        saved = ckpt.flush()
+        run.mark_stopped("interrupted")
+        reporter.log(interrupted_message(run, COMMAND, saved))
+        raise
+    except TrainingDivergedError:
+        saved = ckpt.flush()
+        run.mark_stopped("diverged")
+        lr = float(optimizer_state["param_groups"][0]["lr"]) if optimizer_state else d.lr
+        raise diverged_error(run, "decoder", len(losses) + 1, lr, saved, "decoder.lr", COMMAND) from None
+    final = losses[-1] if losses else None
+    if distributed.is_main_process():  # under torchrun only rank 0 writes files
+        save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": final})
+    run.mark_complete(classifier=str(Path(clf_path)), decoder=str(run.file("decoder.pt")), final_loss=final)
+    run.info = distributed.broadcast_object(run.info)  # every rank returns rank 0's result
     return run

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import zipfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,20 +41,48 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+_GLOBAL_RE = re.compile(r"unsupported GLOBAL ([\w.]+)", re.IGNORECASE)
+
+
+def _first_line(text: str) -> str:
+    """The informative line of torch's long multi-paragraph error messages."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if "Unsupported" in ln or "unsupported" in ln:
+            return ln
+    return lines[0] if lines else ""
+
+
 def safe_load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint without executing code; every failure becomes a one-line CheckpointError."""
+    """Load a checkpoint without executing code; every failure becomes a one-line CheckpointError.
+
+    ``weights_only=True`` restricts unpickling to tensors and plain containers, so a file crafted to run
+    code on load is refused before anything in it is called. The message says whether the file asked
+    for a Python global (code) or is simply not a checkpoint.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        text = str(err)
+        found = _GLOBAL_RE.search(text)
+        if found:
+            raise CheckpointError(
+                f"refusing {path}: loading it would call {found.group(1)}, i.e. it needs arbitrary unpickling, "
+                f"which can run code; only tensor checkpoints are loaded (weights_only)"
+            ) from None
         raise CheckpointError(
-            f"refusing {path}: it needs arbitrary unpickling, which could run code ({first[:120]})"
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from err
+            f"{path} is not a checkpoint hood can load safely ({_first_line(text)[:100] or 'unsupported pickle'}); "
+            f"it is damaged, not a PyTorch file, or holds objects other than tensors"
+        ) from None
+    except MemoryError:
+        raise CheckpointError(f"{path} is too large to load into memory") from None
+    except Exception as err:  # torch raises many unrelated types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not a checkpoint (holds a {type(obj).__name__}, not a dict)")
     return obj
@@ -90,12 +118,20 @@ class LoadedClassifier:
 def read_classifier_checkpoint(path: str | Path) -> dict[str, Any]:
     """Safe-load and check the layout only (no model built): cheap enough to run before any data work."""
     ckpt = safe_load(path)
-    if "net_state_dict" not in ckpt or "cls_state_dict" not in ckpt:
-        kind = ckpt.get("format", "unknown")
+    kind = ckpt.get("format")
+    if kind == "hood.decoder":
+        raise CheckpointError(f"{path} is a decoder checkpoint, not a classifier; pass it where a decoder is expected")
+    if kind == TRAIN_STATE_FORMAT:
+        raise CheckpointError(f"{path} is a training state (for --resume), not a classifier; use classifier.pt of that run")
+    if not isinstance(ckpt.get("net_state_dict"), dict) or not isinstance(ckpt.get("cls_state_dict"), dict):
         raise CheckpointError(
             f"{path} is not a classifier checkpoint (expected 'net_state_dict' and 'cls_state_dict', "
-            f"found format {kind!r} with keys {sorted(ckpt)[:5]})"
+            f"found format {kind or 'unknown'!r} with keys {sorted(map(str, ckpt))[:5]})"
         )
+    entries = [*ckpt["net_state_dict"].items(), *ckpt["cls_state_dict"].items()]
+    bad = [k for k, v in entries if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path} is not a classifier checkpoint (entry {str(bad[0])[:40]!r} is not a named tensor)")
     return ckpt
 
 
@@ -105,13 +141,13 @@ def load_classifier(path: str | Path, arch: str | None = None, num_classes: int 
     net = strip_prefixes(ckpt["net_state_dict"])
     cls = strip_prefixes(ckpt["cls_state_dict"])
     cls = {k if k.startswith("linear.") else f"linear.{k}": v for k, v in cls.items()}
-    found_arch = ckpt.get("arch") or infer_arch(net)
+    found_arch = str(ckpt.get("arch") or infer_arch(net))
     if found_arch not in ARCHITECTURES:
         raise CheckpointError(f"{path} holds unknown architecture {found_arch!r}")
     if arch is not None and arch != found_arch:
         raise CheckpointError(f"{path} holds a {found_arch} classifier, but the config asks for {arch}")
-    if "linear.weight" not in cls:
-        raise CheckpointError(f"{path}: 'cls_state_dict' has no linear.weight")
+    if "linear.weight" not in cls or cls["linear.weight"].ndim != 2:
+        raise CheckpointError(f"{path}: 'cls_state_dict' has no linear.weight matrix")
     found_classes = int(cls["linear.weight"].shape[0])
     if num_classes is not None and num_classes != found_classes:
         raise CheckpointError(
@@ -124,7 +160,11 @@ def load_classifier(path: str | Path, arch: str | None = None, num_classes: int 
     for k, v in state.items():
         if k in own and own[k].dtype != v.dtype:
             state[k] = v.to(own[k].dtype)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches: another width/depth, or another class count
+        detail = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
+        raise CheckpointError(f"{path} does not fit a {found_arch} classifier: {detail[:160]}") from None
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(f"{path} does not fit a {found_arch} classifier: {detail}")
@@ -155,8 +195,27 @@ def classifier_state(model: Classifier, arch: str, classes: list[str] | None, me
     }
 
 
+TRAIN_STATE_FORMAT = "hood.train_state"
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """torch.save through :func:`atomic_save_with`: the old file stays whole until the new one is."""
     atomic_save_with(path, lambda fh: torch.save(obj, fh))
+
+
+def save_train_state(obj: dict[str, Any], path: str | Path) -> None:
+    """A resumable training state, tagged so it is never mistaken for (or loaded as) a model checkpoint."""
+    save_checkpoint({"format": TRAIN_STATE_FORMAT, "hood_version": __version__, **obj}, path)
+
+
+def load_train_state(path: str | Path, command: str) -> dict[str, Any]:
+    """Safe-load a training state and check it belongs to ``command``."""
+    state = safe_load(path)
+    if state.get("format") != TRAIN_STATE_FORMAT or state.get("command", command) != command:
+        raise CheckpointError(f"{path} is not a {command} training state (format {state.get('format')!r})")
+    if not isinstance(state.get("epoch"), int):
+        raise CheckpointError(f"{path} is damaged: it records no completed epoch")
+    return state
 
 
 def save_decoder(
@@ -179,13 +238,24 @@ def save_decoder(
     )
 
 
+def read_decoder_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Safe-load and check that a file is a hood decoder, before any data work."""
+    ckpt = safe_load(path)
+    if "net_state_dict" in ckpt and ckpt.get("format") != "hood.decoder":
+        raise CheckpointError(f"{path} is a classifier checkpoint, not a decoder; pass it as --classifier")
+    if ckpt.get("format") != "hood.decoder" or not isinstance(ckpt.get("spec"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a hood decoder checkpoint (format {ckpt.get('format')!r})")
+    return ckpt
+
+
 def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -> tuple[HeatmapDecoder, dict[str, Any]]:
     """Rebuild a decoder; with ``classifier`` given, refuse one trained on a different classifier."""
-    ckpt = safe_load(path)
-    if ckpt.get("format") != "hood.decoder" or "spec" not in ckpt:
-        raise CheckpointError(f"{path} is not a hood decoder checkpoint (format {ckpt.get('format')!r})")
-    spec = DecoderSpec.from_dict(ckpt["spec"])
-    info = ckpt.get("classifier", {})
+    ckpt = read_decoder_checkpoint(path)
+    try:
+        spec = DecoderSpec.from_dict(ckpt["spec"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"decoder {path} has a damaged spec ({err})") from None
+    info = ckpt.get("classifier") if isinstance(ckpt.get("classifier"), dict) else {}
     if classifier is not None:
         if info.get("arch") != classifier.arch or info.get("num_classes") != classifier.num_classes:
             raise CheckpointError(
@@ -197,10 +267,10 @@ def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -
                 f"decoder {path} was trained on a different {classifier.arch} classifier "
                 f"(fingerprint {info.get('fingerprint')} != {classifier.fingerprint}); pass the matching --classifier"
             )
-    decoder = HeatmapDecoder(spec)
     try:
+        decoder = HeatmapDecoder(spec)
         decoder.load_state_dict(strip_prefixes(ckpt["state_dict"]))
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(f"decoder {path} does not match its own spec: {str(err).splitlines()[0]}") from err
     decoder.eval()
     return decoder, ckpt
