@@ -9,6 +9,7 @@ from hood.cli.demo import demo
 from hood.cli.download import download
 from hood.cli.evaluate import evaluate
 from hood.cli.pretrain import pretrain
+from hood.cli.score import score
 from hood.cli.train_decoder import train_decoder
 from hood.cli.visualize import visualize
 
@@ -32,13 +33,14 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
-    """Heatmap-based OOD detection: pretrain, train-decoder, evaluate, visualize, download, demo."""
+    """Heatmap-based OOD detection: pretrain, train-decoder, evaluate, visualize, score, download, demo."""
 
 
 app.command("pretrain")(pretrain)
 app.command("train-decoder")(train_decoder)
 app.command("evaluate")(evaluate)
 app.command("visualize")(visualize)
+app.command("score")(score)
 app.command("download")(download)
 app.command("demo")(demo)
 

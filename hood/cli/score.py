@@ -1,0 +1,60 @@
+"""``hood score``: OOD scores and in/out verdicts for a user's own images."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hood.cli.errors import err_console, handle_errors
+from hood.cli.options import ConfigOpt, DeviceOpt, JsonOpt, QuietOpt, SetOpt, build_config, print_json, stdout
+from hood.cli.reporter import RichReporter
+
+
+@handle_errors()
+def score(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or archives (.tar, .tar.gz, .tgz, .zip).")],
+    run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one).")] = None,
+    method: Annotated[str, typer.Option("--method", help="Detector: heatmap, or a baseline evaluated on this run.")] = "heatmap",
+    threshold: Annotated[float | None, typer.Option("--threshold", help="OOD score above which an image is 'out' (default: the one `hood evaluate` stored, keeping 95% of ID test).")] = None,
+    heatmaps: Annotated[str | None, typer.Option("--heatmaps", help="Folder to write each image's heatmap overlay into (PNG).")] = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score your own images: predicted class, OOD score and in/out verdict per file; unreadable files are listed, not fatal."""
+    from hood.jobs.common import decoder_run
+    from hood.jobs.score import score_images
+    from hood.runs import find_latest
+
+    cfg = build_config(config, {"run.device": device}, set_)
+    if run is None:
+        found, _ = find_latest(cfg.run.runs_dir, "train-decoder", cfg.name if config else None)
+        run = str(found.path) if found else None
+    target = decoder_run(run, cfg, RichReporter(True))
+    if config is None:  # the run's own config: its resolution, architecture and classifier
+        cfg = build_config(str(target.file("config.yaml")), {"run.device": device}, set_)
+    with RichReporter(quiet) as rep:
+        result = score_images(cfg, target, paths, method, threshold, heatmaps, rep)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        thr = "none" if result.threshold is None else f"{result.threshold:.4g}"
+        table = Table(title=f"{method} scores (out above {thr})", title_justify="left")
+        for col, just in (("file", "left"), ("class", "left"), ("OOD score", "right"), ("verdict", "left")):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        style = {"in": "green", "out": "bold red", "?": "yellow", "unreadable": "dim"}
+        for i in result.images:
+            verdict = f"[{style[i.verdict]}]{i.verdict}[/]" + (f" [dim]({escape(i.error)})[/]" if i.error else "")
+            table.add_row(escape(i.file), escape(i.predicted_class or "-"), "-" if i.score is None else f"{i.score:.4f}", verdict)
+        stdout.print(table)
+        if heatmaps and result.scored:
+            err_console.print(f"[dim]heatmaps: {heatmaps}[/]")
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+    if result.images and not result.scored:
+        raise typer.Exit(1)

@@ -1,0 +1,204 @@
+"""``hood score``: apply a trained detector to a user's own images (files, folders, archives).
+
+Each image is decoded as the evaluation protocol does (RGB, shorter side resized, center-cropped to the
+run's resolution), run through the classifier once, and scored. The verdict compares the score with
+the threshold ``hood evaluate`` stored in the run's ``results.json`` (the score that keeps 95% of ID test
+images) unless one is given. Files that cannot be read are reported in the result, never fatal: one
+broken file in a folder of thousands should not cost the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hood.config import Config
+from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
+from hood.data.readers import is_archive, list_members
+from hood.detectors import DETECTORS, Detector, DetectorContext
+from hood.detectors.heatmap import HeatmapDetector
+from hood.engine.features import extract_features
+from hood.engine.progress import NullReporter, Reporter
+from hood.engine.runtime import configure_threads, resolve_device
+from hood.errors import ConfigError, HoodError, RunError
+from hood.fileio import atomic_write_bytes
+from hood.jobs.common import check_classifier, open_classifier
+from hood.models.checkpoint import load_decoder, safe_load
+from hood.runs import Run
+from hood.viz import overlay_image
+
+CHUNK = 512  # images decoded and scored at a time: memory stays flat for folders of any size
+
+
+@dataclass
+class ScoredImage:
+    file: str
+    predicted_class: str | None = None
+    score: float | None = None
+    verdict: str = "unreadable"  # in | out | ? (no threshold) | unreadable
+    error: str | None = None
+    heatmap: str | None = None
+
+
+@dataclass
+class ScoreResult:
+    run: str
+    method: str
+    threshold: float | None
+    threshold_source: str
+    images: list[ScoredImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> int:
+        return sum(1 for i in self.images if i.score is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "images"}, "images": [asdict(i) for i in self.images]}
+
+
+def iter_inputs(paths: list[str], size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(name, HWC uint8 image or None, error or None)`` for every image under ``paths``, in order."""
+    for spec in paths:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            yield spec, None, "no such file or folder"
+            continue
+        if path.is_dir() or is_archive(path):
+            try:
+                members = list_members(path)
+            except HoodError as err:
+                yield spec, None, str(err)
+                continue
+            if not members:
+                yield spec, None, "holds no image files"
+            for m in members:
+                name = f"{spec.rstrip('/')}/{m.relpath}"
+                try:
+                    yield name, decode_image(m.read(), size), None
+                except (UnreadableImage, OSError) as err:
+                    yield name, None, _why(err)
+            continue
+        try:
+            yield spec, decode_image(path.read_bytes(), size), None
+        except (UnreadableImage, OSError) as err:
+            yield spec, None, _why(err)
+
+
+def _why(err: Exception) -> str:
+    """PIL's messages name an in-memory buffer (``<_io.BytesIO object at 0x..>``); say what it means."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err)).strip()
+    if text.startswith("cannot identify image file"):
+        text = "not a recognized image format"
+    return f"not a readable image ({text or type(err).__name__})"
+
+
+def _threshold(run: Run, method: str, given: float | None) -> tuple[float | None, str]:
+    if given is not None:
+        return float(given), "--threshold"
+    f = run.file("results.json")
+    if f.is_file():
+        try:
+            stored = json.loads(f.read_text()).get("thresholds", {})
+        except json.JSONDecodeError:
+            stored = {}
+        if method in stored:
+            return float(stored[method]), f"{f} (keeps 95% of ID test)"
+    return None, "none: run `hood evaluate` on this run or pass --threshold"
+
+
+def _load_fit(run: Run, method: str, d: Detector, fingerprint: str) -> None:
+    """A feature-space detector needs the fit ``evaluate`` cached for this classifier and parameters."""
+    path = run.path / "fits" / f"{method}.pt"
+    hint = f"run `hood evaluate --run {run.path} --methods {method}` first"
+    if not path.is_file():
+        raise RunError(f"{method} needs its fit on the ID training set, which {run.path} does not hold; {hint}")
+    cached = safe_load(path)
+    key = cached.get("key", {})
+    if key.get("classifier") != fingerprint or key.get("params") != d.params():
+        raise RunError(f"the cached {method} fit in {run.path} is for another classifier or other parameters; {hint}")
+    d.load_state(cached["state"])
+
+
+def _heatmap_name(name: str, used: set[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"\.[A-Za-z0-9]+$", "", name)).strip("._") or "image"
+    out, n = stem, 1
+    while out in used:
+        n += 1
+        out = f"{stem}_{n}"
+    used.add(out)
+    return out + ".png"
+
+
+def score_images(
+    cfg: Config, run: Run, paths: list[str], method: str = "heatmap", threshold: float | None = None,
+    heatmaps_dir: str | None = None, reporter: Reporter | None = None,
+) -> ScoreResult:
+    reporter = reporter or NullReporter()
+    if method not in DETECTORS:
+        raise ConfigError(f"unknown method '{method}'; available: {', '.join(DETECTORS)}")
+    device = resolve_device(cfg.run.device)
+    configure_threads(cfg.run.num_threads)
+    if cfg.model.classifier is None:
+        cfg.model.classifier = run.info.get("classifier")
+    classifier = open_classifier(check_classifier(cfg, reporter), cfg)
+    model = classifier.model.to(device)
+    decoder = load_decoder(run.file("decoder.pt"), classifier)[0] if run.file("decoder.pt").is_file() else None
+    if (method == "heatmap" or heatmaps_dir) and decoder is None:
+        raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
+    ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
+    det = DETECTORS[method](ctx)
+    if det.needs_fit:
+        _load_fit(run, method, det, classifier.fingerprint)
+    drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
+    num_maps = max(det.num_maps, drawer.num_maps if drawer else 0)
+    thr, source = _threshold(run, method, threshold)
+    result = ScoreResult(str(run.path), method, thr, source)
+    if thr is None:
+        result.notes.append(f"no threshold for {method}: verdicts are '?'; {source}")
+    classes = classifier.classes or [str(i) for i in range(classifier.num_classes)]
+    out_dir = Path(heatmaps_dir) if heatmaps_dir else None
+    used: set[str] = set()
+
+    def flush(batch: list[tuple[ScoredImage, np.ndarray]]) -> None:
+        images = hwc_to_chw(np.stack([a for _, a in batch]))
+        feats = extract_features(model, images, device, cfg.evaluate.batch_size, num_maps)
+        scores = det.score_images(images) if det.needs_images else det.score(feats)
+        maps = drawer.heatmaps(feats) if (drawer is not None and out_dir is not None) else None
+        for i, (item, _) in enumerate(batch):
+            item.predicted_class = classes[int(feats.preds[i])]
+            item.score = float(scores[i])
+            item.verdict = "?" if thr is None else ("out" if item.score > thr else "in")
+            if maps is not None and out_dir is not None:
+                path = out_dir / _heatmap_name(item.file, used)
+                img = overlay_image(images[i], maps[i])
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                atomic_write_bytes(path, buf.getvalue())
+                item.heatmap = str(path)
+
+    pending: list[tuple[ScoredImage, np.ndarray]] = []
+    task = reporter.task("scoring", None)
+    for name, arr, err in iter_inputs(paths, cfg.data.image_size):
+        item = ScoredImage(name, error=err)
+        result.images.append(item)
+        if arr is not None:
+            pending.append((item, arr))
+        if len(pending) >= CHUNK:
+            flush(pending)
+            pending = []
+        reporter.advance(task, 1)
+    if pending:
+        flush(pending)
+    reporter.done(task)
+    bad = len(result.images) - result.scored
+    if bad:
+        result.notes.append(f"{bad} of {len(result.images)} file(s) could not be read and were not scored")
+    return result
