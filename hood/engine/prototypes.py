@@ -11,9 +11,9 @@ import torch
 
 
 def _chunked_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Index into ``k`` of the nearest row (Euclidean) for every row of ``q``.
+    """Index into ``k`` of the nearest row (Euclidean) for every row of ``q``; the first on exact ties.
 
-    ``|q - k|^2 = |q|^2 - 2 q.k + |k|^2``; ``|q|^2`` is constant per row and is dropped. Computed in
+    ``|q - k|^2 = |q|^2 - 2 q.k + |k|^2``; ``|q|^2`` is constant per row and is dropped. Called in
     float64 on the CPU so near-ties resolve as an exact search would.
     """
     k_sq = (k * k).sum(1)
@@ -22,6 +22,86 @@ def _chunked_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int) -> torch.Tenso
         block = q[s : s + chunk]
         d = k_sq[None, :] - 2.0 * (block @ k.T)
         out[s : s + chunk] = d.argmin(dim=1)
+    return out
+
+
+# Screening (see _screened_argmin): a bf16 matrix product ranks all candidates, the best ``_SCREEN_K`` are
+# re-ranked in float32, and rigorous error bounds certify the winner; rows they cannot certify (near-ties,
+# near-duplicates, features with a large common offset) get the exact float64 search, so the result is
+# always the float64 search's. Why: bf16 products run 5-10x faster than float64 on CPUs with bf16 matrix
+# units (AVX512-BF16, AMX); 10k x 50k x 512 drops from ~3-4 s to under a second on two cores.
+_SCREEN_K = 8
+_SCREEN_ROWS = 512  # queries per block: bounds the re-rank gather to 512 x 8 x D
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    return {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}[dtype]
+
+
+def _screen_dtype() -> torch.dtype | None:
+    """bf16 where the CPU multiplies it natively; else no screening (float32 would save too little)."""
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`_chunked_argmin` of ``q``, ``k`` upcast to float64, computed by screening, same result.
+
+    1. Screen: a ``dtype`` (bf16) product of features centred on the ID mean ranks every ID row; the
+       best ``_SCREEN_K`` are candidates. Centring leaves distances unchanged and shrinks the error bound,
+       which scales with ``|q||k|`` (features after a ReLU share a large common component).
+    2. Re-rank the candidates in float32 (exact products of the float32 inputs, up to float32 rounding).
+    3. Certify each row with rigorous bounds: the float32 winner must beat every other candidate, and
+       the screened bound of every row outside the candidates, by more than the rounding errors; then it
+       is the float64 search's answer. Rows that fail (near-ties, duplicates, large common offsets) get
+       the exact float64 search. Bound of ``s~ = fl(q~ . k~)`` against ``q . k``: rounding both inputs
+       (``2u``), the output (``u``), float32 accumulation over D terms, each at most ``|q||k|``
+       (Cauchy-Schwarz): ``c = 3u + 4u^2 + D 2^-24`` per unit of ``|q||k|``, with 25% to spare.
+    """
+    n_k, dim = k.shape
+    m = min(_SCREEN_K, n_k)
+    u = _unit_roundoff(dtype)
+    c = 1.25 * (3 * u + 4 * u * u + dim * 2.0**-24)
+    c32 = 1.25 * (4 + dim) * 2.0**-24  # float32 re-rank: products, accumulation and the |k|^2 terms
+    k32 = k.float()
+    centre = k32.mean(0, keepdim=True, dtype=torch.float64).float()  # a common shift: any rounding of it is harmless
+    kc = k32 - centre
+    k_low = kc.to(dtype)
+    kc_sq = torch.einsum("ij,ij->i", kc, kc)
+    half_kc_sq = 0.5 * kc_sq
+    k_sq = torch.einsum("ij,ij->i", k32, k32)
+    kc_norm_max = float(kc_sq.max().sqrt())
+    k_norm = k_sq.sqrt()
+    out = torch.empty(len(q), dtype=torch.long)
+    step = max(1, min(chunk, _SCREEN_ROWS))
+    for s in range(0, len(q), step):
+        block = q[s : s + step].float()
+        qc = block - centre
+        qc_norm = qc.norm(dim=1)
+        # score = qc.kc - |kc|^2/2 = (|qc|^2 - |q - k|^2)/2: the largest score is the nearest row
+        score = (qc.to(dtype) @ k_low.T).float().sub_(half_kc_sq)
+        top, cand = score.topk(m, dim=1, largest=True, sorted=True)
+        # |k|^2 - 2 q.k for the candidates, in float32 on the original (uncentred) inputs
+        approx = k_sq[cand] - 2.0 * torch.bmm(k32[cand], block[:, :, None])[:, :, 0]
+        err32 = c32 * (k_norm[cand] * (k_norm[cand] + 2.0 * block.norm(dim=1, keepdim=True)))  # per candidate
+        best, arg = approx.min(dim=1)
+        pick = cand.gather(1, arg[:, None])[:, 0]
+        best_err = err32.gather(1, arg[:, None])[:, 0]
+        # the winner must be clear of every other candidate (no float64 near-tie among them) ...
+        others = (approx - err32) - (best + best_err)[:, None]
+        others.scatter_(1, arg[:, None], float("inf"))
+        clear = others.min(dim=1).values > 0
+        # ... and of every row outside the candidates: |q - k|^2 >= |qc|^2 - 2 (m-th score + bound)
+        bound = c * qc_norm * kc_norm_max
+        best_d2 = best + best_err + (block * block).sum(1) * (1 + 4 * 2.0**-24)
+        outside_d2 = qc_norm.square() * (1 - 4 * 2.0**-24) - 2.0 * (top[:, -1] + bound) - 2.0**-20 * (1 + float(kc_sq.max()))
+        certified = clear & ((outside_d2 > best_d2) | (m == n_k))
+        if not bool(certified.all()):
+            todo = torch.nonzero(~certified).flatten()
+            pick[todo] = _chunked_argmin(block[todo].double(), k.double(), chunk)
+        out[s : s + step] = pick
     return out
 
 
@@ -38,9 +118,12 @@ def nearest_prototypes(
 
     A class that no ID training image is predicted as has no prototype of its own class; its outliers
     fall back to the nearest ID sample of any class (rare: only with a degenerate classifier).
+    On the CPU the search is exact in float64; with bf16 matrix units it is screened (same result).
     """
     device = device or ood_features.device
-    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    screen = _screen_dtype() if device.type == "cpu" else None
+    # screening upcasts per class and per candidate: the inputs stay in their own (smaller) dtype
+    dtype = torch.float32 if device.type != "cpu" else (ood_features.dtype if screen is not None and ood_features.dtype in (torch.float32, torch.float64) else torch.float64)
     q_all = ood_features.to(device, dtype)
     k_all = id_features.to(device, dtype)
     ood_preds = ood_preds.to(device)
@@ -52,6 +135,7 @@ def nearest_prototypes(
         k_idx = all_ids[id_preds == c]
         if len(k_idx) == 0:
             k_idx = all_ids
-        nearest = _chunked_argmin(q_all[q_mask], k_all[k_idx], chunk)
+        q, k = q_all[q_mask], k_all[k_idx]
+        nearest = _screened_argmin(q, k, chunk, screen) if screen is not None else _chunked_argmin(q, k, chunk)
         result[q_mask] = k_idx[nearest]
     return result.cpu()
