@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -130,6 +131,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
             return None
         return _coerce(key, value, args[0])
+    if value is None:
+        raise ConfigError(f"config key '{key}' needs a value (it cannot be empty or null)")
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -157,14 +160,23 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        return number
     if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a string, got {_short(value)}")
         return str(value)
     return value
+
+
+def _short(value: Any) -> str:
+    """A value for an error line: its repr, cut so one line stays one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -177,13 +189,17 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(mapping).__name__}")
     for section, values in mapping.items():
         if section == "name":
+            if not isinstance(values, (str, int, float)) or isinstance(values, bool):
+                raise ConfigError(f"{source}: 'name' must be a string, got {_short(values)}")
             cfg.name = str(values)
             continue
         if section not in _SECTION_CLASSES:
-            raise ConfigError(f"{source}: unknown section '{section}'{_closest(str(section), list(_SECTION_CLASSES))}")
+            raise ConfigError(f"{source}: unknown section '{_short(section)[1:-1] if isinstance(section, str) else _short(section)}'{_closest(str(section), list(_SECTION_CLASSES))}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section}' must be a mapping")
         for key, value in values.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{source}: key {_short(key)} in section '{section}' is not a name")
             set_value(cfg, f"{section}.{key}", value, source)
 
 
@@ -213,18 +229,45 @@ def parse_set_option(item: str) -> tuple[str, Any]:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a .yaml file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or (str(err).splitlines() or ["unreadable"])[0]
         raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not a text file") from None
-    return data or {}
+    except (UnicodeDecodeError, ValueError):  # ValueError: a NUL byte, or a date such as 2020-13-45
+        raise ConfigError(f"config file {path} is not a readable YAML text file (binary content or an impossible date)") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a hood config") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    return {} if data is None else data
+
+
+def unknown_dataset(spec: str) -> str | None:
+    """Why ``spec`` names no data set (a message with the closest known name), or None if it may.
+
+    Paths are not checked here (they may be created later, and the loaders say what is wrong with
+    them); a bare word must be a registry or built-in name, so a typo fails before any work starts.
+    """
+    from hood.data import registry
+    from hood.data.builtin import BUILTIN_NAMES
+
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).suffix or Path(spec).exists():
+        return None
+    try:
+        known = registry.registry_names()
+    except Exception:  # a broken manifest is the download command's to report
+        return None
+    if spec in known or spec in BUILTIN_NAMES:
+        return None
+    return f"names no known data set: '{_short(spec)[1:-1]}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`, or give a folder or archive path"
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -238,7 +281,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"config key '{key}' {msg}")
 
     need(cfg.model.arch in ARCHITECTURES, "model.arch", f"must be one of {', '.join(ARCHITECTURES)}, got '{cfg.model.arch}'{_closest(cfg.model.arch, list(ARCHITECTURES))}")
-    need(cfg.data.image_size >= 8, "data.image_size", f"must be at least 8, got {cfg.data.image_size}")
+    need(8 <= cfg.data.image_size <= 1024, "data.image_size", f"must be between 8 and 1024, got {cfg.data.image_size}")
     need(cfg.data.ood_count is None or cfg.data.ood_count >= 1, "data.ood_count", "must be at least 1")
     need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")
     p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
@@ -263,6 +306,12 @@ def validate(cfg: Config) -> Config:
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
+    need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")
+    need(d.num_id is None or d.num_id >= 2, "decoder.num_id", f"must be at least 2 (BatchNorm), got {d.num_id}")
+    for key, spec in [("data.id", cfg.data.id), ("data.aux", cfg.data.aux)] + [("data.ood", o) for o in cfg.data.ood]:
+        need(bool(spec.strip()), key, "must name a data set, got an empty name")
+        problem = unknown_dataset(spec)
+        need(problem is None, key, problem or "")
     need(r.num_threads is None or r.num_threads >= 1, "run.num_threads", "must be at least 1")
     return cfg
 

@@ -33,7 +33,10 @@ def source_key(path: Path, size: int, extra: str = "") -> str:
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for fn in sorted(filenames):
-                st = (Path(dirpath) / fn).stat()
+                try:  # lstat: a dangling link is keyed by itself; the reader reports it as unreadable
+                    st = (Path(dirpath) / fn).lstat()
+                except OSError:
+                    continue
                 h.update(f"{dirpath}/{fn}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 
@@ -62,7 +65,7 @@ def cached(key: str, build: Callable[[], dict[str, ImageSet]]) -> dict[str, Imag
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             pass
     splits = build()
-    try:
+    try:  # atomic: a crash mid-write leaves no entry rather than a truncated one
         atomic_save_with(path, lambda fh: torch.save({k: _to_payload(v) for k, v in splits.items()}, fh))
     except Exception:
         pass

@@ -31,12 +31,14 @@ def is_image_name(name: str) -> bool:
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Bring any PIL mode to RGB; 16/32-bit integer images are rescaled to their own range."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
         img = Image.fromarray(arr.astype(np.uint8), mode="L")
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
+    if img.mode in ("LAB", "HSV"):  # PIL has no direct path from these to RGB
+        img = Image.fromarray(np.asarray(img.convert("RGB") if img.mode == "HSV" else img)[..., 0], mode="L")
     if img.mode in ("RGBA", "LA"):
         background = Image.new("RGB", img.size, (0, 0, 0))
         background.paste(img.convert("RGBA"), mask=img.convert("RGBA").split()[-1])
@@ -65,8 +67,18 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
             img.load()
             out = resize_center_crop(_to_rgb(img), size)
             return np.asarray(out, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UnreadableImage(str(err) or type(err).__name__) from err
+    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(_reason(err)) from err
+    except MemoryError as err:
+        raise UnreadableImage("too large to decode") from err
+    except Exception as err:  # a corrupt file can make PIL's decoders raise nearly anything
+        raise UnreadableImage(_reason(err)) from err
+
+
+def _reason(err: BaseException) -> str:
+    """A short, single-line reason for the skip report."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    return (text[:80] or type(err).__name__)
 
 
 def hwc_to_chw(arr: np.ndarray) -> torch.Tensor:

@@ -12,9 +12,11 @@ Layouts, detected from the member paths after stripping one common top folder:
 
 from __future__ import annotations
 
+import lzma
 import os
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hood.data.images import ImageSet, UnreadableImage, decode_image, hwc_to_chw, is_image_name
+from hood.data.images import IMAGE_EXTENSIONS, ImageSet, UnreadableImage, decode_image, hwc_to_chw, is_image_name
 from hood.errors import DataError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -43,7 +45,11 @@ class Member:
 
 def _folder_members(root: Path) -> list[Member]:
     members = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(err: OSError) -> None:
+        raise DataError(f"cannot read the folder {err.filename or root}: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             if fn.startswith(".") or not is_image_name(fn):
@@ -74,8 +80,13 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, bytes]]:
                         raise DataError(f"{path}: member {info.name} is implausibly large; refusing the archive")
                     fh = tf.extractfile(info)
                     yield info.name, fh.read() if fh is not None else b""
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise DataError(f"{path} is not a readable archive ({type(err).__name__}: {err}); re-download it") from err
+    except DataError:
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError,
+            NotImplementedError, RuntimeError) as err:
+        # RuntimeError: an encrypted zip member; NotImplementedError: an unsupported zip compression
+        reason = (str(err).strip().splitlines() or [""])[0][:80]
+        raise DataError(f"{path} is not a readable archive ({type(err).__name__}{': ' + reason if reason else ''}); re-download it") from None
 
 
 def _archive_members(path: Path) -> list[Member]:
@@ -113,7 +124,7 @@ def decode_members(
 ) -> ImageSet:
     """Decode members; ``<class>/<file>`` paths give labels. Unreadable files are skipped and listed."""
     if not members:
-        raise DataError(f"data set '{name}' holds no images (looked for {', '.join(e for e in ('.jpg', '.png', '...'))})")
+        raise DataError(f"data set '{name}' holds no images (looked for files ending in {', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
     depth2 = all(m.relpath.count("/") >= 1 for m in members)
     if depth2 and classes is None:
         classes = sorted({m.relpath.split("/", 1)[0] for m in members})
@@ -121,7 +132,11 @@ def decode_members(
     arrays, labels, names, skipped = [], [], [], []
     for m in members:
         try:
-            arrays.append(decode_image(m.read(), size))
+            try:
+                data = m.read()
+            except OSError as err:  # no permission, a dangling link, a file that vanished
+                raise UnreadableImage(err.strerror or type(err).__name__) from err
+            arrays.append(decode_image(data, size))
         except UnreadableImage as err:
             if strict:
                 raise DataError(f"{name}: {m.relpath} is not a readable image ({err}); drop --strict to skip such files") from err

@@ -14,6 +14,7 @@ import yaml
 from hood.config import Config
 from hood.data import registry
 from hood.data.images import ImageSet
+from hood.engine.distributed import is_main_process
 from hood.engine.progress import NullReporter, Reporter
 from hood.errors import CheckpointError, RunError, TrainingDivergedError
 from hood.models.checkpoint import (
@@ -22,6 +23,7 @@ from hood.models.checkpoint import (
     load_classifier,
     load_train_state,
     read_classifier_checkpoint,
+    read_decoder_checkpoint,
     save_train_state,
     strip_prefixes,
 )
@@ -59,6 +61,18 @@ def check_classifier(cfg: Config, reporter: Reporter) -> Path:
             f"pass --set model.arch={found} or a config for {found}"
         )
     return path
+
+
+def check_given_files(cfg: Config, reporter: Reporter, decoder: str | Path | None = None) -> None:
+    """Check the files the user named (``--classifier``, a decoder) before anything else is looked up.
+
+    Called first by every command taking them, so a wrong or unsafe file is reported at once, naming
+    it, whether or not any data or previous run is present.
+    """
+    if cfg.model.classifier:
+        check_classifier(cfg, reporter)
+    if decoder is not None:
+        read_decoder_checkpoint(decoder)
 
 
 def open_classifier(path: Path, cfg: Config, num_classes: int | None = None) -> LoadedClassifier:
@@ -248,7 +262,8 @@ class Checkpointer:
             self.run.update(epochs_trained=epoch)  # progress only; epochs_done is what is on disk
 
     def _write(self, epoch: int, state: dict[str, Any], run_info: dict[str, Any]) -> None:
-        save_train_state({"command": self.command, "epoch": epoch, **state}, self.run.file("train_state.pt"))
+        if is_main_process():  # under torchrun only rank 0 writes; every rank holds the same state
+            save_train_state({"command": self.command, "epoch": epoch, **state}, self.run.file("train_state.pt"))
         self.saved_epoch = epoch
         self._pending = None
         self.run.update(epochs_done=epoch, epochs_trained=epoch, **run_info)
@@ -258,7 +273,8 @@ class Checkpointer:
         if self._pending is not None:
             pending, info = self._pending, self._pending_info
             self._pending = None
-            save_train_state(pending, self.run.file("train_state.pt"))
+            if is_main_process():
+                save_train_state(pending, self.run.file("train_state.pt"))
             self.saved_epoch = int(pending["epoch"])
             self.run.update(**info)
         return self.saved_epoch

@@ -31,7 +31,7 @@ from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
-from hood.jobs.common import check_classifier, data_root, decoder_run, open_classifier, skip_note
+from hood.jobs.common import check_classifier, check_given_files, data_root, decoder_run, open_classifier, skip_note
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
 from hood.models.checkpoint import load_decoder, safe_load
 from hood.runs import Run, create_run, open_run
@@ -152,6 +152,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     methods = resolve_methods(cfg.evaluate.methods)
+    check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
     run, methods = _target_run(run_path, cfg, methods, reporter)
     if cfg.model.classifier is None and run is not None:
         cfg.model.classifier = run.info.get("classifier")

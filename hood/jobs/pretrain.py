@@ -16,7 +16,6 @@ import torch
 from hood.config import Config
 from hood.data.sources import load_id_splits
 from hood.engine import distributed
-from hood.engine import distributed
 from hood.engine.pretrain import accuracy, fit_classifier
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
@@ -57,7 +56,6 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
-    distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
     run = run or create_run(cfg, COMMAND)
     state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
@@ -96,7 +94,8 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
         if stats["val_acc"] > best["val_acc"]:
             best.update(val_acc=stats["val_acc"], epoch=epoch)
             # before train_state: a crash in between re-runs this epoch, which rewrites the same file
-            save_checkpoint(classifier_state(model, cfg.model.arch, classes, {**meta, "epoch": epoch, **stats}), run.file("classifier.pt"))
+            if distributed.is_main_process():
+                save_checkpoint(classifier_state(model, cfg.model.arch, classes, {**meta, "epoch": epoch, **stats}), run.file("classifier.pt"))
         history.append({"epoch": epoch, **stats})
         ckpt.epoch_end(
             epoch,
