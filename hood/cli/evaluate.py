@@ -32,6 +32,7 @@ def evaluate(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -42,7 +43,7 @@ def evaluate(
     named = {
         "data.ood": _csv(ood), "data.ood_count": ood_count, "evaluate.methods": _csv(methods),
         "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "data.id": dataset,
-        "run.device": device, "run.seed": seed, "data.root": data_root,
+        "run.device": device, "run.seed": seed, "data.root": data_root, "data.strict": strict,
     }
     cfg = build_config(config, named, set_)
     with RichReporter(quiet) as rep:
