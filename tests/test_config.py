@@ -88,7 +88,7 @@ def test_bundled_config_by_name() -> None:
 
 
 def test_dumped_config_reloads_identically(tmp_path: Path) -> None:
-    cfg = resolve(None, {}, ["decoder.num_ood=77", "data.ood=a,b", "run.num_threads=2", "model.classifier=c.pt"])
+    cfg = resolve(None, {}, ["decoder.num_ood=77", "data.ood=uniform-noise,svhn", "run.num_threads=2", "model.classifier=c.pt"])
     cfg.name = "mine"
     again = resolve(write_yaml(tmp_path, dump_yaml(cfg)))
     assert again.to_dict() == cfg.to_dict()
