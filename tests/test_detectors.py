@@ -1,0 +1,163 @@
+"""Each baseline against a case small enough to check by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hood.detectors import DETECTORS, DetectorContext, all_methods
+from hood.detectors.energy import EnergyDetector
+from hood.detectors.knn import KNNDetector
+from hood.detectors.mahalanobis import MahalanobisDetector
+from hood.detectors.maxlogit import MaxLogitDetector
+from hood.detectors.msp import MSPDetector
+from hood.detectors.odin import ODINDetector
+from hood.detectors.react import ReActDetector
+from hood.detectors.vim import ViMDetector, default_dim
+from hood.engine.features import FeatureSet
+from hood.errors import ConfigError
+from hood.jobs.evaluate import resolve_methods
+
+
+def fs(features: list | torch.Tensor, logits: list | torch.Tensor | None = None, labels: list | None = None) -> FeatureSet:
+    f = torch.as_tensor(features, dtype=torch.float32)
+    lg = torch.as_tensor(logits, dtype=torch.float32) if logits is not None else torch.zeros(len(f), 2)
+    return FeatureSet(f, lg, None, None if labels is None else torch.as_tensor(labels))
+
+
+class Head(nn.Module):
+    """A classifier reduced to what ReAct and ViM read: its final ``linear`` layer."""
+
+    def __init__(self, weight: list, bias: list) -> None:
+        super().__init__()
+        self.linear = nn.Linear(len(weight[0]), len(weight))
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor(weight))
+            self.linear.bias.copy_(torch.tensor(bias))
+
+
+def test_msp_energy_maxlogit_on_fixed_logits() -> None:
+    logits = [[10.0, 0.0, 0.0], [0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0]]
+    f = fs(np.zeros((3, 2)), logits)
+    assert MSPDetector().score(f) == pytest.approx([-math.exp(10) / (math.exp(10) + 2), -1 / 3, -0.6])
+    assert EnergyDetector().score(f) == pytest.approx([-math.log(math.exp(10) + 2), -math.log(3), -math.log(5)])
+    assert MaxLogitDetector().score(f) == pytest.approx([-10.0, 0.0, -math.log(3.0)])
+
+
+def test_knn_distance_to_kth_neighbour_of_normalized_features() -> None:
+    bank = fs([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])  # unit directions 0, 90, 180 degrees after normalizing
+    query = fs([[5.0, 0.0], [1.0, 1.0]])  # 0 and 45 degrees
+    d1 = KNNDetector(k=1)
+    d1.fit(bank)
+    assert d1.score(query) == pytest.approx([0.0, 2 * math.sin(math.radians(22.5))], abs=1e-6)
+    d2 = KNNDetector(k=2, chunk=1)  # chunking must not change anything
+    d2.fit(bank)
+    assert d2.score(query) == pytest.approx([math.sqrt(2), 2 * math.sin(math.radians(22.5))], abs=1e-6)
+    d9 = KNNDetector(k=9)  # more neighbours than training points: the farthest one
+    d9.fit(bank)
+    assert d9.score(query)[0] == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(ConfigError):
+        KNNDetector(k=0)
+
+
+def test_mahalanobis_matches_the_closed_form_on_a_gaussian_sample() -> None:
+    rng = np.random.default_rng(0)
+    cov = np.array([[2.0, 0.6], [0.6, 1.0]])
+    means = np.array([[0.0, 0.0], [6.0, 6.0]])
+    x = np.concatenate([rng.multivariate_normal(m, cov, 4000) for m in means])
+    y = np.repeat([0, 1], 4000)
+    d = MahalanobisDetector()
+    d.fit(fs(x, labels=y.tolist()))
+    mu = np.stack([x[y == c].mean(0) for c in (0, 1)])
+    centered = x - mu[y]
+    prec = np.linalg.inv(centered.T @ centered / len(x))
+    q = np.array([[0.0, 0.0], [6.0, 6.0], [3.0, -3.0], [1.0, 0.5]])
+    expect = [min((v - m) @ prec @ (v - m) for m in mu) for v in q]
+    assert d.score(fs(q)) == pytest.approx(expect, rel=1e-6, abs=1e-9)
+    # and the fit recovers the generating Gaussian
+    assert np.linalg.inv(prec) == pytest.approx(cov, abs=0.1)
+    assert d.score(fs(q))[2] > d.score(fs(q))[3]
+
+
+def test_react_clips_at_the_id_train_percentile_then_takes_energy() -> None:
+    head = Head([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.5])
+    d = ReActDetector(head, percentile=90)
+    d.fit(fs(np.arange(100, dtype=np.float32).reshape(50, 2)))  # activations 0..99
+    assert d.clip == pytest.approx(89.1)  # numpy's linear percentile of 0..99
+    z = np.array([[1.0, 2.0], [500.0, 3.0]])
+    clipped = np.minimum(z, 89.1)
+    logits = clipped @ np.eye(2) + [0.0, 0.5]
+    expect = -np.log(np.exp(logits).sum(1))
+    assert d.score(fs(z)) == pytest.approx(expect)
+    with pytest.raises(ConfigError):
+        ReActDetector(head, percentile=0)
+
+
+def test_vim_virtual_logit_on_a_constructed_case() -> None:
+    # 3-d features, 3 classes; the last layer's bias moves the origin to u = -W^+ b = (-1, 0, 2)
+    w = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    b = [1.0, 0.0, -2.0]
+    head = Head(w, b)
+    d = ViMDetector(head, dim=2)
+    assert d.origin.numpy() == pytest.approx([-1.0, 0.0, 2.0])
+    rng = np.random.default_rng(0)
+    # ID training data spread in x and y around u, with a small spread in z: the residual is the z axis
+    train = np.c_[rng.normal(0, 3, 500), rng.normal(0, 2, 500), rng.normal(0, 0.1, 500)] + [-1.0, 0.0, 2.0]
+    train_logits = train @ np.array(w).T + b
+    d.fit(fs(train, train_logits))
+    basis = d.residual_basis.numpy()
+    assert abs(basis[:, 0]) == pytest.approx([0.0, 0.0, 1.0], abs=1e-2)
+    alpha = train_logits.max(1).mean() / np.abs((train - [-1.0, 0.0, 2.0]) @ basis[:, 0]).mean()
+    assert d.alpha == pytest.approx(alpha, rel=1e-6)
+    q = np.array([[-1.0, 0.0, 2.0], [-1.0, 0.0, 5.0]])  # at the origin; 3 units along the residual
+    q_logits = q @ np.array(w).T + b
+    lse = np.log(np.exp(q_logits).sum(1))
+    resid = np.abs((q - [-1.0, 0.0, 2.0]) @ basis[:, 0])
+    assert d.score(fs(q, q_logits)) == pytest.approx(alpha * resid - lse, rel=1e-6)
+    assert default_dim(128) == 64 and default_dim(512) == 256 and default_dim(768) == 512 and default_dim(2048) == 1000
+    with pytest.raises(ConfigError):
+        ViMDetector(head, dim=3)
+
+
+def test_odin_without_perturbation_is_tempered_msp_and_perturbation_raises_confidence() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    images = torch.randint(0, 256, (7, 3, 4, 4), dtype=torch.uint8)
+    x = images.float() / 127.5 - 1
+    with torch.no_grad():
+        logits = model(x)
+    plain = ODINDetector(model, torch.device("cpu"), temperature=10.0, epsilon=0.0, batch_size=3).score_images(images)
+    assert plain == pytest.approx((-torch.softmax(logits / 10, 1).amax(1)).numpy(), rel=1e-5)
+    perturbed = ODINDetector(model, torch.device("cpu"), temperature=10.0, epsilon=0.002).score_images(images)
+    assert np.all(perturbed <= plain + 1e-7) and np.any(perturbed < plain)
+    with pytest.raises(ConfigError):
+        ODINDetector(model, torch.device("cpu"), temperature=0.0)
+
+
+def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
+    from hood.models.checkpoint import safe_load
+
+    rng = np.random.default_rng(1)
+    train = fs(rng.normal(size=(60, 4)), rng.normal(size=(60, 3)), rng.integers(0, 3, 60).tolist())
+    test = fs(rng.normal(size=(9, 4)), rng.normal(size=(9, 3)))
+    head = Head(rng.normal(size=(3, 4)).tolist(), [0.1, 0.2, 0.3])
+    for make in (lambda: KNNDetector(k=3), MahalanobisDetector, lambda: ReActDetector(head), lambda: ViMDetector(head, dim=2)):
+        a, b = make(), make()
+        a.fit(train)
+        torch.save({"state": a.state()}, tmp_path / "fit.pt")
+        b.load_state(safe_load(tmp_path / "fit.pt")["state"])
+        assert b.score(test) == pytest.approx(a.score(test))
+
+
+def test_registry_order_and_method_names() -> None:
+    assert all_methods() == ["heatmap", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
+    assert resolve_methods(["all"]) == all_methods()
+    assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
+    with pytest.raises(ConfigError, match="did you mean 'knn'"):
+        resolve_methods(["knnn"])
+    ctx = DetectorContext(classifier=Head([[1.0]], [0.0]), device=torch.device("cpu"), options={"knn_k": 7})
+    assert DETECTORS["knn"](ctx).k == 7
