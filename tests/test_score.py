@@ -1,0 +1,67 @@
+"""``hood score`` on a user's folder: verdicts at the stored threshold, heatmaps, JSON, and one corrupt
+file that is listed rather than fatal."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_flat_folder
+from PIL import Image
+from test_evaluate_table import tiny_run
+from typer.testing import CliRunner
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture
+def mine(tmp_path: Path) -> Path:
+    folder = write_flat_folder(tmp_path / "mine", count=3, size=48)  # not the run's size: resized on the way in
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (folder / "notes.txt").write_text("not an image at all: skipped by extension")
+    return folder
+
+
+def _score(args: list[str], pipeline: dict[str, Any], monkeypatch) -> Any:
+    from hood.cli.app import app
+
+    monkeypatch.setenv("HOOD_CACHE", str(pipeline["root"] / "_cache"))
+    return CliRunner().invoke(app, ["score", *args, "--run", str(pipeline["run"]), "--device", "cpu", "-q", "--set", "run.num_threads=1"])
+
+
+def test_score_folder_with_a_corrupt_file(pipeline: dict[str, Any], mine: Path, tmp_path: Path, monkeypatch) -> None:
+    out = _score([str(mine), "--json", "--heatmaps", str(tmp_path / "hm")], pipeline, monkeypatch)
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    threshold = pipeline["results"]["thresholds"]["heatmap"]
+    assert res["method"] == "heatmap" and res["threshold"] == pytest.approx(threshold)
+    files = {Path(i["file"]).name: i for i in res["images"]}
+    assert sorted(files) == ["broken.jpg", "img000.png", "img001.png", "img002.png"]
+    broken = files.pop("broken.jpg")
+    assert broken["verdict"] == "unreadable" and broken["score"] is None and "not a readable image" in broken["error"]
+    for item in files.values():
+        assert item["predicted_class"] in ("class0", "class1", "class2")
+        assert item["verdict"] == ("out" if item["score"] > threshold else "in")
+        overlay = Image.open(item["heatmap"])
+        assert overlay.format == "PNG" and overlay.size == (128, 128)
+    assert "1 of 4 file(s) could not be read" in out.stderr
+
+
+def test_score_table_archive_threshold_and_baseline(pipeline: dict[str, Any], mine: Path, tmp_path: Path, monkeypatch) -> None:
+    archive = tmp_path / "mine.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(mine, arcname="mine")
+    out = _score([str(archive), str(tmp_path / "missing.png"), "--threshold", "-1e9"], pipeline, monkeypatch)
+    assert out.exit_code == 0, out.output
+    assert out.stdout.count(" out") == 3 and "unreadable" in out.stdout and "no such file" in out.stdout
+    knn = _score([str(mine), "--method", "knn", "--json"], pipeline, monkeypatch)
+    assert knn.exit_code == 0, knn.output
+    assert json.loads(knn.stdout)["threshold"] == pytest.approx(pipeline["results"]["thresholds"]["knn"])
+    nothing = _score([str(mine / "broken.jpg")], pipeline, monkeypatch)
+    assert nothing.exit_code == 1 and "unreadable" in nothing.stdout
