@@ -127,3 +127,11 @@ def test_cuda_asked_for_but_absent_is_one_line() -> None:
         pytest.skip("a GPU is present")
     r = invoke("pretrain", "--dataset", "demo-digits", "--set", "model.arch=wrn10_2", "--device", "cuda", "--quiet")
     assert_one_line_error(r, "CUDA")
+
+
+def test_hood_debug_keeps_the_traceback(monkeypatch) -> None:
+    from hood.errors import DatasetMissingError
+
+    monkeypatch.setenv("HOOD_DEBUG", "1")
+    r = invoke("pretrain", "--dataset", "cifar10", "--set", "model.arch=wrn10_2", "--device", "cpu", "--quiet")
+    assert r.exit_code != 0 and isinstance(r.exception, DatasetMissingError)
