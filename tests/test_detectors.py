@@ -161,3 +161,13 @@ def test_registry_order_and_method_names() -> None:
         resolve_methods(["knnn"])
     ctx = DetectorContext(classifier=Head([[1.0]], [0.0]), device=torch.device("cpu"), options={"knn_k": 7})
     assert DETECTORS["knn"](ctx).k == 7
+
+
+def test_odin_survives_weights_touched_under_inference_mode() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+    images = torch.randint(0, 256, (2, 3, 6, 6), dtype=torch.uint8)
+    model(images.float()).sum()  # materialize the lazy layer
+    with torch.inference_mode():
+        model.to(memory_format=torch.channels_last)  # what feature extraction may do to a shared classifier
+    scores = ODINDetector(model, torch.device("cpu")).score_images(images)
+    assert scores.shape == (2,) and np.all(scores < 0)

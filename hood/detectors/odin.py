@@ -17,6 +17,8 @@ The perturbation is far below bf16 resolution, so ODIN runs in full fp32 (no aut
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -69,7 +71,15 @@ class ODINDetector(Detector):
             s = torch.softmax(self.classifier(x_tilde) / self.temperature, dim=1).amax(dim=1)
         return -s.double().cpu()
 
+    def _differentiable(self) -> None:
+        """Weights touched under ``torch.inference_mode`` (e.g. a memory-format change while extracting
+        features) become inference tensors, which autograd refuses; a deep copy gives normal ones."""
+        model = self.classifier
+        if any(t.is_inference() for t in itertools.chain(model.parameters(), model.buffers())):
+            self.classifier = copy.deepcopy(model)
+
     def score_images(self, images: torch.Tensor) -> np.ndarray:
+        self._differentiable()
         self.classifier.eval()
         out = []
         with torch.inference_mode(False), torch.enable_grad(), _full_fp32():
