@@ -28,7 +28,7 @@ from hood.engine import distributed
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.prototypes import nearest_prototypes
-from hood.engine.runtime import autocast
+from hood.engine.runtime import MEMORY_FORMAT, autocast
 from hood.errors import ConfigError, TrainingDivergedError
 from hood.models.decoder import HeatmapDecoder
 
@@ -136,6 +136,11 @@ def run_epoch(
     return total / max(count, 1)
 
 
+def prepare_decoder(decoder: HeatmapDecoder, device: torch.device) -> HeatmapDecoder:
+    """On ``device``, NHWC: the transposed convolutions run ~20% faster so (see runtime.MEMORY_FORMAT)."""
+    return decoder.to(device=device, memory_format=MEMORY_FORMAT)
+
+
 def make_optimizer(decoder: HeatmapDecoder, cfg: DecoderConfig) -> torch.optim.Adam:
     return torch.optim.Adam(decoder.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
 
@@ -162,7 +167,7 @@ def fit_decoder(
     only; ``decoder`` itself stays unwrapped, so its ``state_dict`` has no ``module.`` prefix.
     """
     reporter = distributed.main_only(reporter or NullReporter())
-    decoder.to(device)
+    prepare_decoder(decoder, device)
     net = distributed.wrap(decoder, device)
     if compile:
         net = torch.compile(net)

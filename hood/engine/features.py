@@ -13,7 +13,7 @@ import torch
 
 from hood.data.transforms import normalize
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import autocast
+from hood.engine.runtime import MEMORY_FORMAT, autocast
 from hood.models.base import Classifier
 
 
@@ -62,12 +62,12 @@ def extract_features(
     """Features, logits and the ``num_maps`` deepest stage maps of uint8 ``images``, on the CPU."""
     reporter = reporter or NullReporter()
     model.eval()
+    model.to(memory_format=MEMORY_FORMAT)  # NHWC weights to match NHWC batches (see runtime.MEMORY_FORMAT)
     feats, logits, maps = [], [], [[] for _ in range(num_maps)]
     task = reporter.task(description, len(images))
     for start in range(0, len(images), batch_size):
         x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=MEMORY_FORMAT)
         with autocast(device):
             out = model.forward_all(x)
         feats.append(out.features.float().cpu())

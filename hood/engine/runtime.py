@@ -58,6 +58,12 @@ def configure_threads(num_threads: int | None) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
 
+# Channels-last (NHWC) for every convolution, on both device kinds. Why: on CUDA it feeds tensor cores
+# without transposes; on the CPU oneDNN's NHWC kernels measured 30-45% faster than NCHW for ResNet18 and
+# WRN-40-2 inference at 32x32 and ~20% faster for the decoder's transposed convolutions (2-core AVX-512).
+MEMORY_FORMAT = torch.channels_last
+
+
 def autocast(device: torch.device) -> Any:
     """bf16 autocast on CUDA (no loss scaling needed); full precision on CPU, where bf16 is slower."""
     if device.type == "cuda":
