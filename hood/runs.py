@@ -26,16 +26,25 @@ from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir
 RUN_FILE = "run.json"
 
 
+def _version_of(package: str) -> str | None:
+    """An installed package's version without importing it (importing torchvision costs seconds)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     """Versions and hardware, recorded with every run so results can be traced and reproduced."""
     import torch
-    import torchvision
 
     env: dict[str, Any] = {
         "hood": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _version_of("torchvision"),
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,

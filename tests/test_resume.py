@@ -1,0 +1,261 @@
+"""Resuming: a run killed mid-epoch and resumed ends bitwise equal to an uninterrupted one (CPU).
+
+The kill tests run real ``hood`` processes (SIGKILL cannot be simulated in-process); an uninterrupted
+twin runs beside the victim, one thread each, so the pair costs about one run's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hood.config import Config
+from hood.errors import RunError, TrainingDivergedError
+from hood.jobs.common import Checkpointer, capture_rng, restore_rng
+from hood.models.checkpoint import classifier_state, save_checkpoint
+from hood.models.registry import build_classifier
+from hood.runs import create_run, open_run
+
+DET = ["--set", "run.deterministic=true", "--set", "run.num_threads=1", "-q"]
+
+
+def hood(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hood", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    _, err = p.communicate(timeout=timeout)
+    return p.returncode, err
+
+
+def run_info(path: Path) -> dict:
+    try:
+        return json.loads((path / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(p: subprocess.Popen, path: Path, cond, timeout: float = 60) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        info = run_info(path)
+        if cond(info):
+            return info
+        if p.poll() is not None:
+            raise AssertionError(f"process ended early ({p.returncode}): {p.stderr.read() if p.stderr else ''}")
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting on {path}: {run_info(path)}")
+
+
+def kill_mid_epoch_two(p: subprocess.Popen, out: Path) -> None:
+    """SIGKILL during the second epoch: once epoch 1 is on disk, a third of an epoch later."""
+    t0 = time.monotonic()
+    wait_for(p, out, lambda i: "history" in i or "losses" in i)  # training has started
+    t_start = time.monotonic()
+    wait_for(p, out, lambda i: i.get("epochs_done", 0) >= 1)
+    epoch_time = time.monotonic() - t_start
+    time.sleep(min(epoch_time / 3, 2.0))
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL, f"not killed ({p.returncode}) after {time.monotonic() - t0:.1f}s"
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def test_pretrain_sigkill_mid_epoch_then_resume_equals_uninterrupted(id_folder: Path, tmp_path: Path) -> None:
+    common = ["pretrain", "-d", str(id_folder), "-a", "wrn10_2", "--epochs", "3", "--batch-size", "8",
+              "--set", "pretrain.val_fraction=0.1", *DET]
+    a = hood(*common, "--out", "full")
+    b = hood(*common, "--out", "victim")
+    kill_mid_epoch_two(b, tmp_path / "victim")
+    killed = run_info(tmp_path / "victim")
+    assert killed["status"] == "running" and 1 <= killed["epochs_done"] < 3
+    load(tmp_path / "victim" / "train_state.pt")  # whatever instant the kill hit, the saved state is whole
+    code, err = finish(hood("pretrain", "--resume", "victim", "-q"))
+    assert code == 0, err
+    assert finish(a)[0] == 0
+    full, resumed = load(tmp_path / "full" / "train_state.pt"), load(tmp_path / "victim" / "train_state.pt")
+    assert resumed["epoch"] == full["epoch"] == 3
+    assert_same_tensors(full["model"], resumed["model"])
+    assert full["history"] == resumed["history"]
+    assert_same_tensors(load(tmp_path / "full" / "classifier.pt")["net_state_dict"], load(tmp_path / "victim" / "classifier.pt")["net_state_dict"])
+    assert run_info(tmp_path / "victim")["status"] == "complete"
+
+
+def _random_classifier(path: Path, classes: int = 3) -> Path:
+    torch.manual_seed(1)
+    model = build_classifier("wrn10_2", classes)
+    save_checkpoint(classifier_state(model, "wrn10_2", [f"class{i}" for i in range(classes)], {}), path)
+    return path
+
+
+def test_train_decoder_sigkill_then_resume_equals_uninterrupted(id_folder: Path, ood_folder: Path, tmp_path: Path) -> None:
+    clf = _random_classifier(tmp_path / "clf.pt")
+    common = ["train-decoder", "--classifier", str(clf), "-d", str(id_folder), "--aux", str(ood_folder),
+              "--num-ood", "10", "--epochs", "3", "--batch-size", "8", "--set", "model.arch=wrn10_2", *DET]
+    a = hood(*common, "--out", "full")
+    b = hood(*common, "--out", "victim")
+    kill_mid_epoch_two(b, tmp_path / "victim")
+    samples = (tmp_path / "victim" / "ood_samples.json").read_text()
+    code, err = finish(hood("train-decoder", "--resume", "victim", "-q"))
+    assert code == 0, err
+    assert finish(a)[0] == 0
+    assert (tmp_path / "victim" / "ood_samples.json").read_text() == samples  # reused, not re-sampled
+    assert_same_tensors(load(tmp_path / "full" / "decoder.pt")["state_dict"], load(tmp_path / "victim" / "decoder.pt")["state_dict"])
+    assert run_info(tmp_path / "full")["losses"] == run_info(tmp_path / "victim")["losses"]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_last_epoch_and_says_how_to_resume(id_folder: Path, tmp_path: Path, sig: int, code: int) -> None:
+    # checkpoint_every=100: nothing would be on disk without the save on interrupt
+    p = hood("pretrain", "-d", str(id_folder), "-a", "wrn10_2", "--epochs", "50", "--batch-size", "8",
+             "--set", "pretrain.checkpoint_every=100", "--out", "r", *DET)
+    wait_for(p, tmp_path / "r", lambda i: i.get("epochs_trained", 0) >= 2)
+    p.send_signal(sig)
+    rc, err = finish(p)
+    assert rc == code, err
+    assert "hood pretrain --resume r" in err and "Traceback" not in err
+    info = run_info(tmp_path / "r")
+    assert info["status"] == "interrupted"
+    state = load(tmp_path / "r" / "train_state.pt")
+    assert state["epoch"] >= 2 and info["epochs_done"] == state["epoch"]
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+def _cfg(id_folder: Path, ood_folder: Path, clf: Path, out: str, **decoder: object) -> Config:
+    cfg = Config()
+    cfg.data.id, cfg.data.aux, cfg.model.arch, cfg.model.classifier = str(id_folder), str(ood_folder), "wrn10_2", str(clf)
+    cfg.decoder.num_ood, cfg.decoder.num_id, cfg.decoder.epochs, cfg.decoder.batch_size = 6, 10, 3, 8
+    cfg.run.out, cfg.run.device = out, "cpu"
+    for k, v in decoder.items():
+        setattr(cfg.decoder, k, v)
+    return cfg
+
+
+def test_nan_stops_with_epoch_and_lr_hint_and_keeps_last_good_checkpoint(
+    id_folder: Path, ood_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hood.engine import decoder_training
+    from hood.jobs.train_decoder import train_decoder
+
+    real = decoder_training.heatmap_loss
+    calls = {"n": 0}
+    per_epoch = -(-(10 + 6) // 8)  # batches per epoch
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 2 * per_epoch else loss  # NaN from epoch 3 on
+
+    monkeypatch.setattr(decoder_training, "heatmap_loss", poisoned)
+    cfg = _cfg(id_folder, ood_folder, _random_classifier(tmp_path / "clf.pt"), "nan")
+    with pytest.raises(TrainingDivergedError) as err:
+        train_decoder(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and "epoch 3" in msg and "learning rate" in msg and "decoder.lr=" in msg
+    state = load(tmp_path / "nan" / "train_state.pt")
+    assert state["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in state["decoder"].values() if v.is_floating_point())
+    assert run_info(tmp_path / "nan")["status"] == "diverged"
+    assert not (tmp_path / "nan" / "decoder.pt").exists()
+
+
+def test_resume_reuses_saved_outliers_and_refuses_changed_config(
+    id_folder: Path, ood_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hood.jobs import train_decoder as job
+
+    clf = _random_classifier(tmp_path / "clf.pt")
+    cfg = _cfg(id_folder, ood_folder, clf, "r", epochs=2)
+    job.train_decoder(cfg)
+    # turn the finished run back into an interrupted one at epoch 2, then ask for 3 epochs
+    info = run_info(tmp_path / "r")
+    (tmp_path / "r" / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    monkeypatch.setattr(job, "sample_ood_indices", lambda *a: pytest.fail("resume must not draw outliers again"))
+
+    changed = _cfg(id_folder, ood_folder, clf, "r", epochs=3, loss_weight=1.0)
+    with pytest.raises(RunError, match="decoder.loss_weight"):
+        job.train_decoder(changed, run=open_run(tmp_path / "r"))
+    seed = _cfg(id_folder, ood_folder, clf, "r", epochs=3)
+    seed.run.seed = 7
+    with pytest.raises(RunError, match="run.seed"):
+        job.train_decoder(seed, run=open_run(tmp_path / "r"))
+    fewer = _cfg(id_folder, ood_folder, clf, "r", epochs=1)
+    with pytest.raises(RunError, match="already done"):
+        job.train_decoder(fewer, run=open_run(tmp_path / "r"))
+
+    more = _cfg(id_folder, ood_folder, clf, "r", epochs=3)
+    more.run.device = "cpu"  # device, threads, paths may change
+    done = job.train_decoder(more, run=open_run(tmp_path / "r"))
+    assert done.info["status"] == "complete" and len(done.info["losses"]) == 3
+
+    samples = json.loads((tmp_path / "r" / "ood_samples.json").read_text())
+    (tmp_path / "r" / "run.json").write_text(json.dumps({**done.info, "status": "running"}))
+    (tmp_path / "r" / "ood_samples.json").write_text(json.dumps({**samples, "pool_size": 99}))
+    with pytest.raises(RunError, match="auxiliary set had 99"):
+        job.train_decoder(_cfg(id_folder, ood_folder, clf, "r", epochs=4), run=open_run(tmp_path / "r"))
+
+
+def test_resume_cli_refusals(id_folder: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hood.cli.app import app
+
+    cfg = Config()
+    cfg.run.out = "p"
+    run = create_run(cfg, "pretrain")
+    runner = CliRunner()
+    r = runner.invoke(app, ["pretrain", "--resume", "p", "--out", "elsewhere"])
+    assert r.exit_code == 2 and "drop --out" in r.output
+    r = runner.invoke(app, ["train-decoder", "--resume", "p"])
+    assert r.exit_code == 2 and "hood pretrain --resume p" in r.output
+    run.mark_complete()
+    r = runner.invoke(app, ["pretrain", "--resume", "p"])
+    assert r.exit_code == 2 and "already complete" in r.output
+    r = runner.invoke(app, ["pretrain", "--resume", "nowhere"])
+    assert r.exit_code == 2 and "not a hood run directory" in r.output
+
+
+def test_checkpointer_writes_every_n_and_flushes_the_pending_epoch(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.run.out = "c"
+    run = create_run(cfg, "pretrain")
+    ck = Checkpointer(run, "pretrain", every=3, total_epochs=10)
+    w = torch.zeros(2)
+    for epoch in (1, 2, 3, 4):
+        w += 1
+        ck.epoch_end(epoch, {"w": w})
+    assert load(run.file("train_state.pt"))["epoch"] == 3
+    assert ck.flush() == 4
+    saved = load(run.file("train_state.pt"))
+    assert saved["epoch"] == 4 and torch.equal(saved["w"], torch.full((2,), 4.0)) and saved["format"] == "hood.train_state"
+    assert open_run("c").info["epochs_done"] == 4
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    state = capture_rng()
+    save_checkpoint({"rng": state}, tmp_path / "s.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    restore_rng(load(tmp_path / "s.pt")["rng"])
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
