@@ -136,7 +136,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()] if not value.startswith("[") else yaml.safe_load(value)
+            if value.startswith("["):
+                try:
+                    value = yaml.safe_load(value)
+                except (yaml.YAMLError, ValueError):
+                    raise ConfigError(f"config key '{key}' must be a list, got {_short(value)}") from None
+            else:
+                value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         return [_coerce(key, v, inner) for v in value]

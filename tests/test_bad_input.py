@@ -57,6 +57,7 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
     fails(["pretrain", "--config", "nope.yaml"], "nope.yaml does not exist")
     fails(["pretrain", "--config", str(tmp_path)], "is a directory")
     fails(["pretrain", "--set", "novalue"], "section.key=value")
+    fails(["pretrain", "--set", "data.ood=[svhn,"], "data.ood", "must be a list")  # found by tests/test_fuzz.py
 
 
 def test_yaml_problems_name_the_file_and_line(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ and report instead of failing the whole set.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,16 +64,25 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     if not data:
         raise UnreadableImage("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            out = resize_center_crop(_to_rgb(img), size)
-            return np.asarray(out, dtype=np.uint8)
+        with warnings.catch_warnings():
+            # past MAX_IMAGE_PIXELS PIL only warns (it errors at twice that): refuse such files outright
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _decode(data, size)
+    except UnreadableImage:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise UnreadableImage(_reason(err)) from err
     except MemoryError as err:
         raise UnreadableImage("too large to decode") from err
     except Exception as err:  # a corrupt file can make PIL's decoders raise nearly anything
         raise UnreadableImage(_reason(err)) from err
+
+
+def _decode(data: bytes, size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        out = resize_center_crop(_to_rgb(img), size)
+        return np.asarray(out, dtype=np.uint8)
 
 
 def _reason(err: BaseException) -> str:
