@@ -1,0 +1,167 @@
+"""Targets 3 and 4: ``hood evaluate`` throughput against the bare classifier, and its peak memory.
+
+``speed``: the evaluate job (:func:`hood.jobs.evaluate.evaluate`, heatmap method, as ``hood evaluate``
+runs it) on a synthetic ID archive and OOD archives generated into a temporary folder, against a plain
+inference loop (``model.eval()``, ``torch.inference_mode()``, batches of 500, NCHW) over the same, already
+decoded images. Images/s of both; evaluate must reach >= 0.8x, i.e. scoring, data and bookkeeping cost
+<= 20%. Timed with a warm decode cache (the second evaluate of the same sets, as in daily use); the
+first, cold run (which also decodes the PNGs) is printed too.
+
+``memory``: peak RSS of ``hood evaluate`` with a CIFAR-10-sized ID test split (10,000 images) plus 1 or 6
+OOD sets of 2,000, each in a fresh child process with a fresh (cold) decode cache; the child's
+``ru_maxrss`` comes from ``os.wait4``. Peak <= 3 GB, and the 6-set peak must not exceed the 1-set peak
+by more than 10%: OOD sets are streamed one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, make_decoder_run, make_flat_archive, make_id_archive, pin_threads, report  # noqa: E402
+
+pin_threads(sys.argv)
+import torch  # noqa: E402
+
+
+def setup(root: Path, arch: str, n_train: int, n_test: int, n_ood_sets: int, ood_size: int) -> tuple[Path, list[Path], Path]:
+    id_path = make_id_archive(root / "id.tar", n_train, n_test, classes=10)
+    oods = [make_flat_archive(root / f"ood{i}.tar", ood_size, seed=100 + i) for i in range(n_ood_sets)]
+    run = make_decoder_run(root / "models", arch, 10, [f"c{i}" for i in range(10)])
+    return id_path, oods, run
+
+
+def job_config(id_path: Path, oods: list[Path], run: Path, arch: str, ood_count: int | None = None):  # noqa: ANN201
+    from hood.config import resolve
+
+    named = {
+        "data.id": str(id_path), "data.ood": [str(p) for p in oods], "model.arch": arch,
+        "model.classifier": str(run.parent / "classifier.pt"), "evaluate.methods": ["heatmap"],
+        "run.device": "cpu", "run.runs_dir": str(run.parent / "runs"), "data.ood_count": ood_count,
+    }
+    return resolve(None, named)
+
+
+def bare_forward(model: torch.nn.Module, images: torch.Tensor, batch: int = 500) -> None:
+    """What a user would write: eval mode, inference mode, normalized NCHW batches, logits out."""
+    model.eval()
+    with torch.inference_mode():
+        for s in range(0, len(images), batch):
+            model(images[s : s + batch].float().div(127.5).sub(1.0))
+
+
+def speed(a: argparse.Namespace) -> int:
+    from hood.data.sources import load_id_splits, load_image_set
+    from hood.jobs.evaluate import evaluate
+    from hood.models.checkpoint import load_classifier
+
+    with tempfile.TemporaryDirectory(prefix="hood-bench-") as tmp:
+        root = Path(tmp)
+        os.environ["HOOD_CACHE"] = str(root / "cache")
+        id_path, oods, run = setup(root, a.arch, a.n_train, a.n_test, a.ood_sets, a.ood_size)
+        cfg = job_config(id_path, oods, run, a.arch)
+        t = time.perf_counter()
+        evaluate(cfg, str(run))  # cold: decodes the archives into the cache
+        cold_s = time.perf_counter() - t
+        # the same images for the bare loop (as evaluate reads them: ID test + the first len/5 of each OOD set)
+        test = load_id_splits(str(id_path), root, 32)["test"].images
+        per_set = max(1, len(test) // 5)
+        images = torch.cat([test] + [load_image_set(str(p), root, 32).images[:per_set] for p in oods])
+        model = load_classifier(run.parent / "classifier.pt").model
+        model_cl = load_classifier(run.parent / "classifier.pt").model.to(memory_format=torch.channels_last)
+        eval_s, bare_s, bare_cl_s = float("inf"), float("inf"), float("inf")
+        for _ in range(a.rounds):  # interleaved, fastest of each
+            cfg = job_config(id_path, oods, run, a.arch)
+            t = time.perf_counter()
+            evaluate(cfg, str(run))
+            eval_s = min(eval_s, time.perf_counter() - t)
+            t = time.perf_counter()
+            bare_forward(model, images)
+            bare_s = min(bare_s, time.perf_counter() - t)
+            t = time.perf_counter()
+            bare_forward(model_cl, images.contiguous(memory_format=torch.channels_last))
+            bare_cl_s = min(bare_cl_s, time.perf_counter() - t)
+    n = len(images)
+    print(f"machine: {machine()}")
+    print(f"{a.arch}, {n} images ({a.n_test} ID test + {a.ood_sets} OOD sets x {per_set}), ID train {a.n_train}")
+    print(f"hood evaluate (warm cache): {eval_s:.2f} s = {n / eval_s:.0f} images/s; cold (decoding PNGs): {cold_s:.2f} s = {n / cold_s:.0f} images/s")
+    print(f"bare classifier forward: {bare_s:.2f} s = {n / bare_s:.0f} images/s (NCHW, the plain loop: the target's baseline)")
+    print(f"bare forward with hood's channels-last: {bare_cl_s:.2f} s = {n / bare_cl_s:.0f} images/s "
+          f"(evaluate reaches {bare_cl_s / eval_s:.2f}x of it: the cost of data, scoring and bookkeeping alone)")
+    return report("evaluate throughput / bare forward", bare_s / eval_s, a.target_speed, f"{n / eval_s:.0f} vs {n / bare_s:.0f} images/s")
+
+
+def child(a: argparse.Namespace) -> int:
+    """One evaluate in this process (run by ``memory``); prints nothing but a JSON line."""
+    from hood.jobs.evaluate import evaluate
+
+    root = Path(a.root)
+    oods = sorted(root.glob("ood*.tar"))[: a.ood_sets]
+    cfg = job_config(root / "id.tar", oods, root / "models" / "decoder-run", a.arch)
+    t = time.perf_counter()
+    res = evaluate(cfg, str(root / "models" / "decoder-run")).results
+    print(json.dumps({"seconds": time.perf_counter() - t, "n_id": res["n_id"], "sets": len(oods)}))
+    return 0
+
+
+def memory(a: argparse.Namespace) -> int:
+    peaks: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="hood-bench-") as tmp:
+        root = Path(tmp)
+        setup(root, a.arch, a.n_train, a.n_test, 6, a.ood_size)
+        for k in (1, 6):
+            env = {**os.environ, "HOOD_CACHE": str(root / f"cache{k}")}  # cold cache: the decode path is the peak
+            cmd = [sys.executable, __file__, "child", "--root", str(root), "--ood-sets", str(k), "--arch", a.arch]
+            if a.threads:
+                cmd += ["--threads", str(a.threads)]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)
+            out = proc.stdout.read() if proc.stdout else ""
+            if os.waitstatus_to_exitcode(status) != 0:
+                print(f"FAIL: the evaluate child with {k} OOD set(s) exited {os.waitstatus_to_exitcode(status)}")
+                return 1
+            info = json.loads(out.strip().splitlines()[-1])
+            peaks[k] = usage.ru_maxrss / 1024**2  # kilobytes on Linux -> GB
+            print(f"{k} OOD set(s): peak RSS {peaks[k]:.2f} GB, evaluate {info['seconds']:.1f} s, n_id {info['n_id']}")
+    print(f"machine: {machine()}; {a.arch}, ID test {a.n_test}, ID train {a.n_train}, OOD sets of {a.ood_size}")
+    growth = peaks[6] / peaks[1]
+    code = report("evaluate peak RSS, 6 OOD sets / 1 set", growth, 1.10, f"{peaks[1]:.2f} GB -> {peaks[6]:.2f} GB", higher_is_better=False)
+    print(f"RESULT evaluate peak RSS: {peaks[6]:.2f} GB (target <= 3 GB) {'PASS' if peaks[6] <= 3.0 else 'FAIL'}")
+    return code or int(peaks[6] > 3.0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["speed", "memory", "child"])
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--n-test", type=int, default=None, help="ID test images (speed: 1500, memory: 10000)")
+    ap.add_argument("--ood-sets", type=int, default=2)
+    ap.add_argument("--ood-size", type=int, default=None, help="images per OOD set (speed: n_test/5, memory: 2000)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--target-speed", type=float, default=0.8)
+    ap.add_argument("--root", default=None)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.mode == "speed":
+        a.n_test = a.n_test or 1500
+        a.ood_size = a.ood_size or a.n_test // 5
+        return speed(a)
+    if a.mode == "memory":
+        a.n_test = a.n_test or 10_000
+        a.ood_size = a.ood_size or 2000
+        return memory(a)
+    return child(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Run every CPU benchmark (targets 1-4 of issue 5), each in its own process, and summarize.
+
+``make bench`` calls this. Each benchmark prints its figure as a side-by-side ratio measured in one
+process and exits non-zero when its target is missed; this runner prints their RESULT lines together
+with the date, commit and machine (the header of a bench/RESULTS.md entry) and exits non-zero if any
+failed. Sizes are reduced where the issue allows it (the decoder epoch, the evaluate-speed sets) so the
+whole run takes a few minutes on a 2-core machine. All data are synthetic, generated into temporary
+folders: nothing is read from ../shared or the network.
+
+    python bench/run_cpu.py               # library thread defaults
+    python bench/run_cpu.py --threads 1   # both sides of every ratio on one thread (shared machines)
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import git_commit, machine  # noqa: E402
+
+BENCHES = [
+    ("1 prototype search (10k x 50k x 512)", ["bench_prototypes.py"]),
+    ("2 decoder epoch, cached features vs classifier per batch (WRN-40-2)", ["bench_decoder_epoch.py", "--n", "2000"]),
+    ("3 evaluate images/s vs bare forward (ResNet18)", ["bench_evaluate.py", "speed", "--n-test", "500", "--arch", "resnet18"]),
+    # the memory figure is about streaming the data; WRN-10-2 keeps the two 22,000-image passes short
+    ("4 evaluate peak memory, 10k ID test + 1 vs 6 OOD sets of 2k", ["bench_evaluate.py", "memory", "--arch", "wrn10_2"]),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None, help="pass --threads N to every benchmark")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these target numbers (1-4)")
+    a = ap.parse_args()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"## {stamp}, commit {git_commit()}\nmachine: {machine()}\n", flush=True)
+    failed, results = [], []
+    for i, (title, args) in enumerate(BENCHES, start=1):
+        if a.only and i not in a.only:
+            continue
+        cmd = [sys.executable, str(HERE / args[0]), *args[1:]] + (["--threads", str(a.threads)] if a.threads else [])
+        print(f"### {title}\n$ {' '.join(Path(c).name if c.endswith('.py') else c for c in cmd[1:])}", flush=True)
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        print(proc.stdout.rstrip())
+        if proc.returncode != 0:
+            failed.append(title)
+            if proc.stderr.strip():
+                print(proc.stderr.strip()[-2000:])
+        results += [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+        print(f"({time.perf_counter() - t:.0f} s)\n", flush=True)
+    print("### summary")
+    print("\n".join(results))
+    print(f"{len(failed)} benchmark(s) missed their target: {', '.join(failed)}" if failed else "all CPU targets met")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
