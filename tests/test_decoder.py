@@ -220,12 +220,6 @@ def test_train_decoder_job_fixes_the_defects(
     assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds).tolist()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug left to the owner of jobs/train_decoder.py / config.py: data.image_size other than the decoder's "
-    "output size (32 for wrn/resnet18, 64 for resnet50) crashes in heatmap_loss with a shape traceback instead "
-    "of a one-line ConfigError before any work; remove this marker once fixed",
-)
 def test_image_size_the_decoder_cannot_produce_is_a_known_error(id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path) -> None:
     from hood.errors import HoodError
     from hood.jobs.train_decoder import train_decoder

@@ -53,6 +53,7 @@ def train_decoder(
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
     from hood.jobs.common import check_classifier, open_resume
+    from hood.jobs.train_decoder import check_image_size
     from hood.jobs.train_decoder import train_decoder as run_job
     from hood.runs import create_run
 
@@ -72,6 +73,7 @@ def train_decoder(
         "data.root": data_root, "run.out": out, "data.strict": strict,
     }
     cfg = build_config(config, named, set_)
+    check_image_size(cfg)
     with RichReporter(quiet) as rep:
         check_classifier(cfg, rep)  # the classifier file first, before any run directory or data
         run = resumed or create_run(cfg, "train-decoder")

@@ -62,12 +62,23 @@ def _saved_indices(run: Run, pool_n: int, num_ood: int) -> torch.Tensor:
     return torch.tensor(indices, dtype=torch.long)
 
 
+def check_image_size(cfg: Config) -> None:
+    """The decoder draws heatmaps of one fixed size per architecture; other input sizes cannot be trained."""
+    out_size = decoder_spec_for(cfg.model.arch, 1, 1).out_size
+    if cfg.data.image_size != out_size:
+        raise ConfigError(
+            f"config key 'data.image_size' is {cfg.data.image_size}, but the {cfg.model.arch} decoder draws "
+            f"{out_size}x{out_size} heatmaps; use --set data.image_size={out_size}"
+        )
+
+
 def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None = None) -> Run:
     """Run the job into ``run`` (created when None); a run holding ``train_state.pt`` is resumed."""
     reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
+    check_image_size(cfg)
     clf_path = check_classifier(cfg, reporter)  # before any data work
     run = run or create_run(cfg, COMMAND)
     state = resume_state(run, cfg, COMMAND, reporter)
