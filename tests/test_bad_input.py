@@ -214,3 +214,23 @@ def test_hood_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HOOD_DEBUG", "1")
     r = runner.invoke(app, ["pretrain", "--epochs", "-3"])
     assert isinstance(r.exception, ConfigError)
+
+
+def test_os_and_memory_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import hood.jobs.pretrain as job
+
+    def broken(*a, **k):
+        raise OSError(errno.EIO, "Input/output error", "/data/cifar10/data_batch_1")
+
+    monkeypatch.setattr(job, "load_id_splits", broken)
+    r = runner.invoke(app, ["pretrain", "-d", "demo-digits", "--out", "io", "-q"])
+    assert r.exit_code == 1 and "Input/output error (/data/cifar10/data_batch_1)" in r.output and "Traceback" not in r.output
+
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(job, "load_id_splits", oom)
+    r = runner.invoke(app, ["pretrain", "-d", "demo-digits", "--out", "oom", "-q"])
+    assert r.exit_code == 1 and "out of memory" in r.output and len(r.output.strip().splitlines()) == 1

@@ -1,5 +1,8 @@
 """Known failures become one line on stderr and a non-zero exit; tracebacks only with HOOD_DEBUG=1.
 
+HoodError (anything the user can fix) exits 2; an operating-system error or running out of memory exits 1,
+also as one line. Any other exception is a bug in hood and keeps its traceback.
+
 Ctrl-C (SIGINT) exits 130 and SIGTERM exits 143, after telling how to resume: training jobs checkpoint
 at every epoch end, so the last completed epoch is already on disk.
 """
@@ -55,6 +58,20 @@ def handle_errors(resume_hint: Callable[[], str | None] | None = None) -> Callab
                 if debug():
                     raise
                 raise fail(str(err), err.exit_code) from None
+            except MemoryError:
+                if debug():
+                    raise
+                raise fail("out of memory; lower --batch-size (or evaluate.batch_size), or use fewer images", 1) from None
+            except RuntimeError as err:
+                if debug() or type(err).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+                    raise
+                raise fail("out of GPU memory; lower --batch-size (or evaluate.batch_size)", 1) from None
+            except OSError as err:
+                # the machine, not hood: a disk error, a file removed under a running command, a full /tmp
+                if debug():
+                    raise
+                where = f" ({err.filename})" if err.filename else ""
+                raise fail(f"{err.strerror or err}{where}; run with HOOD_DEBUG=1 for the traceback", 1) from None
             except KeyboardInterrupt as err:
                 hint = resume_hint() if resume_hint else None
                 msg = "terminated" if isinstance(err, Terminated) else "interrupted"
