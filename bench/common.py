@@ -115,9 +115,10 @@ def write_archive(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray | N
 
 def make_id_archive(path: Path, n_train: int, n_test: int, classes: int = 10, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
+    # every class in both splits (the test split's classes must be among the training classes)
     return write_archive(path, {
-        "train": (random_images(n_train, seed=seed), rng.integers(0, classes, n_train)),
-        "test": (random_images(n_test, seed=seed + 1), rng.integers(0, classes, n_test)),
+        "train": (random_images(n_train, seed=seed), rng.permutation(np.arange(n_train) % classes)),
+        "test": (random_images(n_test, seed=seed + 1), rng.permutation(np.arange(n_test) % classes)),
     })
 
 

@@ -1,0 +1,33 @@
+"""The benchmark scripts still run and check what they claim, at toy sizes (correctness only: no timing
+is asserted here; the targets are checked by ``make bench``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:], "--threads", "1"], capture_output=True, text=True, timeout=300)
+
+
+def test_prototype_bench_agrees_with_the_public_loop() -> None:
+    # target 0: only the agreement of the two searches on every timed outlier can fail
+    proc = _run("bench_prototypes.py", "--n-ood", "120", "--n-id", "600", "--dim", "32", "--loop-subset", "60", "--target", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "same indices on the 60 timed outliers: 60/60" in proc.stdout
+    assert "RESULT prototype search speed-up" in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["bench_decoder_epoch.py", "bench_evaluate.py"])
+def test_bench_scripts_run(script: str) -> None:
+    args = ["--n", "40", "--rounds", "1"] if script == "bench_decoder_epoch.py" else [
+        "speed", "--arch", "wrn10_2", "--n-train", "20", "--n-test", "20", "--rounds", "1"]
+    proc = _run(script, *args, "--target" if script == "bench_decoder_epoch.py" else "--target-speed", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "RESULT" in proc.stdout
