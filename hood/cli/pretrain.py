@@ -22,7 +22,6 @@ from hood.cli.options import (
     stdout,
 )
 from hood.cli.reporter import RichReporter
-from hood.errors import ConfigError
 
 _resume: dict[str, str] = {}
 
@@ -50,17 +49,11 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier on the ID set (METHOD.md recipe); keeps the best checkpoint by validation accuracy."""
-    from hood.jobs.common import open_resume
+    from hood.jobs.common import resume_target
     from hood.jobs.pretrain import pretrain as run_pretrain
     from hood.runs import create_run
 
-    resumed = None
-    if resume:
-        if out is not None:
-            raise ConfigError(f"--resume continues {resume} in place; drop --out {out}")
-        resumed = open_resume(resume, "pretrain")
-        if config is None:
-            config = str(resumed.file("config.yaml"))
+    resumed, config = resume_target(resume, out, config, "pretrain")
     if config is None and dataset and arch and f"{dataset}_{arch}" in bundled_configs():
         config = f"{dataset}_{arch}"
     named = {

@@ -21,7 +21,6 @@ from hood.cli.options import (
     stdout,
 )
 from hood.cli.reporter import RichReporter
-from hood.errors import ConfigError
 
 _resume: dict[str, str] = {}
 
@@ -52,20 +51,14 @@ def train_decoder(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
-    from hood.jobs.common import check_classifier, open_resume
+    from hood.jobs.common import check_classifier, resume_target
     from hood.jobs.train_decoder import check_image_size
     from hood.jobs.train_decoder import train_decoder as run_job
     from hood.runs import create_run
 
-    resumed = None
-    if resume:
-        if out is not None:
-            raise ConfigError(f"--resume continues {resume} in place; drop --out {out}")
-        resumed = open_resume(resume, "train-decoder")
-        if config is None:
-            config = str(resumed.file("config.yaml"))
-        if classifier is None and resumed.info.get("classifier"):
-            classifier = str(resumed.info["classifier"])  # the one it started with, not a newer pretrain run
+    resumed, config = resume_target(resume, out, config, "train-decoder")
+    if resumed is not None and classifier is None and resumed.info.get("classifier"):
+        classifier = str(resumed.info["classifier"])  # the one it started with, not a newer pretrain run
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
         "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "model.classifier": classifier,

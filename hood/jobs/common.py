@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from hood.data import registry
 from hood.data.images import ImageSet
 from hood.engine.distributed import is_main_process
 from hood.engine.progress import NullReporter, Reporter
-from hood.errors import CheckpointError, RunError, TrainingDivergedError
+from hood.errors import CheckpointError, ConfigError, RunError, TrainingDivergedError
 from hood.models.checkpoint import (
     LoadedClassifier,
     infer_arch,
@@ -167,6 +169,17 @@ def config_changes(saved: dict[str, Any], cfg: Config, command: str, done_epochs
         )
 
 
+def resume_target(resume: str | None, out: str | None, config: str | None, command: str) -> tuple[Run | None, str | None]:
+    """For ``--resume RUN``: the run (checked) and the config to start from (the run's own unless
+    ``--config`` is given); ``(None, config)`` without ``--resume``. ``--out`` contradicts it."""
+    if not resume:
+        return None, config
+    if out is not None:
+        raise ConfigError(f"--resume continues {resume} in place; drop --out {out}")
+    run = open_resume(resume, command)
+    return run, config if config is not None else str(run.file("config.yaml"))
+
+
 def open_resume(path: str | Path, command: str) -> Run:
     """The run directory ``--resume`` names, checked to be an unfinished run of ``command``."""
     run = open_run(path)
@@ -267,6 +280,24 @@ class Checkpointer:
         self.saved_epoch = epoch
         self._pending = None
         self.run.update(epochs_done=epoch, epochs_trained=epoch, **run_info)
+
+    @contextlib.contextmanager
+    def guard(
+        self, reporter: Reporter, what: str, lr_key: str, failed_epoch: Callable[[], int], lr: Callable[[], float]
+    ) -> Iterator[None]:
+        """Around the training loop: an interrupt saves the newest epoch and marks the run interrupted;
+        a NaN/inf loss saves the last good epoch, marks it diverged and becomes a one-line error."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            saved = self.flush()
+            self.run.mark_stopped("interrupted")
+            reporter.log(interrupted_message(self.run, self.command, saved))
+            raise
+        except TrainingDivergedError:
+            saved = self.flush()
+            self.run.mark_stopped("diverged")
+            raise diverged_error(self.run, what, failed_epoch(), lr(), saved, lr_key, self.command) from None
 
     def flush(self) -> int | None:
         """Write the pending snapshot, if any; returns the epoch now on disk (None: nothing saved yet)."""

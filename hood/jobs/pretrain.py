@@ -25,8 +25,6 @@ from hood.jobs.common import (
     all_finite,
     capture_rng,
     data_root,
-    diverged_error,
-    interrupted_message,
     restore_rng,
     resume_state,
     skip_note,
@@ -111,21 +109,12 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
             history=list(history),
         )
 
-    try:
+    failed = lambda: history[-1]["epoch"] + 1 if history else start_epoch + 1  # noqa: E731
+    with ckpt.guard(reporter, "classifier", "pretrain.lr", failed, lambda: last_lr["lr"]):
         fit_classifier(
             model, train.images[tr_idx], train.labels[tr_idx], train.images[val_idx], train.labels[val_idx],
             cfg.pretrain, cfg.run.seed, device, start_epoch, state, on_epoch_end, reporter,
         )
-    except KeyboardInterrupt:
-        saved = ckpt.flush()
-        run.mark_stopped("interrupted")
-        reporter.log(interrupted_message(run, COMMAND, saved))
-        raise
-    except TrainingDivergedError:
-        saved = ckpt.flush()
-        run.mark_stopped("diverged")
-        epoch = history[-1]["epoch"] + 1 if history else start_epoch + 1
-        raise diverged_error(run, "classifier", epoch, last_lr["lr"], saved, "pretrain.lr", COMMAND) from None
     if distributed.is_main_process():  # rank 0 wrote the files; the other ranks take its result below
         best_model = load_classifier(run.file("classifier.pt")).model.to(device)
         test_acc = accuracy(best_model, test.images, test.labels, device)

@@ -28,8 +28,6 @@ from hood.jobs.common import (
     capture_rng,
     check_classifier,
     data_root,
-    diverged_error,
-    interrupted_message,
     open_classifier,
     restore_rng,
     resume_state,
@@ -180,18 +178,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
             losses=list(losses),
         )
 
-    try:
+    lr = float(optimizer_state["param_groups"][0]["lr"]) if optimizer_state else d.lr
+    with ckpt.guard(reporter, "decoder", "decoder.lr", lambda: len(losses) + 1, lambda: lr):
         fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter)
-    except KeyboardInterrupt:
-        saved = ckpt.flush()
-        run.mark_stopped("interrupted")
-        reporter.log(interrupted_message(run, COMMAND, saved))
-        raise
-    except TrainingDivergedError:
-        saved = ckpt.flush()
-        run.mark_stopped("diverged")
-        lr = float(optimizer_state["param_groups"][0]["lr"]) if optimizer_state else d.lr
-        raise diverged_error(run, "decoder", len(losses) + 1, lr, saved, "decoder.lr", COMMAND) from None
     final = losses[-1] if losses else None
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
         save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": final})
