@@ -8,8 +8,16 @@ import typer
 
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
-    ConfigOpt, DataRootOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, SetOpt,
-    build_config, print_json, stdout,
+    ConfigOpt,
+    DataRootOpt,
+    DeviceOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    SetOpt,
+    build_config,
+    print_json,
+    stdout,
 )
 from hood.cli.render import results_table
 from hood.cli.reporter import RichReporter
