@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from hood.config import Config
+from hood.engine.progress import NullReporter
 from hood.errors import RunError, TrainingDivergedError
 from hood.jobs.common import Checkpointer, capture_rng, restore_rng
 from hood.models.checkpoint import classifier_state, save_checkpoint
@@ -175,6 +176,18 @@ def test_nan_stops_with_epoch_and_lr_hint_and_keeps_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in state["decoder"].values() if v.is_floating_point())
     assert run_info(tmp_path / "nan")["status"] == "diverged"
     assert not (tmp_path / "nan" / "decoder.pt").exists()
+    # the hint's way out: resume from epoch 2 with a lower learning rate (allowed, and logged)
+    monkeypatch.setattr(decoder_training, "heatmap_loss", real)
+    cfg.decoder.lr = 1e-5
+    logs: list[str] = []
+
+    class Rep(NullReporter):
+        def log(self, m: str) -> None:
+            logs.append(m)
+
+    done = train_decoder(cfg, Rep(), open_run(tmp_path / "nan"))
+    assert done.info["status"] == "complete" and len(done.info["losses"]) == 3
+    assert any("decoder.lr 0.0002 -> 1e-05" in m for m in logs)
 
 
 def test_resume_reuses_saved_outliers_and_refuses_changed_config(
