@@ -14,6 +14,7 @@ import tarfile
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,24 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def feed(kind: str, seed: int, count: int, make: Callable[[int], Path], load: Callable[[Path], object]) -> Counter[str]:
+    """Load ``count`` generated inputs: each loads or is one HoodError line; anything else fails the test."""
+    outcome: Counter[str] = Counter()
+    for k in range(count):
+        path = make(k)
+        try:
+            load(path)
+            outcome["loaded"] += 1
+        except HoodError as err:
+            assert "\n" not in str(err), err
+            outcome["refused"] += 1
+        except Exception as err:  # pragma: no cover - this is the failure being hunted
+            pytest.fail(f"{kind} {k} (seed {seed}): {type(err).__name__}: {err}")
+    assert outcome["refused"] > 0, outcome
+    print(f"\n{kind} fuzz: {count} inputs -> {dict(outcome)}")
+    return outcome
+
+
 def test_fuzz_image_decoder() -> None:
     rng, nrng = random.Random(SEED), np.random.default_rng(SEED)
     seeds = _seed_images(nrng)
@@ -128,21 +147,14 @@ def test_fuzz_folders_and_archives(tmp_path: Path) -> None:
         for p in sorted(folder.rglob("*.png")):
             zf.write(p, p.relative_to(tmp_path).as_posix())
     originals = {".tar.gz": (tmp_path / "whole.tar.gz").read_bytes(), ".zip": zbuf.getvalue()}
-    outcome: Counter[str] = Counter()
-    for k in range(N_ARCHIVES):
+
+    def archive(k: int) -> Path:
         suffix = ".tar.gz" if k % 2 else ".zip"
         path = tmp_path / f"fuzz{k}{suffix}"
         path.write_bytes(mutate(originals[suffix], rng))
-        try:
-            load_image_set(str(path), tmp_path, 32)
-            outcome["loaded"] += 1
-        except HoodError as err:
-            assert "\n" not in str(err), err
-            outcome["refused"] += 1
-        except Exception as err:  # pragma: no cover
-            pytest.fail(f"archive {k} (seed {SEED + 1}): {type(err).__name__}: {err}")
-    assert outcome["refused"] > 0, outcome
-    print(f"\narchive fuzz: {N_ARCHIVES} inputs -> {dict(outcome)}")
+        return path
+
+    feed("archive", SEED + 1, N_ARCHIVES, archive, lambda p: load_image_set(str(p), tmp_path, 32))
 
 
 _VALUES = [None, True, False, 0, -1, 1, 7, 10**12, -(10**12), 0.5, -0.5, 1e308, float("nan"), float("inf"), "", "x",
@@ -206,17 +218,10 @@ def test_fuzz_checkpoint_loader(tmp_path: Path) -> None:
     save_checkpoint(classifier_state(build_classifier("wrn10_2", 3), "wrn10_2", ["a", "b", "c"], {}), tmp_path / "c.pt")
     original = (tmp_path / "c.pt").read_bytes()
     rng = random.Random(SEED + 3)
-    outcome: Counter[str] = Counter()
-    for k in range(N_CHECKPOINTS):
+
+    def checkpoint(k: int) -> Path:
         path = tmp_path / "m.pt"
         path.write_bytes(mutate(original, rng))
-        try:
-            load_classifier(path)
-            outcome["loaded"] += 1
-        except HoodError as err:
-            assert "\n" not in str(err), err
-            outcome["refused"] += 1
-        except Exception as err:  # pragma: no cover
-            pytest.fail(f"checkpoint {k} (seed {SEED + 3}): {type(err).__name__}: {err}")
-    assert outcome["refused"] > 0, outcome
-    print(f"\ncheckpoint fuzz: {N_CHECKPOINTS} inputs -> {dict(outcome)}")
+        return path
+
+    feed("checkpoint", SEED + 3, N_CHECKPOINTS, checkpoint, load_classifier)
