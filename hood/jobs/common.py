@@ -45,11 +45,15 @@ def classifier_path(cfg: Config, reporter: Reporter) -> Path:
         reporter.log(f"skipped {skipped} incomplete pretrain run(s) in {cfg.run.runs_dir}")
     if run is None:
         raise RunError(
-            f"no classifier given and no complete pretrain run for '{cfg.name}' in {cfg.run.runs_dir}/; "
-            f"pass --classifier PATH or run `hood pretrain` first"
+            f"no classifier given and no complete pretrain run for '{cfg.name}' in {cfg.run.runs_dir}/"
+            f"{_skipped_note(skipped, 'pretrain')}; pass --classifier PATH or run `hood pretrain` first"
         )
     reporter.log(f"using classifier from {run.path}")
     return run.file("classifier.pt")
+
+
+def _skipped_note(skipped: int, command: str) -> str:
+    return f" ({skipped} incomplete one(s) skipped: finish them with `hood {command} --resume RUN`)" if skipped else ""
 
 
 def check_classifier(cfg: Config, reporter: Reporter) -> Path:
@@ -95,7 +99,8 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
         reporter.log(f"skipped {skipped} incomplete train-decoder run(s) in {cfg.run.runs_dir}")
     if run is None:
         raise RunError(
-            f"no complete train-decoder run for '{cfg.name}' in {cfg.run.runs_dir}/; pass --run PATH or run `hood train-decoder` first"
+            f"no complete train-decoder run for '{cfg.name}' in {cfg.run.runs_dir}/{_skipped_note(skipped, 'train-decoder')}; "
+            f"pass --run PATH or run `hood train-decoder` first"
         )
     reporter.log(f"using decoder run {run.path}")
     return run
