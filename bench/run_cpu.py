@@ -26,7 +26,7 @@ from common import git_commit, machine  # noqa: E402
 
 BENCHES = [
     ("1 prototype search (10k x 50k x 512)", ["bench_prototypes.py"]),
-    ("2 decoder epoch, cached features vs classifier per batch (WRN-40-2)", ["bench_decoder_epoch.py", "--n", "2000"]),
+    ("2 decoder epoch, cached features vs classifier per batch (WRN-40-2)", ["bench_decoder_epoch.py", "--n", "1000"]),
     ("3 evaluate images/s vs bare forward (ResNet18)", ["bench_evaluate.py", "speed", "--n-test", "500", "--arch", "resnet18"]),
     # the memory figure is about streaming the data; WRN-10-2 keeps the two 22,000-image passes short
     ("4 evaluate peak memory, 10k ID test + 1 vs 6 OOD sets of 2k", ["bench_evaluate.py", "memory", "--arch", "wrn10_2"]),

@@ -28,7 +28,7 @@ from hood.engine import distributed
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.prototypes import nearest_prototypes
-from hood.engine.runtime import MEMORY_FORMAT, autocast
+from hood.engine.runtime import MEMORY_FORMAT, training_autocast
 from hood.errors import ConfigError, TrainingDivergedError
 from hood.models.decoder import HeatmapDecoder
 
@@ -120,7 +120,7 @@ def run_epoch(
         x = normalize(data.images[idx])
         t = normalize(data.images[data.target_idx[idx]])
         maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
-        with autocast(device):
+        with training_autocast(device):
             h = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps)
         loss = heatmap_loss(h.float(), x, t, loss_weight)
         optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from hood.engine.runtime import cpu_has_bf16
+
 
 def _chunked_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int) -> torch.Tensor:
     """Index into ``k`` of the nearest row (Euclidean) for every row of ``q``; the first on exact ties.
@@ -40,10 +42,7 @@ def _unit_roundoff(dtype: torch.dtype) -> float:
 
 def _screen_dtype() -> torch.dtype | None:
     """bf16 where the CPU multiplies it natively; else no screening (float32 would save too little)."""
-    try:
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    except (AttributeError, RuntimeError):
-        return None
+    return torch.bfloat16 if cpu_has_bf16() else None
 
 
 def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.dtype) -> torch.Tensor:
