@@ -135,3 +135,24 @@ def test_hood_debug_keeps_the_traceback(monkeypatch) -> None:
     monkeypatch.setenv("HOOD_DEBUG", "1")
     r = invoke("pretrain", "--dataset", "cifar10", "--set", "model.arch=wrn10_2", "--device", "cpu", "--quiet")
     assert r.exit_code != 0 and isinstance(r.exception, DatasetMissingError)
+
+
+def test_missing_data_leaves_no_run_directory(tmp_path: Path) -> None:
+    """The data check runs before the run directory is made: no stray 'running' run is left behind."""
+    r = invoke("pretrain", "--dataset", "cifar10", "--arch", "wrn10_2", "--device", "cpu", "--quiet")
+    assert_one_line_error(r, "hood download cifar10")
+    r = invoke("train-decoder", "--dataset", str(tmp_path / "nowhere"), "--set", "model.arch=wrn10_2",
+               "--classifier", str(save_random_classifier(tmp_path / "c.pt", "wrn10_2", 3)), "--device", "cpu", "--quiet")
+    assert_one_line_error(r, "does not exist")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_runs_without_config_are_named_after_dataset_and_arch(id_archive: Path) -> None:
+    """pretrain, train-decoder and evaluate given the same --dataset/--arch share one run name, so the
+    later commands find the earlier ones' runs without --config."""
+    from hood.cli.options import build_config
+
+    a = build_config(None, {"data.id": str(id_archive), "model.arch": "wrn10_2"}, None)
+    b = build_config(None, {"data.id": str(id_archive)}, ["model.arch=wrn10_2"])
+    assert a.name == b.name == "tiny-id_wrn10_2"
+    assert build_config("demo", {}, None).name == "demo"

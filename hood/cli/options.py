@@ -58,7 +58,14 @@ def config_path(spec: str | None) -> str | None:
 
 
 def build_config(config: str | None, named: dict[str, Any], sets: list[str] | None) -> Config:
-    return resolve(config_path(config), named, sets)
+    """Resolve the config; without a file, runs are named ``<dataset>_<arch>`` so that pretrain,
+    train-decoder and evaluate given the same options find each other's runs."""
+    cfg = resolve(config_path(config), named, sets)
+    if config is None:
+        from hood.data.sources import dataset_label
+
+        cfg.name = f"{dataset_label(cfg.data.id)}_{cfg.model.arch}".replace("/", "_")
+    return cfg
 
 
 def print_json(obj: Any) -> None:

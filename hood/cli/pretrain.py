@@ -49,7 +49,7 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier on the ID set (METHOD.md recipe); keeps the best checkpoint by validation accuracy."""
-    from hood.jobs.common import resume_target
+    from hood.jobs.common import preflight, resume_target
     from hood.jobs.pretrain import pretrain as run_pretrain
     from hood.runs import create_run
 
@@ -62,8 +62,8 @@ def pretrain(
         "data.strict": strict,
     }
     cfg = build_config(config, named, set_)
-    if config is None:
-        cfg.name = f"{cfg.data.id}_{cfg.model.arch}".replace("/", "_")
+    if not resumed:
+        preflight(cfg, [cfg.data.id])  # a missing data set must not leave a half-made run behind
     run = resumed or create_run(cfg, "pretrain")
     _resume["path"] = str(run.path)
     with RichReporter(quiet) as rep:

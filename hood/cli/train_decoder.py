@@ -51,7 +51,7 @@ def train_decoder(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
-    from hood.jobs.common import check_classifier, resume_target
+    from hood.jobs.common import check_classifier, preflight, resume_target
     from hood.jobs.train_decoder import check_image_size
     from hood.jobs.train_decoder import train_decoder as run_job
     from hood.runs import create_run
@@ -69,6 +69,8 @@ def train_decoder(
     check_image_size(cfg)
     with RichReporter(quiet) as rep:
         check_classifier(cfg, rep)  # the classifier file first, before any run directory or data
+        if not resumed:
+            preflight(cfg, [cfg.data.id, cfg.data.aux])
         run = resumed or create_run(cfg, "train-decoder")
         _resume["path"] = str(run.path)
         result = run_job(cfg, rep, run)

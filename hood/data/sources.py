@@ -130,6 +130,22 @@ def _splits(spec: str, root: Path, size: int, strict: bool, select: Selector | N
     raise DataError(f"unknown data set '{spec}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`")
 
 
+def require_available(spec: str, root: Path) -> None:
+    """Fail fast, without reading any image, when ``spec`` cannot be loaded: a registry set that is not
+    installed (naming ``hood download``), a path that does not exist, or a name nobody knows."""
+    if spec in BUILTIN_NAMES:
+        return
+    if registry.entry(spec) is not None:
+        if not registry.is_installed(spec, root):
+            raise DatasetMissingError(spec, str(root))
+        return
+    if _looks_like_path(spec):
+        if not Path(spec).expanduser().exists():
+            raise DataError(f"data set path {spec} does not exist")
+        return
+    raise DataError(f"unknown data set '{spec}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`")
+
+
 def load_id_splits(spec: str, root: Path, size: int, strict: bool = False) -> dict[str, ImageSet]:
     """``{'train', 'test'}`` of an ID set, both labelled with the same class list."""
     splits = _splits(spec, root, size, strict)

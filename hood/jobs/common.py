@@ -349,3 +349,12 @@ def diverged_error(run: Run, what: str, epoch: int, lr: float, saved: int | None
         f"{what} loss became NaN/inf in epoch {epoch} at learning rate {lr:g}; the learning rate is probably "
         f"too high: {kept}"
     )
+
+
+def preflight(cfg: Config, specs: list[str]) -> None:
+    """Check that every named data set can be found before a run directory or any work is started."""
+    from hood.data.sources import require_available
+
+    root = data_root(cfg)
+    for spec in specs:
+        require_available(spec, root)

@@ -17,6 +17,7 @@ import csv
 import io
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -159,7 +160,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     clf_path = check_classifier(cfg, reporter)
     if run is None:
         run = create_run(cfg, "evaluate")
-        run.update(classifier=str(clf_path))
+        run.update(classifier=str(Path(clf_path).resolve()))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     root, size = data_root(cfg), cfg.data.image_size
 

@@ -8,7 +8,6 @@ the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,6 +117,6 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     if distributed.is_main_process():  # rank 0 wrote the files; the other ranks take its result below
         best_model = load_classifier(run.file("classifier.pt")).model.to(device)
         test_acc = accuracy(best_model, test.images, test.labels, device)
-        run.mark_complete(test_acc=test_acc, best_val_acc=best["val_acc"], best_epoch=best["epoch"], classifier=str(Path(run.file("classifier.pt"))))
+        run.mark_complete(test_acc=test_acc, best_val_acc=best["val_acc"], best_epoch=best["epoch"], classifier=str(run.file("classifier.pt").resolve()))
     run.info = distributed.broadcast_object(run.info)
     return run

@@ -90,7 +90,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
             f"cannot resume {run.path}: it was trained on another classifier than {clf_path} "
             f"(fingerprint {state.get('classifier_fingerprint')} != {classifier.fingerprint}); pass the original --classifier"
         )
-    run.update(classifier=str(Path(clf_path)))
+    run.update(classifier=str(Path(clf_path).resolve()))
     id_train = seeded_subset(splits["train"], d.num_id, cfg.run.seed)
     pool_size: dict[str, int] = {}
     chosen: dict[str, torch.Tensor] = {}
@@ -184,6 +184,6 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     final = losses[-1] if losses else None
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
         save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": final})
-    run.mark_complete(classifier=str(Path(clf_path)), decoder=str(run.file("decoder.pt")), final_loss=final)
+    run.mark_complete(classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final)
     run.info = distributed.broadcast_object(run.info)  # every rank returns rank 0's result
     return run
