@@ -74,13 +74,14 @@ def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.
     kc_norm_max = float(kc_sq.max().sqrt())
     k_norm = k_sq.sqrt()
     out = torch.empty(len(q), dtype=torch.long)
+    k64: torch.Tensor | None = None
     step = max(1, min(chunk, _SCREEN_ROWS))
     for s in range(0, len(q), step):
         block = q[s : s + step].float()
         qc = block - centre
         qc_norm = qc.norm(dim=1)
         # score = qc.kc - |kc|^2/2 = (|qc|^2 - |q - k|^2)/2: the largest score is the nearest row
-        score = (qc.to(dtype) @ k_low.T).float().sub_(half_kc_sq)
+        score = (qc.to(dtype) @ k_low.T) - half_kc_sq  # bf16 - float32 promotes: one pass to float32
         top, cand = score.topk(m, dim=1, largest=True, sorted=True)
         # |k|^2 - 2 q.k for the candidates, in float32 on the original (uncentred) inputs
         approx = k_sq[cand] - 2.0 * torch.bmm(k32[cand], block[:, :, None])[:, :, 0]
@@ -99,7 +100,9 @@ def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.
         certified = clear & ((outside_d2 > best_d2) | (m == n_k))
         if not bool(certified.all()):
             todo = torch.nonzero(~certified).flatten()
-            pick[todo] = _chunked_argmin(block[todo].double(), k.double(), chunk)
+            if k64 is None:  # upcast once per class, only if some row needs the exact search
+                k64 = k.double()
+            pick[todo] = _chunked_argmin(block[todo].double(), k64, chunk)
         out[s : s + step] = pick
     return out
 
