@@ -53,6 +53,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
+    reporter = distributed.main_only(reporter)  # under torchrun: progress and log lines once, from rank 0
     run = run or create_run(cfg, COMMAND)
     state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)

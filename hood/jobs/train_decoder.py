@@ -76,6 +76,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
+    reporter = distributed.main_only(reporter)  # under torchrun: progress and log lines once, from rank 0
     check_image_size(cfg)
     clf_path = check_classifier(cfg, reporter)  # before any data work
     run = run or create_run(cfg, COMMAND)
