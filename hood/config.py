@@ -95,6 +95,7 @@ class RunConfig:
     runs_dir: str = "runs"
     deterministic: bool = False
     num_threads: int | None = None  # CPU threads; None = PyTorch's default
+    compile: bool = False  # torch.compile the training forward passes (pays off on long GPU runs)
 
 
 @dataclass

@@ -200,3 +200,12 @@ def test_missing_and_binary_config_files(tmp_path: Path) -> None:
 def test_empty_yaml_is_the_defaults(tmp_path: Path) -> None:
     cfg = resolve(write_yaml(tmp_path, "# nothing here\n"))
     assert cfg.to_dict() | {"name": "default"} == Config().to_dict()
+
+
+def test_compile_flag_reaches_the_run_config() -> None:
+    """--compile on pretrain/train-decoder sets run.compile, which the jobs pass to the training loops."""
+    from hood.cli.options import build_config
+
+    assert build_config("demo", {"run.compile": True}, None).run.compile is True
+    assert build_config("demo", {"run.compile": None}, None).run.compile is False
+    assert build_config("demo", {}, ["run.compile=true"]).run.compile is True

@@ -40,6 +40,7 @@ def pretrain(
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted pretrain run directory from its last saved epoch.")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
+    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the training forward passes (worth it for long GPU runs).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
@@ -58,7 +59,7 @@ def pretrain(
         config = f"{dataset}_{arch}"
     named = {
         "data.id": dataset, "model.arch": arch, "pretrain.epochs": epochs, "pretrain.batch_size": batch_size,
-        "pretrain.lr": lr, "run.device": device, "run.seed": seed, "data.root": data_root, "run.out": out,
+        "pretrain.lr": lr, "run.device": device, "run.compile": compile_, "run.seed": seed, "data.root": data_root, "run.out": out,
         "data.strict": strict,
     }
     cfg = build_config(config, named, set_)

@@ -42,6 +42,7 @@ def train_decoder(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted train-decoder run directory from its last saved epoch (same outliers, same classifier).")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
+    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the training forward passes (worth it for long GPU runs).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
@@ -62,7 +63,7 @@ def train_decoder(
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
         "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "model.classifier": classifier,
-        "data.aux": aux, "data.id": dataset, "run.device": device, "run.seed": seed,
+        "data.aux": aux, "data.id": dataset, "run.device": device, "run.compile": compile_, "run.seed": seed,
         "data.root": data_root, "run.out": out, "data.strict": strict,
     }
     cfg = build_config(config, named, set_)

@@ -125,7 +125,7 @@ def skip_note(s: ImageSet) -> str | None:
 # Keys that may differ between an interrupted run and its resumption without changing what it computes:
 # where it runs, where files go, how often it checkpoints, and what only `evaluate` reads.
 RESUME_FREE = (
-    "name", "run.device", "run.num_threads", "run.out", "run.runs_dir", "data.root", "data.strict",
+    "name", "run.device", "run.num_threads", "run.compile", "run.out", "run.runs_dir", "data.root", "data.strict",
     "data.ood", "data.ood_count", "data.id_test_count", "model.classifier", "evaluate.",
     "pretrain.checkpoint_every", "decoder.checkpoint_every",
 )

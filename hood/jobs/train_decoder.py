@@ -181,7 +181,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
 
     lr = float(optimizer_state["param_groups"][0]["lr"]) if optimizer_state else d.lr
     with ckpt.guard(reporter, "decoder", "decoder.lr", lambda: len(losses) + 1, lambda: lr):
-        fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter)
+        fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter, compile=cfg.run.compile)
     final = losses[-1] if losses else None
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
         save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": final})
