@@ -34,7 +34,12 @@ def hood(*args: str) -> subprocess.Popen:
 
 
 def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    _, err = p.communicate(timeout=timeout)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError(f"process did not end within {timeout} s: {err[-500:]}") from None
     return p.returncode, err
 
 
@@ -126,8 +131,9 @@ def test_train_decoder_sigkill_then_resume_equals_uninterrupted(id_folder: Path,
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_last_epoch_and_says_how_to_resume(id_folder: Path, tmp_path: Path, sig: int, code: int) -> None:
     # checkpoint_every=100: nothing would be on disk without the save on interrupt
-    p = hood("pretrain", "-d", str(id_folder), "-a", "wrn10_2", "--epochs", "50", "--batch-size", "8",
-             "--set", "pretrain.checkpoint_every=100", "--out", "r", *DET)
+    # far more epochs than the test waits for: the run must still be going when the signal arrives
+    p = hood("pretrain", "-d", str(id_folder), "-a", "wrn10_2", "--epochs", "100000", "--batch-size", "8",
+             "--set", "pretrain.checkpoint_every=100000", "--out", "r", *DET)
     wait_for(p, tmp_path / "r", lambda i: i.get("epochs_trained", 0) >= 2)
     p.send_signal(sig)
     rc, err = finish(p)

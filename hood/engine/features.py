@@ -50,7 +50,6 @@ class FeatureSet:
         )
 
 
-@torch.inference_mode()
 def extract_features(
     model: Classifier,
     images: torch.Tensor,
@@ -64,7 +63,17 @@ def extract_features(
     """Features, logits and the ``num_maps`` deepest stage maps of uint8 ``images``, on the CPU."""
     reporter = reporter or NullReporter()
     model.eval()
-    model.to(memory_format=MEMORY_FORMAT)  # NHWC weights to match NHWC batches (see runtime.MEMORY_FORMAT)
+    # NHWC weights to match NHWC batches (see runtime.MEMORY_FORMAT); done outside inference mode, where
+    # .to() would turn the weights into inference tensors that no later gradient (ODIN, training) may use
+    model.to(memory_format=MEMORY_FORMAT)
+    with torch.inference_mode():
+        return _extract(model, images, device, batch_size, num_maps, labels, reporter, description)
+
+
+def _extract(
+    model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int, num_maps: int,
+    labels: torch.Tensor | None, reporter: Reporter, description: str,
+) -> FeatureSet:
     feats, logits, maps = [], [], [[] for _ in range(num_maps)]
     task = reporter.task(description, len(images))
     if device.type == "cpu":

@@ -18,7 +18,7 @@ from hood.config import PretrainConfig
 from hood.data.transforms import normalize, random_crop_flip
 from hood.engine import distributed
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import MEMORY_FORMAT, autocast
+from hood.engine.runtime import autocast, classifier_train_format
 from hood.errors import TrainingDivergedError
 from hood.models.base import Classifier
 
@@ -33,12 +33,12 @@ def accuracy(
     """Top-1 accuracy. ``sharded``: each rank scores every ``world_size``-th image and the counts are
     summed, so all ranks get the same number (the plateau schedule must not diverge between them)."""
     model.eval()
-    model.to(memory_format=MEMORY_FORMAT)
+    fmt = classifier_train_format(device)  # the layout the model trains in; nothing is converted here
     if sharded:
         images, labels = distributed.shard(images), distributed.shard(labels)
     counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, seen
     for s in range(0, len(images), batch_size):
-        x = normalize(images[s : s + batch_size].to(device)).contiguous(memory_format=MEMORY_FORMAT)
+        x = normalize(images[s : s + batch_size].to(device)).contiguous(memory_format=fmt)
         with autocast(device):
             pred = model(x).argmax(1)
         counts[0] += (pred == labels[s : s + batch_size].to(device)).sum()
@@ -85,7 +85,8 @@ def fit_classifier(
     """
     reporter = distributed.main_only(reporter or NullReporter())
     model.to(device)
-    model.to(memory_format=MEMORY_FORMAT)  # NHWC: see runtime.MEMORY_FORMAT for why, on both device kinds
+    fmt = classifier_train_format(device)
+    model.to(memory_format=fmt)
     net = distributed.wrap(model, device)
     if compile:
         net = torch.compile(net)
@@ -116,7 +117,7 @@ def fit_classifier(
                 # drawn for the whole global batch, so every rank consumes the generator identically
                 x = random_crop_flip(x, generator=g)
             x, y = distributed.shard(x), distributed.shard(y_all[idx])
-            x = x.contiguous(memory_format=MEMORY_FORMAT)
+            x = x.contiguous(memory_format=fmt)
             with autocast(device):
                 logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)

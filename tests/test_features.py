@@ -1,0 +1,33 @@
+"""Feature extraction leaves the classifier usable for gradients (ODIN, further training)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hood.engine.features import extract_features
+from hood.models.registry import build_classifier
+
+
+def test_extract_features_leaves_trainable_weights() -> None:
+    """Converting the model's memory layout inside inference mode would turn its weights into inference
+    tensors, after which backward fails; extraction must leave ordinary parameters behind."""
+    model = build_classifier("wrn10_2", 3)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    feats = extract_features(model, images, torch.device("cpu"), batch_size=4, num_maps=2)
+    assert feats.features.shape == (6, model.feature_dim) and len(feats.maps) == 2
+    assert not any(p.is_inference() for p in model.parameters())
+    model.train()
+    x = torch.randn(4, 3, 32, 32, requires_grad=True)
+    F.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
+    assert x.grad is not None and model.conv1.weight.grad is not None
+
+
+def test_features_match_a_plain_forward() -> None:
+    model = build_classifier("wrn10_2", 3).eval()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    feats = extract_features(model, images, torch.device("cpu"), batch_size=2)
+    with torch.no_grad():
+        ref = model.forward_all(images.float() / 127.5 - 1.0)
+    torch.testing.assert_close(feats.features, ref.features, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(feats.logits, ref.logits, rtol=1e-4, atol=1e-4)
