@@ -71,6 +71,7 @@ class DecoderConfig:
     num_id: int | None = None  # ID training images used; None = all of the training split
     fw_layers: int = 1
     loss_weight: float = 5.0  # w = 1 + loss_weight * |t|
+    output_scale: float = 1.0  # h = output_scale * tanh(.); 1 is the paper's, 2 reaches every target (see decoder.py)
     checkpoint_every: int = 1
 
 
@@ -308,6 +309,7 @@ def validate(cfg: Config) -> Config:
     need(d.num_id is None or d.num_id >= 1, "decoder.num_id", "must be at least 1")
     need(1 <= d.fw_layers <= 4, "decoder.fw_layers", f"must be 1, 2, 3 or 4, got {d.fw_layers}")
     need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
+    need(0 < d.output_scale <= 10, "decoder.output_scale", f"must be in (0, 10], got {d.output_scale}")
     need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")

@@ -228,3 +228,19 @@ def test_image_size_the_decoder_cannot_produce_is_a_known_error(id_folder: Path,
     cfg.data.image_size = 16
     with pytest.raises(HoodError, match="image_size"):
         train_decoder(cfg)
+
+
+def test_output_scale_widens_the_range_and_round_trips() -> None:
+    """decoder.output_scale multiplies tanh; the paper's 1 is the default, and old specs (no key) load as 1."""
+    from hood.models.decoder import DecoderSpec
+
+    spec = decoder_spec_for("wrn10_2", 128, 10, output_scale=2.0)
+    torch.manual_seed(0)
+    dec = HeatmapDecoder(spec).eval()
+    with torch.no_grad():
+        dec.head.bias.fill_(50.0)  # drive tanh into saturation
+        h = dec(torch.rand(3, 128), torch.tensor([0, 1, 2]))
+    assert torch.allclose(h.amax(), torch.tensor(2.0)) and h.abs().max() <= 2.0
+    assert DecoderSpec.from_dict(spec.to_dict()) == spec
+    legacy = {k: v for k, v in decoder_spec_for("wrn10_2", 128, 10).to_dict().items() if k != "output_scale"}
+    assert DecoderSpec.from_dict(legacy).output_scale == 1.0

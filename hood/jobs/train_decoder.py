@@ -122,7 +122,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     ood_feats = extract_features(model, pool.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
     data, proto = build_decoder_data(id_train.images, id_feats, pool.images, ood_feats, device)
 
-    spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers)
+    spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
     decoder = HeatmapDecoder(spec)
     decoder.set_feature_range(float(id_feats.features.min()), float(id_feats.features.max()))
     start_epoch = 0

@@ -24,6 +24,10 @@ class DecoderSpec:
     code_dim: int
     filters: tuple[int, ...]
     fw_layers: int = 1
+    # h = output_scale * tanh(.). The paper's 1 cannot reach targets t - x beyond +-1 (they span +-2):
+    # there the loss drives the pre-activation towards infinity until tanh saturates and its gradient
+    # dies, leaving pixels stuck at +-1 for every input. 2 makes every target reachable.
+    output_scale: float = 1.0
 
     @property
     def out_size(self) -> int:
@@ -46,11 +50,13 @@ _SETTINGS: dict[str, tuple[dict[int, int], tuple[int, ...]]] = {
 }
 
 
-def decoder_spec_for(arch: str, feature_dim: int, num_classes: int, fw_layers: int = 1) -> DecoderSpec:
+def decoder_spec_for(
+    arch: str, feature_dim: int, num_classes: int, fw_layers: int = 1, output_scale: float = 1.0
+) -> DecoderSpec:
     """The paper's decoder for a classifier; unseen class counts get the code size of the nearest one."""
     codes, filters = _SETTINGS[arch]
     nearest = min(codes, key=lambda k: abs(k - num_classes))
-    return DecoderSpec(feature_dim, num_classes, codes[nearest], filters, fw_layers)
+    return DecoderSpec(feature_dim, num_classes, codes[nearest], filters, fw_layers, output_scale)
 
 
 class HeatmapDecoder(nn.Module):
@@ -102,7 +108,7 @@ class HeatmapDecoder(nn.Module):
             skip = skips.get(x.shape[-1])
             if skip is not None:
                 x = x + skip.to(x.dtype)
-        return torch.tanh(self.head(x))
+        return self.spec.output_scale * torch.tanh(self.head(x))
 
 
 def heatmap_score(h: torch.Tensor) -> torch.Tensor:
