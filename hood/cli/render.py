@@ -62,7 +62,9 @@ def _table(results: dict[str, Any], methods: list[str], metrics: tuple[str, ...]
     labels = dict(COLUMNS)
     several = len(results["results"]) > 1
     acc = results.get("id_test_accuracy")
-    title = f"OOD detection — ID {results['id_dataset']} ({results['n_id']} test images"
+    from hood.data.sources import dataset_label  # the short name; results.json keeps the exact spec
+
+    title = f"OOD detection — ID {dataset_label(results['id_dataset'])} ({results['n_id']} test images"
     title += f", accuracy {acc * 100:.1f}%)" if acc is not None else ")"
     table = Table(title=title if first else None, caption=cap, title_justify="left",
                   caption_justify="left")

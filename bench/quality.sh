@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Detection quality on the shared CIFAR-10 fixtures (issue 7): train the heatmap decoder with N seeds,
+# evaluate every method on tin32-test, mnist-test, textures10, uniform and Gaussian noise (2,000 each;
+# textures10 has 1,200), then print mean and spread over the seeds.
+#
+#   bench/quality.sh                       # CPU defaults below: ~45 min per seed on 2 cores
+#   DEVICE=cuda EPOCHS=150 NUM_ID= NUM_OOD=10000 SEEDS="0 1 2" bench/quality.sh   # the paper's budget
+#
+# Knobs (environment): SHARED (../shared), ARCH (wrn40_2 | resnet18), DEVICE (auto), EPOCHS (25),
+# NUM_ID (10000; empty = all 50,000), NUM_OOD (5000), SEEDS ("0"), OUTPUT_SCALE (1 = the paper),
+# METHODS (all), ID_TEST_COUNT (empty = all 10,000), OOD_COUNT (2000), OUT_DIR (runs/quality).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+ARCH=${ARCH:-wrn40_2}
+DEVICE=${DEVICE:-auto}
+EPOCHS=${EPOCHS:-25}
+NUM_ID=${NUM_ID-10000}
+NUM_OOD=${NUM_OOD:-5000}
+SEEDS=${SEEDS:-0}
+OUTPUT_SCALE=${OUTPUT_SCALE:-1}
+METHODS=${METHODS:-all}
+ID_TEST_COUNT=${ID_TEST_COUNT:-}
+OOD_COUNT=${OOD_COUNT:-2000}
+OUT_DIR=${OUT_DIR:-runs/quality}
+HOOD=${HOOD:-.venv/bin/hood}
+D=$SHARED/data
+for f in "$D/cifar10-jpg.tar.gz" "$D/tin32-pool.tar.gz" "$SHARED/models/cifar10_$ARCH.pt"; do
+  [ -e "$f" ] || { echo "error: $f is missing (set SHARED=...)" >&2; exit 2; }
+done
+OOD="$D/tin32-test.tar.gz,$D/mnist-test.tar.gz,$D/textures10.tar.gz,uniform-noise,gaussian-noise"
+extra=()
+[ -n "$NUM_ID" ] && extra+=(--num-id "$NUM_ID")
+eval_extra=()
+[ -n "$ID_TEST_COUNT" ] && eval_extra+=(--set "data.id_test_count=$ID_TEST_COUNT")
+tag="$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s$OUTPUT_SCALE"
+start=$(date +%s)
+for seed in $SEEDS; do
+  run="$OUT_DIR/$tag-seed$seed"
+  if [ ! -f "$run/decoder.pt" ]; then
+    "$HOOD" train-decoder --config "configs/cifar10_$ARCH.yaml" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
+      --dataset "$D/cifar10-jpg.tar.gz" --aux "$D/tin32-pool.tar.gz" --num-ood "$NUM_OOD" "${extra[@]}" \
+      --epochs "$EPOCHS" --seed "$seed" --set "decoder.output_scale=$OUTPUT_SCALE" --device "$DEVICE" --out "$run" --quiet
+  fi
+  "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
+    --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
+done
+.venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/results.json
+echo "total $(( $(date +%s) - start )) s on $DEVICE for seeds: $SEEDS"
