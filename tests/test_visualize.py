@@ -69,3 +69,6 @@ def test_cli_visualize_lists_what_it_wrote_and_rejects_a_bad_pick(pipeline: dict
     assert Path("figs/histograms_knn.png").is_file() and len(written) == 5
     bad = CliRunner().invoke(app, [*base, "--pick", "best"])
     assert bad.exit_code == 2 and "--pick must be top, bottom or random" in bad.output
+    # --dataset overrides the config's ID set, as on train-decoder and evaluate
+    missing = CliRunner().invoke(app, [*base, "--dataset", str(pipeline["root"] / "no-such-set")])
+    assert missing.exit_code == 2 and "no-such-set" in missing.output

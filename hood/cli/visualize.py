@@ -34,6 +34,7 @@ def visualize(
     out_dir: Annotated[str | None, typer.Option("--out-dir", help="Folder for the PNGs (default: <run>/figures).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
     data_root: DataRootOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
@@ -45,7 +46,7 @@ def visualize(
 
     named = {
         "data.ood": None if ood is None else [v.strip() for v in ood.split(",") if v.strip()],
-        "run.device": device, "run.seed": seed, "data.root": data_root,
+        "run.device": device, "run.seed": seed, "data.root": data_root, "data.id": dataset,
     }
     cfg = build_config(config, named, set_)
     with RichReporter(quiet) as rep:
