@@ -71,7 +71,7 @@ class DecoderConfig:
     num_id: int | None = None  # ID training images used; None = all of the training split
     fw_layers: int = 1
     loss_weight: float = 5.0  # w = 1 + loss_weight * |t|
-    output_scale: float = 1.0  # h = output_scale * tanh(.); 1 is the paper's, 2 reaches every target (see decoder.py)
+    output_scale: float = 1.0  # h = output_scale * tanh(.); 1 is the paper's, 2 reaches every target t - x (see decoder.py)
     checkpoint_every: int = 1
 
 

@@ -24,9 +24,9 @@ class DecoderSpec:
     code_dim: int
     filters: tuple[int, ...]
     fw_layers: int = 1
-    # h = output_scale * tanh(.). The paper's 1 cannot reach targets t - x beyond +-1 (they span +-2):
-    # there the loss drives the pre-activation towards infinity until tanh saturates and its gradient
-    # dies, leaving pixels stuck at +-1 for every input. 2 makes every target reachable.
+    # h = output_scale * tanh(.). The paper's 1 cannot reach targets t - x beyond +-1 (they span +-2);
+    # 2 makes every target reachable. A setting to tune on validation data, not a fix: trained decoders
+    # show a patch of pixels saturated for every input with either value (see the project's notes).
     output_scale: float = 1.0
 
     @property
