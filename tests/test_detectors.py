@@ -154,7 +154,7 @@ def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_registry_order_and_method_names() -> None:
-    assert all_methods() == ["heatmap", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
+    assert all_methods() == ["heatmap", "heatmap+energy", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
     assert resolve_methods(["all"]) == all_methods()
     assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
     with pytest.raises(ConfigError, match="did you mean 'knn'"):
@@ -171,3 +171,59 @@ def test_odin_survives_weights_touched_under_inference_mode() -> None:
         model.to(memory_format=torch.channels_last)  # what feature extraction may do to a shared classifier
     scores = ODINDetector(model, torch.device("cpu")).score_images(images)
     assert scores.shape == (2,) and np.all(scores < 0)
+
+
+def _tiny_decoder(seed: int = 0) -> torch.nn.Module:
+    from hood.models.decoder import HeatmapDecoder, decoder_spec_for
+
+    torch.manual_seed(seed)
+    return HeatmapDecoder(decoder_spec_for("wrn10_2", 4, 3)).eval()
+
+
+def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
+    from hood.detectors.combined import HeatmapEnergyDetector
+    from hood.detectors.heatmap import HeatmapDetector
+
+    rng = np.random.default_rng(2)
+    train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3)
+    test = fs(rng.normal(size=(7, 4)), rng.normal(size=(7, 3)) * 3)
+    hm = HeatmapDetector(_tiny_decoder(), torch.device("cpu"))
+    d = HeatmapEnergyDetector(hm)
+    d.fit(train)
+    h_tr, h_te = hm.score(train).astype(np.float64), hm.score(test).astype(np.float64)
+    e_tr = -np.log(np.exp(train.logits.double().numpy()).sum(1))
+    e_te = -np.log(np.exp(test.logits.double().numpy()).sum(1))
+    expected = (h_te - h_tr.mean()) / h_tr.std(ddof=1) + (e_te - e_tr.mean()) / e_tr.std(ddof=1)
+    assert d.score(test) == pytest.approx(expected, rel=1e-6)
+    again = HeatmapEnergyDetector(hm)
+    again.load_state(d.state())
+    assert again.score(test) == pytest.approx(d.score(test))
+
+
+def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hood.detectors.combined as comb
+    from hood.detectors.heatmap import HeatmapDetector
+
+    monkeypatch.setattr(comb, "_FIT_ROWS", 10)  # fewer rows than the training set: a seeded subsample
+    rng = np.random.default_rng(3)
+    train = fs(rng.normal(size=(50, 4)), rng.normal(size=(50, 3)) * 3)
+    dec = _tiny_decoder()
+    make = lambda seed: comb.HeatmapEnergyDetector(HeatmapDetector(dec, torch.device("cpu")), seed)  # noqa: E731
+    a, b, c = make(0), make(0), make(1)
+    for d in (a, b, c):
+        d.fit(train)
+    assert torch.equal(a.mean, b.mean) and not torch.equal(a.mean, c.mean)
+    key = a.params()
+    assert key == b.params() and key["decoder"] == comb.decoder_fingerprint(dec)
+    with torch.no_grad():
+        next(dec.parameters()).add_(0.5)  # a retrained decoder: the cached fit must not match any more
+    assert make(0).params() != key
+
+
+def test_heatmap_energy_needs_a_decoder() -> None:
+    from hood.detectors import NEEDS_DECODER, uses_decoder
+
+    assert NEEDS_DECODER == {"heatmap", "heatmap+energy"}
+    assert uses_decoder(["msp", "heatmap+energy"]) and not uses_decoder(["msp", "knn"])
+    with pytest.raises(ValueError, match="needs a trained decoder"):
+        DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")))

@@ -1,17 +1,17 @@
 """Detectors behind one interface; importing this package registers all of them.
 
-``ORDER`` is the order of ``--methods all`` and of the table's columns: the paper's detector, then the
-output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
+``ORDER`` is the order of ``--methods all`` and of the table's columns: the paper's detector and its
+combination with energy, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
 """
 
-from hood.detectors import energy, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, vim  # noqa: F401  (registers)
-from hood.detectors.base import DETECTORS, Detector, DetectorContext
+from hood.detectors import combined, energy, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, vim  # noqa: F401  (registers)
+from hood.detectors.base import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, uses_decoder
 
-ORDER = ("heatmap", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
+ORDER = ("heatmap", "heatmap+energy", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
 
 
 def all_methods() -> list[str]:
     return [m for m in ORDER if m in DETECTORS] + [m for m in DETECTORS if m not in ORDER]
 
 
-__all__ = ["DETECTORS", "ORDER", "Detector", "DetectorContext", "all_methods"]
+__all__ = ["DETECTORS", "NEEDS_DECODER", "ORDER", "Detector", "DetectorContext", "all_methods", "uses_decoder"]

@@ -71,14 +71,21 @@ class Detector(ABC):
 
 
 DETECTORS: dict[str, Callable[[DetectorContext], Detector]] = {}
+NEEDS_DECODER: set[str] = set()  # methods that read a trained decoder: they need a train-decoder run
 
 
-def register(name: str) -> Callable[[Callable[[DetectorContext], Detector]], Callable[[DetectorContext], Detector]]:
+def register(name: str, *, needs_decoder: bool = False) -> Callable[[Callable[[DetectorContext], Detector]], Callable[[DetectorContext], Detector]]:
     def deco(factory: Callable[[DetectorContext], Detector]) -> Callable[[DetectorContext], Detector]:
         DETECTORS[name] = factory
+        if needs_decoder:
+            NEEDS_DECODER.add(name)
         return factory
 
     return deco
+
+
+def uses_decoder(methods: list[str]) -> bool:
+    return any(m in NEEDS_DECODER for m in methods)
 
 
 def final_layer(classifier: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

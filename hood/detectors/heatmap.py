@@ -40,7 +40,7 @@ class HeatmapDetector(Detector):
         return torch.cat([heatmap_score(h) for h in self._batches(feats)]).numpy()
 
 
-@register("heatmap")
+@register("heatmap", needs_decoder=True)
 def _build(ctx: DetectorContext) -> Detector:
     if ctx.decoder is None:
         raise ValueError("the heatmap detector needs a trained decoder")

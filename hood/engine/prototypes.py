@@ -7,6 +7,8 @@ of one distance call per outlier.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from hood.engine.runtime import cpu_has_bf16
@@ -29,11 +31,12 @@ def _chunked_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int) -> torch.Tenso
 
 # Screening (see _screened_argmin): a bf16 matrix product ranks all candidates, the best ``_SCREEN_K`` are
 # re-ranked in float32, and rigorous error bounds certify the winner; rows they cannot certify (near-ties,
-# near-duplicates, features with a large common offset) get the exact float64 search, so the result is
-# always the float64 search's. Why: bf16 products run 5-10x faster than float64 on CPUs with bf16 matrix
-# units (AVX512-BF16, AMX); 10k x 50k x 512 drops from ~3-4 s to under a second on two cores.
+# near-duplicates, features with a large common offset; ~9% of rows for 512-d random features, whose
+# neighbour distances concentrate) get the exact float64 search over the few rows the bounds cannot rule
+# out, so the result is always the float64 search's. Why: bf16 products run 5-10x faster than float64 on
+# CPUs with bf16 matrix units (AVX512-BF16, AMX); 10k x 50k x 512 drops from ~3-4 s to ~0.5 s on one core.
 _SCREEN_K = 8
-_SCREEN_ROWS = 512  # queries per block: bounds the re-rank gather to 512 x 8 x D
+_SCREEN_ROWS = 1024  # queries per block: bounds the score block to 1024 x |class| and the gather to 1024 x 8 x D
 
 
 def _unit_roundoff(dtype: torch.dtype) -> float:
@@ -43,6 +46,58 @@ def _unit_roundoff(dtype: torch.dtype) -> float:
 def _screen_dtype() -> torch.dtype | None:
     """bf16 where the CPU multiplies it natively; else no screening (float32 would save too little)."""
     return torch.bfloat16 if cpu_has_bf16() else None
+
+
+@dataclass
+class _ClassKeys:
+    """What the screen needs of one class's ID features, computed once per class."""
+
+    k32: torch.Tensor  # float32 features
+    centre: torch.Tensor  # their mean (1 x D): a common shift, any rounding of it is harmless
+    k_low: torch.Tensor  # centred, in the screening dtype
+    half_kc_sq: torch.Tensor  # |k - centre|^2 / 2
+    k_sq: torch.Tensor  # |k|^2
+    k_norm: torch.Tensor  # |k|
+    kc_sq_max: float  # max |k - centre|^2
+    c: float  # screened-product error per unit of |qc||kc| (see _screened_argmin)
+    c32: float  # float32 re-rank error per unit of |k|(|k| + 2|q|)
+
+    @classmethod
+    def of(cls, k: torch.Tensor, dtype: torch.dtype) -> _ClassKeys:
+        dim = k.shape[1]
+        u = _unit_roundoff(dtype)
+        k32 = k.float()
+        centre = k32.mean(0, keepdim=True)
+        kc = k32 - centre
+        kc_sq = torch.linalg.vector_norm(kc, dim=1).square()  # (einsum is ~10x slower on CPU)
+        k_sq = torch.linalg.vector_norm(k32, dim=1).square()
+        return cls(k32=k32, centre=centre, k_low=kc.to(dtype), half_kc_sq=0.5 * kc_sq, k_sq=k_sq, k_norm=k_sq.sqrt(),
+                   kc_sq_max=float(kc_sq.max()), c=1.25 * (3 * u + 4 * u * u + dim * 2.0**-24),
+                   c32=1.25 * (4 + dim) * 2.0**-24)
+
+
+def _certify(keys: _ClassKeys, block: torch.Tensor, qc_norm: torch.Tensor, score: torch.Tensor,
+             m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Re-rank the best ``m`` screened candidates of each row in float32; return the winner, whether the
+    bounds prove it is the float64 search's answer (see :func:`_screened_argmin`), and an upper bound
+    on its squared distance."""
+    top, cand = score.topk(m, dim=1, largest=True, sorted=True)
+    # |k|^2 - 2 q.k for the candidates, in float32 on the original (uncentred) inputs
+    approx = keys.k_sq[cand] - 2.0 * torch.bmm(keys.k32[cand], block[:, :, None])[:, :, 0]
+    k_norm = keys.k_norm[cand]
+    err32 = keys.c32 * (k_norm * (k_norm + 2.0 * block.norm(dim=1, keepdim=True)))  # per candidate
+    best, arg = approx.min(dim=1)
+    pick = cand.gather(1, arg[:, None])[:, 0]
+    best_err = err32.gather(1, arg[:, None])[:, 0]
+    # the winner must be clear of every other candidate (no float64 near-tie among them) ...
+    others = (approx - err32) - (best + best_err)[:, None]
+    others.scatter_(1, arg[:, None], float("inf"))
+    clear = others.min(dim=1).values > 0
+    # ... and of every row outside the candidates: |q - k|^2 >= |qc|^2 - 2 (m-th score + bound)
+    bound = keys.c * qc_norm * keys.kc_sq_max**0.5
+    best_d2 = best + best_err + (block * block).sum(1) * (1 + 4 * 2.0**-24)
+    outside_d2 = qc_norm.square() * (1 - 4 * 2.0**-24) - 2.0 * (top[:, -1] + bound) - 2.0**-20 * (1 + keys.kc_sq_max)
+    return pick, clear & ((outside_d2 > best_d2) | (m == score.shape[1])), best_d2
 
 
 def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.dtype) -> torch.Tensor:
@@ -55,54 +110,34 @@ def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.
     3. Certify each row with rigorous bounds: the float32 winner must beat every other candidate, and
        the screened bound of every row outside the candidates, by more than the rounding errors; then it
        is the float64 search's answer. Rows that fail (near-ties, duplicates, large common offsets) get
-       the exact float64 search. Bound of ``s~ = fl(q~ . k~)`` against ``q . k``: rounding both inputs
+       the exact float64 search over every row whose screened lower bound does not exceed the winner's
+       upper bound. Bound of ``s~ = fl(q~ . k~)`` against ``q . k``: rounding both inputs
        (``2u``), the output (``u``), float32 accumulation over D terms, each at most ``|q||k|``
        (Cauchy-Schwarz): ``c = 3u + 4u^2 + D 2^-24`` per unit of ``|q||k|``, with 25% to spare.
     """
-    n_k, dim = k.shape
-    m = min(_SCREEN_K, n_k)
-    u = _unit_roundoff(dtype)
-    c = 1.25 * (3 * u + 4 * u * u + dim * 2.0**-24)
-    c32 = 1.25 * (4 + dim) * 2.0**-24  # float32 re-rank: products, accumulation and the |k|^2 terms
-    k32 = k.float()
-    centre = k32.mean(0, keepdim=True, dtype=torch.float64).float()  # a common shift: any rounding of it is harmless
-    kc = k32 - centre
-    k_low = kc.to(dtype)
-    kc_sq = torch.einsum("ij,ij->i", kc, kc)
-    half_kc_sq = 0.5 * kc_sq
-    k_sq = torch.einsum("ij,ij->i", k32, k32)
-    kc_norm_max = float(kc_sq.max().sqrt())
-    k_norm = k_sq.sqrt()
+    keys = _ClassKeys.of(k, dtype)
+    n_k = len(k)
     out = torch.empty(len(q), dtype=torch.long)
-    k64: torch.Tensor | None = None
     step = max(1, min(chunk, _SCREEN_ROWS))
     for s in range(0, len(q), step):
         block = q[s : s + step].float()
-        qc = block - centre
+        qc = block - keys.centre
         qc_norm = qc.norm(dim=1)
-        # score = qc.kc - |kc|^2/2 = (|qc|^2 - |q - k|^2)/2: the largest score is the nearest row
-        score = (qc.to(dtype) @ k_low.T) - half_kc_sq  # bf16 - float32 promotes: one pass to float32
-        top, cand = score.topk(m, dim=1, largest=True, sorted=True)
-        # |k|^2 - 2 q.k for the candidates, in float32 on the original (uncentred) inputs
-        approx = k_sq[cand] - 2.0 * torch.bmm(k32[cand], block[:, :, None])[:, :, 0]
-        err32 = c32 * (k_norm[cand] * (k_norm[cand] + 2.0 * block.norm(dim=1, keepdim=True)))  # per candidate
-        best, arg = approx.min(dim=1)
-        pick = cand.gather(1, arg[:, None])[:, 0]
-        best_err = err32.gather(1, arg[:, None])[:, 0]
-        # the winner must be clear of every other candidate (no float64 near-tie among them) ...
-        others = (approx - err32) - (best + best_err)[:, None]
-        others.scatter_(1, arg[:, None], float("inf"))
-        clear = others.min(dim=1).values > 0
-        # ... and of every row outside the candidates: |q - k|^2 >= |qc|^2 - 2 (m-th score + bound)
-        bound = c * qc_norm * kc_norm_max
-        best_d2 = best + best_err + (block * block).sum(1) * (1 + 4 * 2.0**-24)
-        outside_d2 = qc_norm.square() * (1 - 4 * 2.0**-24) - 2.0 * (top[:, -1] + bound) - 2.0**-20 * (1 + float(kc_sq.max()))
-        certified = clear & ((outside_d2 > best_d2) | (m == n_k))
+        # score = qc.kc - |kc|^2/2 = (|qc|^2 - |q - k|^2)/2: the largest score is the nearest row.
+        # Upcast, then subtract in place: a mixed bf16 - float32 broadcast is ~20x slower on CPUs.
+        score = (qc.to(dtype) @ keys.k_low.T).float().sub_(keys.half_kc_sq)
+        pick, certified, best_d2 = _certify(keys, block, qc_norm, score, min(_SCREEN_K, n_k))
         if not bool(certified.all()):
+            # exact search over the rows whose screened lower bound on the distance does not exceed some
+            # uncertified winner's upper bound: every row that can be one of their nearest, usually few
             todo = torch.nonzero(~certified).flatten()
-            if k64 is None:  # upcast once per class, only if some row needs the exact search
-                k64 = k.double()
-            pick[todo] = _chunked_argmin(block[todo].double(), k64, chunk)
+            qn = qc_norm[todo]
+            floor = qn.square() * (1 - 4 * 2.0**-24) - 2.0**-20 * (1 + keys.kc_sq_max)
+            least = (floor - best_d2[todo]) / 2 - keys.c * qn * keys.kc_sq_max**0.5
+            rows = torch.nonzero((score[todo] >= least[:, None]).any(0)).flatten()
+            if len(rows) == 0:  # impossible while the bounds hold; the whole class, to be safe
+                rows = torch.arange(n_k)
+            pick[todo] = rows[_chunked_argmin(block[todo].double(), k[rows].double(), chunk)]
         out[s : s + step] = pick
     return out
 

@@ -26,7 +26,7 @@ import torch
 from hood import __version__
 from hood.config import Config
 from hood.data.sources import dataset_label, load_id_splits, load_image_set
-from hood.detectors import DETECTORS, Detector, DetectorContext, all_methods
+from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
@@ -87,23 +87,24 @@ def results_csv(results: dict[str, Any]) -> str:
 
 
 def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter: Reporter) -> tuple[Run | None, list[str]]:
-    """The run to write into: a train-decoder run (needed by ``heatmap``), a previous evaluate run given
+    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+energy``), a previous evaluate run given
     with ``--run`` (its cached fits are reused), or None (a fresh evaluate run is made later)."""
     if run_path:
         run = open_run(run_path)
         if run.info.get("command") == "evaluate":
-            if "heatmap" in methods:
-                raise RunError(f"{run_path} is an evaluate run without a decoder; heatmap needs a train-decoder run")
+            if uses_decoder(methods):
+                need = ", ".join(m for m in methods if m in NEEDS_DECODER)
+                raise RunError(f"{run_path} is an evaluate run without a decoder; {need} needs a train-decoder run")
             return run, methods
         return decoder_run(run_path, cfg, reporter), methods
-    if "heatmap" not in methods:
+    if not uses_decoder(methods):
         return None, methods
     try:
         return decoder_run(None, cfg, reporter), methods
     except RunError:
         if methods == all_methods():  # --methods all without a decoder: the baselines alone
             reporter.log("no train-decoder run found; evaluating the baselines without heatmap")
-            return None, [m for m in methods if m != "heatmap"]
+            return None, [m for m in methods if m not in NEEDS_DECODER]
         raise
 
 
@@ -140,7 +141,8 @@ def _fit_detectors(detectors: dict[str, Detector], run: Run, model: torch.nn.Mod
             todo[m] = key
     if not todo:
         return
-    feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, 0, train.labels, reporter, "ID train features")
+    num_maps = max(detectors[m].num_maps for m in todo)  # a decoder with fw_layers > 1 reads stage maps
+    feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, num_maps, train.labels, reporter, "ID train features")
     for m, key in todo.items():
         d = detectors[m]
         d.fit(feats)
@@ -168,7 +170,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
     model = classifier.model.to(device)
     decoder = None
-    if "heatmap" in methods:
+    if uses_decoder(methods):
         decoder, _ = load_decoder(run.file("decoder.pt"), classifier)
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
     detectors: dict[str, Detector] = {m: DETECTORS[m](ctx) for m in methods}

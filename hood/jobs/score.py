@@ -22,7 +22,7 @@ import numpy as np
 from hood.config import Config
 from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
 from hood.data.readers import is_archive, list_members
-from hood.detectors import DETECTORS, Detector, DetectorContext
+from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import extract_features
 from hood.engine.progress import NullReporter, Reporter
@@ -151,7 +151,7 @@ def score_images(
     classifier = open_classifier(check_classifier(cfg, reporter), cfg)
     model = classifier.model.to(device)
     decoder = load_decoder(run.file("decoder.pt"), classifier)[0] if run.file("decoder.pt").is_file() else None
-    if (method == "heatmap" or heatmaps_dir) and decoder is None:
+    if (method in NEEDS_DECODER or heatmaps_dir) and decoder is None:
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
     det = DETECTORS[method](ctx)
