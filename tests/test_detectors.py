@@ -154,7 +154,7 @@ def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_registry_order_and_method_names() -> None:
-    assert all_methods() == ["heatmap", "heatmap+energy", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
+    assert all_methods() == ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
     assert resolve_methods(["all"]) == all_methods()
     assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
     with pytest.raises(ConfigError, match="did you mean 'knn'"):
@@ -180,36 +180,58 @@ def _tiny_decoder(seed: int = 0) -> torch.nn.Module:
     return HeatmapDecoder(decoder_spec_for("wrn10_2", 4, 3)).eval()
 
 
-def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
-    from hood.detectors.combined import HeatmapEnergyDetector
+def _combined(partner: str, dec: torch.nn.Module, seed: int = 0, head: torch.nn.Module | None = None):  # noqa: ANN202
+    from hood.detectors.combined import CombinedDetector
     from hood.detectors.heatmap import HeatmapDetector
 
+    ctx = DetectorContext(classifier=head or nn.Identity(), device=torch.device("cpu"), options={"knn_k": 3, "vim_dim": 2})
+    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), DETECTORS[partner](ctx), partner, seed)
+
+
+def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
     rng = np.random.default_rng(2)
     train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3)
     test = fs(rng.normal(size=(7, 4)), rng.normal(size=(7, 3)) * 3)
-    hm = HeatmapDetector(_tiny_decoder(), torch.device("cpu"))
-    d = HeatmapEnergyDetector(hm)
+    d = _combined("energy", _tiny_decoder())
+    assert d.name == "heatmap+energy"
     d.fit(train)
-    h_tr, h_te = hm.score(train).astype(np.float64), hm.score(test).astype(np.float64)
+    h_tr, h_te = d.heatmap.score(train).astype(np.float64), d.heatmap.score(test).astype(np.float64)
     e_tr = -np.log(np.exp(train.logits.double().numpy()).sum(1))
     e_te = -np.log(np.exp(test.logits.double().numpy()).sum(1))
     expected = (h_te - h_tr.mean()) / h_tr.std(ddof=1) + (e_te - e_tr.mean()) / e_tr.std(ddof=1)
     assert d.score(test) == pytest.approx(expected, rel=1e-6)
-    again = HeatmapEnergyDetector(hm)
-    again.load_state(d.state())
-    assert again.score(test) == pytest.approx(d.score(test))
+
+
+@pytest.mark.parametrize("partner", ["knn", "vim"])
+def test_combinations_fit_their_partner_and_round_trip(partner: str, tmp_path) -> None:
+    from hood.models.checkpoint import safe_load
+
+    rng = np.random.default_rng(4)
+    train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3, rng.integers(0, 3, 40).tolist())
+    test = fs(rng.normal(size=(7, 4)), rng.normal(size=(7, 3)) * 3)
+    head = Head(rng.normal(size=(3, 4)).tolist(), [0.1, 0.2, 0.3])
+    a, b = _combined(partner, _tiny_decoder(), head=head), _combined(partner, _tiny_decoder(), head=head)
+    a.fit(train)
+    alone = DETECTORS[partner](DetectorContext(classifier=head, device=torch.device("cpu"), options={"knn_k": 3, "vim_dim": 2}))
+    alone.fit(train)
+    p = alone.score(test).astype(np.float64)
+    p_tr = alone.score(train).astype(np.float64)
+    h, h_tr = a.heatmap.score(test).astype(np.float64), a.heatmap.score(train).astype(np.float64)
+    expected = (h - h_tr.mean()) / h_tr.std(ddof=1) + (p - p_tr.mean()) / p_tr.std(ddof=1)
+    assert a.score(test) == pytest.approx(expected, rel=1e-5)
+    torch.save({"state": a.state()}, tmp_path / "fit.pt")
+    b.load_state(safe_load(tmp_path / "fit.pt")["state"])  # the partner's fit travels with it, weights_only
+    assert b.score(test) == pytest.approx(a.score(test))
 
 
 def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     import hood.detectors.combined as comb
-    from hood.detectors.heatmap import HeatmapDetector
 
     monkeypatch.setattr(comb, "_FIT_ROWS", 10)  # fewer rows than the training set: a seeded subsample
     rng = np.random.default_rng(3)
     train = fs(rng.normal(size=(50, 4)), rng.normal(size=(50, 3)) * 3)
     dec = _tiny_decoder()
-    make = lambda seed: comb.HeatmapEnergyDetector(HeatmapDetector(dec, torch.device("cpu")), seed)  # noqa: E731
-    a, b, c = make(0), make(0), make(1)
+    a, b, c = _combined("energy", dec, 0), _combined("energy", dec, 0), _combined("energy", dec, 1)
     for d in (a, b, c):
         d.fit(train)
     assert torch.equal(a.mean, b.mean) and not torch.equal(a.mean, c.mean)
@@ -217,13 +239,38 @@ def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pyte
     assert key == b.params() and key["decoder"] == comb.decoder_fingerprint(dec)
     with torch.no_grad():
         next(dec.parameters()).add_(0.5)  # a retrained decoder: the cached fit must not match any more
-    assert make(0).params() != key
+    assert _combined("energy", dec, 0).params() != key
 
 
-def test_heatmap_energy_needs_a_decoder() -> None:
+def test_combinations_need_a_decoder() -> None:
     from hood.detectors import NEEDS_DECODER, uses_decoder
 
-    assert NEEDS_DECODER == {"heatmap", "heatmap+energy"}
-    assert uses_decoder(["msp", "heatmap+energy"]) and not uses_decoder(["msp", "knn"])
+    assert NEEDS_DECODER == {"heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim"}
+    assert uses_decoder(["msp", "heatmap+knn"]) and not uses_decoder(["msp", "knn"])
     with pytest.raises(ValueError, match="needs a trained decoder"):
         DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")))
+
+
+def test_combination_standardizes_on_id_rows_the_decoder_never_saw() -> None:
+    from hood.jobs.common import decoder_train_ids
+
+    rng = np.random.default_rng(5)
+    train = fs(rng.normal(size=(150, 4)), rng.normal(size=(150, 3)) * 3)
+    seen = decoder_train_ids({"id_dataset": "cifar10", "num_id": 40, "seed": 3}, "cifar10", len(train))
+    assert seen is not None and len(seen) == 40 and len(set(seen.tolist())) == 40
+    assert decoder_train_ids({"id_dataset": "cifar100", "num_id": 40, "seed": 3}, "cifar10", 150) is None
+    assert decoder_train_ids({"id_dataset": "cifar10"}, "cifar10", 150) is None  # older checkpoints: unknown
+    d = _combined("energy", _tiny_decoder())
+    d.decoder_rows = seen
+    d.fit(train)
+    unseen = torch.ones(150, dtype=torch.bool)
+    unseen[seen] = False
+    held = train.take(torch.nonzero(unseen).flatten())
+    e = -torch.logsumexp(held.logits.double(), dim=1)
+    assert float(d.mean[1]) == pytest.approx(float(e.mean()))
+    assert float(d.mean[0]) == pytest.approx(float(d.heatmap.score(held).mean()), rel=1e-5)
+    almost_all = _combined("energy", _tiny_decoder())
+    almost_all.decoder_rows = torch.arange(120)  # fewer than 100 unseen rows: all rows, not a tiny sample
+    almost_all.fit(train)
+    everything = -torch.logsumexp(train.logits.double(), dim=1)
+    assert float(almost_all.mean[1]) == pytest.approx(float(everything.mean()))

@@ -1,15 +1,21 @@
-"""``heatmap+energy``: the paper's heatmap score and the energy score, each standardized on ID data, summed.
+"""``heatmap+energy``, ``heatmap+knn``, ``heatmap+vim``: the paper's heatmap score plus one baseline's,
+each standardized on ID data, summed.
 
-Why a combination: the two look at different things. The heatmap reads the classifier's features
-through a decoder trained on outliers; energy reads the logits. On the shared fixtures the heatmap is
-weak where the logits are already telling (and vice versa), so a sum of the two, each put on the
-scale of its own ID spread, ranks OOD images better than either alone (issue 7's validation runs).
-It is a method of its own, not a change to ``heatmap``: the paper's score stays as published.
+Why combinations: they look at different things. The heatmap reads the classifier's features through a
+decoder trained on outliers; energy reads the logits, KNN the feature geometry, ViM the part of the
+feature that the classifier's weights ignore. A short decoder training leaves the heatmap weak where the
+others are already telling, so a sum of two, each on the scale of its own ID spread, can rank OOD images
+better than either (issue 7's validation runs). Each is a method of its own, not a change to
+``heatmap``: the paper's score stays as published.
 
 Standardization: ``z_i(x) = (s_i(x) - mu_i) / sigma_i`` with ``mu_i, sigma_i`` taken over (at most
-``_FIT_ROWS``, seeded) ID training images; the score is ``z_heatmap + z_energy``. The mean only shifts
-every score alike; the spreads set the relative weight. The fit depends on the decoder, so its
-fingerprint is part of the parameters and a retrained decoder is refitted, never served a stale fit.
+``_FIT_ROWS``, seeded) ID training images *the decoder was not trained on*; the score is
+``z_heatmap + z_partner``. The mean only shifts every score alike; the spreads set the relative weight.
+Why held out: the decoder fits its own training images closely, so their heatmap spread is too narrow
+and would inflate ``z_heatmap`` until the partner no longer counts (measured on a 60-epoch decoder:
+standardized on all training images, a max of the two z-scores was the heatmap alone). A partner that learns from ID data (KNN, ViM)
+fits on the whole ID training set first, as it does alone. The fit depends on the decoder, so its
+fingerprint is part of the parameters: a retrained decoder is refitted, never served a stale fit.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hood.detectors.base import Detector, DetectorContext, energy, register
+from hood.detectors.base import DETECTORS, Detector, DetectorContext, register
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import FeatureSet
 
 _FIT_ROWS = 10_000  # enough for a mean and a spread; bounds the decoder pass over the ID training set
+PARTNERS = ("energy", "knn", "vim")  # baselines that score features (ODIN needs images and gradients)
 
 
 def decoder_fingerprint(decoder: torch.nn.Module) -> str:
@@ -36,31 +43,44 @@ def decoder_fingerprint(decoder: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-class HeatmapEnergyDetector(Detector):
-    name = "heatmap+energy"
+class CombinedDetector(Detector):
     needs_fit = True
 
-    def __init__(self, heatmap: HeatmapDetector, seed: int = 0) -> None:
-        self.heatmap = heatmap
-        self.num_maps = heatmap.num_maps
+    def __init__(self, heatmap: HeatmapDetector, partner: Detector, partner_name: str, seed: int = 0,
+                 decoder_rows: torch.Tensor | None = None) -> None:
+        self.name = f"heatmap+{partner_name}"  # type: ignore[misc]  # one class, several registered names
+        self.heatmap, self.partner, self.partner_name = heatmap, partner, partner_name
+        self.num_maps = max(heatmap.num_maps, partner.num_maps)
         self.seed = seed
+        self.decoder_rows = decoder_rows  # ID training rows the decoder saw: kept out of the statistics
         self.fingerprint = decoder_fingerprint(heatmap.decoder)
-        self.mean: torch.Tensor | None = None  # (heatmap, energy)
+        self.mean: torch.Tensor | None = None  # (heatmap, partner)
         self.std: torch.Tensor | None = None
 
     def params(self) -> dict[str, Any]:
-        return {"decoder": self.fingerprint, "fit_rows": _FIT_ROWS, "seed": self.seed}
+        # the rows held out follow from the decoder (its metadata), which the fingerprint already names
+        return {"decoder": self.fingerprint, "partner": self.partner.params(), "fit_rows": _FIT_ROWS, "seed": self.seed,
+                "held_out": 1}
 
     def _components(self, feats: FeatureSet) -> torch.Tensor:
-        """N x 2 float64: the heatmap score and the energy score, both larger = more OOD."""
-        h = torch.from_numpy(self.heatmap.score(feats)).double()
-        return torch.stack([h, energy(feats.logits, 1.0)], dim=1)
+        """N x 2 float64: the heatmap score and the partner's, both larger = more OOD."""
+        h = torch.from_numpy(np.asarray(self.heatmap.score(feats), dtype=np.float64))
+        p = torch.from_numpy(np.asarray(self.partner.score(feats), dtype=np.float64))
+        return torch.stack([h, p], dim=1)
 
     def fit(self, id_train: FeatureSet) -> None:
-        n = len(id_train)
-        if n > _FIT_ROWS:
+        if self.partner.needs_fit:
+            self.partner.fit(id_train)
+        rows = torch.arange(len(id_train))
+        if self.decoder_rows is not None:
+            unseen = torch.ones(len(id_train), dtype=torch.bool)
+            unseen[self.decoder_rows[self.decoder_rows < len(id_train)]] = False
+            if int(unseen.sum()) >= 100:  # a decoder trained on (nearly) all of them: all rows, biased but usable
+                rows = rows[unseen]
+        if len(rows) > _FIT_ROWS:
             g = torch.Generator().manual_seed(self.seed)
-            id_train = id_train.take(torch.randperm(n, generator=g)[:_FIT_ROWS].sort().values)
+            rows = rows[torch.randperm(len(rows), generator=g)[:_FIT_ROWS].sort().values]
+        id_train = id_train.take(rows)
         s = self._components(id_train)
         self.mean = s.mean(0)
         # a component constant on ID data (degenerate decoder) must not divide by zero: unit spread
@@ -69,20 +89,29 @@ class HeatmapEnergyDetector(Detector):
 
     def score(self, feats: FeatureSet) -> np.ndarray:
         if self.mean is None or self.std is None:
-            raise RuntimeError("heatmap+energy is not fitted")
+            raise RuntimeError(f"{self.name} is not fitted")
         return ((self._components(feats) - self.mean) / self.std).sum(1).numpy()
 
     def state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std}
+        return {"mean": self.mean, "std": self.std, "partner": self.partner.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"].double(), state["std"].double()
+        self.partner.load_state(state["partner"])
 
 
-@register("heatmap+energy", needs_decoder=True)
-def _build(ctx: DetectorContext) -> Detector:
-    if ctx.decoder is None:
-        raise ValueError("heatmap+energy needs a trained decoder")
-    cfg = ctx.options.get("config")
-    seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
-    return HeatmapEnergyDetector(HeatmapDetector(ctx.decoder, ctx.device), seed)  # type: ignore[arg-type]
+def _factory(partner_name: str):  # noqa: ANN202 - a detector factory for the registry
+    def build(ctx: DetectorContext) -> Detector:
+        if ctx.decoder is None:
+            raise ValueError(f"heatmap+{partner_name} needs a trained decoder")
+        cfg = ctx.options.get("config")
+        seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
+        heatmap = HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]
+        rows = ctx.options.get("decoder_rows")
+        return CombinedDetector(heatmap, DETECTORS[partner_name](ctx), partner_name, seed, rows)
+
+    return build
+
+
+for _partner in PARTNERS:
+    register(f"heatmap+{_partner}", needs_decoder=True)(_factory(_partner))

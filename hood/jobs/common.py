@@ -106,11 +106,26 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
     return run
 
 
+def seeded_indices(n: int, count: int | None, seed: int) -> torch.Tensor:
+    """The sorted rows of a seeded draw of ``count`` out of ``n`` (all rows when count is None or >= n)."""
+    if count is None or count >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:count].sort().values
+
+
 def seeded_subset(s: ImageSet, count: int | None, seed: int) -> ImageSet:
     if count is None or count >= len(s):
         return s
-    g = torch.Generator().manual_seed(seed)
-    return s.subset(torch.randperm(len(s), generator=g)[:count].sort().values)
+    return s.subset(seeded_indices(len(s), count, seed))
+
+
+def decoder_train_ids(meta: dict[str, Any], id_dataset: str, n_train: int) -> torch.Tensor | None:
+    """Rows of the ID training set a decoder was trained on, from its checkpoint's metadata; None when
+    unknown (an older checkpoint, or another ID data set than the one being evaluated)."""
+    if meta.get("id_dataset") != id_dataset or "num_id" not in meta or "seed" not in meta:
+        return None
+    return seeded_indices(n_train, int(meta["num_id"]), int(meta["seed"]))
 
 
 def skip_note(s: ImageSet) -> str | None:

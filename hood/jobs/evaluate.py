@@ -29,10 +29,18 @@ from hood.data.sources import dataset_label, load_id_splits, load_image_set
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import configure_threads, resolve_device, seed_everything
+from hood.engine.runtime import configure_threads, release_memory, resolve_device, seed_everything
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
-from hood.jobs.common import check_classifier, check_given_files, data_root, decoder_run, open_classifier, skip_note
+from hood.jobs.common import (
+    check_classifier,
+    check_given_files,
+    data_root,
+    decoder_run,
+    decoder_train_ids,
+    open_classifier,
+    skip_note,
+)
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
 from hood.models.checkpoint import load_decoder, safe_load
 from hood.runs import Run, create_run, open_run
@@ -148,6 +156,8 @@ def _fit_detectors(detectors: dict[str, Detector], run: Run, model: torch.nn.Mod
         d.fit(feats)
         atomic_save_with(run.path / "fits" / f"{m}.pt",
                          lambda fh, d=d, key=key: torch.save({"key": key, "hood_version": __version__, "state": d.state()}, fh))
+    del feats
+    release_memory()
 
 
 def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None = None) -> Evaluation:
@@ -170,9 +180,11 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
     model = classifier.model.to(device)
     decoder = None
+    options: dict[str, Any] = {"config": cfg}
     if uses_decoder(methods):
-        decoder, _ = load_decoder(run.file("decoder.pt"), classifier)
-    ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
+        decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
+        options["decoder_rows"] = decoder_train_ids(ckpt.get("meta", {}), cfg.data.id, len(splits["train"]))
+    ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options=options)
     detectors: dict[str, Detector] = {m: DETECTORS[m](ctx) for m in methods}
     num_maps = max(d.num_maps for d in detectors.values())
     seconds = dict.fromkeys(methods, 0.0)
@@ -188,6 +200,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     for m, s in id_scores.items():
         save_scores(run, m, "id", s)
     del id_feats
+    release_memory()
 
     ood_count = cfg.data.ood_count or max(1, len(id_test) // 5)
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
@@ -205,6 +218,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
             save_scores(run, m, name, scores)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores, cfg.evaluate.fpr_convention), "n": len(scores)}
         del ood, feats
+        release_memory()  # each set starts from the same floor: peak memory does not grow with the sets
 
     results: dict[str, Any] = {
         "id_dataset": cfg.data.id,
