@@ -1,6 +1,12 @@
-"""Mean and spread over seeds of ``results.json`` files: FPR95 / AUROC (%) per OOD set and method.
+"""Mean and spread over seeds of ``results.json`` files: FPR95 / AUROC (%) per OOD set and method, and
+issue 7's target read off them.
 
     python bench/quality_table.py runs/quality/*-seed*/results.json
+
+The target (issue 7): mean FPR95 over tin32-test, mnist-test, textures10 and uniform noise <= 25% with
+mean AUROC >= 95%, and better than every baseline on each of those sets. Gaussian noise is shown beside
+them but is not part of the target mean. Where the four sets are not all present, the target lines are
+left out.
 """
 
 from __future__ import annotations
@@ -9,6 +15,18 @@ import json
 import sys
 
 import numpy as np
+
+TARGET_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
+TARGET_FPR, TARGET_AUROC = 0.25, 0.95
+
+
+def _per_seed(runs: list[dict], method: str, sets: tuple[str, ...], key: str) -> np.ndarray:
+    """Per seed, the mean of ``key`` over ``sets`` for ``method``."""
+    return np.array([np.mean([r["results"][method][s][key] for s in sets]) for r in runs])
+
+
+def _is_baseline(method: str) -> bool:
+    return not method.startswith("heatmap")
 
 
 def main(paths: list[str]) -> None:
@@ -19,14 +37,35 @@ def main(paths: list[str]) -> None:
     sets = list(runs[0]["results"][methods[0]])
     print(f"{len(runs)} seed(s); ID {runs[0]['id_dataset']} n={runs[0]['n_id']}; FPR95 / AUROC in %, mean ± std over seeds;"
           f" {runs[0].get('caption', '')}")
-    print(f"{'method':12s}" + "".join(f"{s:>24s}" for s in sets))
+    have_target = all(s in sets for s in TARGET_SETS)
+    head = [*sets, *(["target mean (4 sets)"] if have_target else [])]
+    print(f"{'method':15s}" + "".join(f"{s:>24s}" for s in head))
     for m in methods:
         cells = []
         for s in sets:
             f = np.array([r["results"][m][s]["fpr95"] for r in runs]) * 100
             a = np.array([r["results"][m][s]["auroc"] for r in runs]) * 100
             cells.append(f"{f.mean():5.1f}±{f.std():3.1f} / {a.mean():5.1f}±{a.std():3.1f}")
-        print(f"{m:12s}" + "".join(f"{c:>24s}" for c in cells))
+        if have_target:
+            f, a = _per_seed(runs, m, TARGET_SETS, "fpr95") * 100, _per_seed(runs, m, TARGET_SETS, "auroc") * 100
+            cells.append(f"{f.mean():5.1f}±{f.std():3.1f} / {a.mean():5.1f}±{a.std():3.1f}")
+        print(f"{m:15s}" + "".join(f"{c:>24s}" for c in cells))
+    if not have_target:
+        return
+    baselines = [m for m in methods if _is_baseline(m)]
+    print(f"\nissue 7 target: mean FPR95 <= {TARGET_FPR:.0%} and mean AUROC >= {TARGET_AUROC:.0%} over {', '.join(TARGET_SETS)},"
+          f" and a lower FPR95 than every baseline evaluated ({', '.join(baselines)}) on each set (seed means):")
+    for m in (m for m in methods if not _is_baseline(m)):
+        f, a = _per_seed(runs, m, TARGET_SETS, "fpr95").mean(), _per_seed(runs, m, TARGET_SETS, "auroc").mean()
+        lost = []
+        for s in TARGET_SETS:
+            mine = np.mean([r["results"][m][s]["fpr95"] for r in runs])
+            best = min(baselines, key=lambda b, s=s: np.mean([r["results"][b][s]["fpr95"] for r in runs]), default=None)
+            if best is not None and np.mean([r["results"][best][s]["fpr95"] for r in runs]) <= mine:
+                lost.append(f"{s} ({best})")
+        met = f <= TARGET_FPR and a >= TARGET_AUROC and not lost
+        beaten = "beats every baseline on every set" if not lost else f"not better than the best baseline on {', '.join(lost)}"
+        print(f"  {m:15s} {f * 100:5.1f} / {a * 100:5.1f}  {'MET' if met else 'missed'}; {beaten}")
 
 
 if __name__ == "__main__":
