@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
-import gc
 import os
 import random
 from contextlib import nullcontext
@@ -100,30 +97,6 @@ def training_autocast(device: torch.device) -> Any:
     if device.type == "cpu" and cpu_has_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
-
-
-@functools.cache
-def _libc_malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or None (musl, macOS, Windows: nothing to call)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_memory() -> None:
-    """Hand memory freed by a finished data set back to the OS.
-
-    Why: glibc raises its mmap threshold after large frees, so a set's decoded images and features end
-    up on the heap, and freed heap pages stay in the process. Without this the peak RSS of ``evaluate``
-    creeps up with every OOD set (measured: 1.04 -> 1.29 GB from one set to six); with it, each set
-    starts from the same floor, which is what streaming the sets is for.
-    """
-    gc.collect()
-    trim = _libc_malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def rng_state() -> dict[str, Any]:

@@ -29,7 +29,7 @@ from hood.data.sources import dataset_label, load_id_splits, load_image_set
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import configure_threads, release_memory, resolve_device, seed_everything
+from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
 from hood.jobs.common import (
@@ -156,8 +156,6 @@ def _fit_detectors(detectors: dict[str, Detector], run: Run, model: torch.nn.Mod
         d.fit(feats)
         atomic_save_with(run.path / "fits" / f"{m}.pt",
                          lambda fh, d=d, key=key: torch.save({"key": key, "hood_version": __version__, "state": d.state()}, fh))
-    del feats
-    release_memory()
 
 
 def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None = None) -> Evaluation:
@@ -200,7 +198,6 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     for m, s in id_scores.items():
         save_scores(run, m, "id", s)
     del id_feats
-    release_memory()
 
     ood_count = cfg.data.ood_count or max(1, len(id_test) // 5)
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
@@ -218,7 +215,6 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
             save_scores(run, m, name, scores)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores, cfg.evaluate.fpr_convention), "n": len(scores)}
         del ood, feats
-        release_memory()  # each set starts from the same floor: peak memory does not grow with the sets
 
     results: dict[str, Any] = {
         "id_dataset": cfg.data.id,
