@@ -28,9 +28,17 @@ from hood.runs import create_run, open_run
 DET = ["--set", "run.deterministic=true", "--set", "run.num_threads=1", "-q"]
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT back to its default. A test run started in the background of a script (CI
+    runners, `make test &`) inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt
+    handler, so the SIGINT test would wait on a child that cannot hear it (seen: a 120 s hang)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def hood(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hood", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([sys.executable, "-m", "hood", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_interruptible)
 
 
 def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
