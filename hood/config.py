@@ -34,6 +34,9 @@ class DataConfig:
     ood_count: int | None = None  # images per OOD test set; None = len(ID test) / 5 (the protocol)
     id_test_count: int | None = None  # None = the full ID test split
     strict: bool = False  # unreadable images are fatal instead of skipped
+    # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
+    val_id_per_class: int = 0  # the last N training images of every class
+    val_aux_classes: int = 0  # the last K class folders of the auxiliary set
 
 
 @dataclass
@@ -86,6 +89,7 @@ class EvaluateConfig:
     knn_k: int = 50
     react_percentile: float = 90.0
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
+    validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 
 
 @dataclass
@@ -292,6 +296,8 @@ def validate(cfg: Config) -> Config:
     need(8 <= cfg.data.image_size <= 1024, "data.image_size", f"must be between 8 and 1024, got {cfg.data.image_size}")
     need(cfg.data.ood_count is None or cfg.data.ood_count >= 1, "data.ood_count", "must be at least 1")
     need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")
+    need(cfg.data.val_id_per_class >= 0, "data.val_id_per_class", f"must be 0 or more, got {cfg.data.val_id_per_class}")
+    need(cfg.data.val_aux_classes >= 0, "data.val_aux_classes", f"must be 0 or more, got {cfg.data.val_aux_classes}")
     p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
     need(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")
     need(p.batch_size >= 1, "pretrain.batch_size", f"must be at least 1, got {p.batch_size}")

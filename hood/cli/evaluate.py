@@ -41,6 +41,7 @@ def evaluate(
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
+    validation: Annotated[bool, typer.Option("--validation", help="Score the run's validation split instead of the test sets: the ID training images and auxiliary classes train-decoder held out (data.val_id_per_class, data.val_aux_classes), plus any noise set in --ood; writes validation.json.")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -52,6 +53,7 @@ def evaluate(
         "data.ood": _csv(ood), "data.ood_count": ood_count, "evaluate.methods": _csv(methods),
         "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "data.id": dataset,
         "run.device": device, "run.seed": seed, "data.root": data_root, "data.strict": strict,
+        "evaluate.validation": True if validation else None,
     }
     cfg = build_config(config, named, set_)
     with RichReporter(quiet) as rep:
@@ -60,4 +62,5 @@ def evaluate(
         print_json(result.results)
     else:
         stdout.print(results_table(result.results))
-    err_console.print(f"[dim]results: {result.run.file('results.json')}[/]")
+    written = "validation.json" if "validation" in result.results else "results.json"
+    err_console.print(f"[dim]results: {result.run.file(written)}[/]")

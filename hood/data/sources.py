@@ -18,6 +18,7 @@ from hood.data.builtin import BUILTIN_NAMES, load_builtin
 from hood.data.cache import cached, source_key
 from hood.data.images import ImageSet, hwc_to_chw
 from hood.data.readers import decode_members, is_archive, list_members, split_names
+from hood.data.validation import split_aux_classes
 from hood.errors import DataError, DatasetMissingError
 
 Selector = Callable[[int], torch.Tensor]
@@ -159,15 +160,29 @@ def load_id_splits(spec: str, root: Path, size: int, strict: bool = False) -> di
 
 
 def load_image_set(
-    spec: str, root: Path, size: int, strict: bool = False, select: Selector | None = None
+    spec: str, root: Path, size: int, strict: bool = False, select: Selector | None = None, hold_out_classes: int = 0
 ) -> ImageSet:
-    """An unlabelled set: all of a flat or class folder, or the test split of a set with splits."""
-    splits = _splits(spec, root, size, strict, select)
+    """An unlabelled set: all of a flat or class folder, or the test split of a set with splits.
+
+    ``hold_out_classes``: leave out the last that many class folders (``data.val_aux_classes``, the
+    validation OOD set; :func:`load_held_out_classes` returns them) before ``select`` draws from the rest.
+    """
+    splits = _splits(spec, root, size, strict, None if hold_out_classes else select)
     s = splits.get("test") or splits.get("all") or next(iter(splits.values()))
+    if hold_out_classes:
+        s = split_aux_classes(s, hold_out_classes, spec)[0]
     s = ImageSet(dataset_label(spec), s.images, None, None, s.names, s.skipped)
-    if select is not None and not _is_memory_mapped(spec):  # memory-mapped sets were selected while read
+    if select is not None and (hold_out_classes or not _is_memory_mapped(spec)):  # memory-mapped sets were selected while read
         s = s.subset(select(len(s)))
     return s
+
+
+def load_held_out_classes(spec: str, root: Path, size: int, classes: int, strict: bool = False) -> ImageSet:
+    """The validation OOD set: the last ``classes`` class folders of ``spec``, named ``<set>-val``."""
+    splits = _splits(spec, root, size, strict)
+    s = splits.get("test") or splits.get("all") or next(iter(splits.values()))
+    held = split_aux_classes(s, classes, spec)[1]
+    return ImageSet(f"{dataset_label(spec)}-val", held.images, None, None, held.names, held.skipped)
 
 
 def _is_memory_mapped(spec: str) -> bool:

@@ -114,18 +114,17 @@ def seeded_indices(n: int, count: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)[:count].sort().values
 
 
-def seeded_subset(s: ImageSet, count: int | None, seed: int) -> ImageSet:
-    if count is None or count >= len(s):
-        return s
-    return s.subset(seeded_indices(len(s), count, seed))
-
-
 def decoder_train_ids(meta: dict[str, Any], id_dataset: str, n_train: int) -> torch.Tensor | None:
     """Rows of the ID training set a decoder was trained on, from its checkpoint's metadata; None when
-    unknown (an older checkpoint, or another ID data set than the one being evaluated)."""
-    if meta.get("id_dataset") != id_dataset or "num_id" not in meta or "seed" not in meta:
+    unknown (another ID data set than the one being evaluated, or a checkpoint that records neither the
+    rows nor the draw that chose them)."""
+    if meta.get("id_dataset") != id_dataset:
         return None
-    return seeded_indices(n_train, int(meta["num_id"]), int(meta["seed"]))
+    if isinstance(meta.get("id_rows"), torch.Tensor):
+        return meta["id_rows"]
+    if "num_id" not in meta or "seed" not in meta:
+        return None
+    return seeded_indices(n_train, int(meta["num_id"]), int(meta["seed"]))  # before id_rows were recorded
 
 
 def skip_note(s: ImageSet) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ import torch
 
 from hood import __version__
 from hood.config import Config
-from hood.data.sources import dataset_label, load_id_splits, load_image_set
+from hood.data.images import ImageSet
+from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
+from hood.data.validation import split_id_train, training_rows
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
@@ -179,16 +182,22 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     model = classifier.model.to(device)
     decoder = None
     options: dict[str, Any] = {"config": cfg}
-    if uses_decoder(methods):
+    meta: dict[str, Any] = {}
+    if cfg.evaluate.validation and not run.file("decoder.pt").is_file():
+        raise ConfigError("--validation scores a train-decoder run's held-out split; name the run with --run RUN")
+    if uses_decoder(methods) or cfg.evaluate.validation:
         decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
-        options["decoder_rows"] = decoder_train_ids(ckpt.get("meta", {}), cfg.data.id, len(splits["train"]))
+        meta = ckpt.get("meta", {})
+        options["decoder_rows"] = decoder_train_ids(meta, cfg.data.id, len(splits["train"]))
+    split = _validation_split(meta, run, cfg, splits, options, root, size) if cfg.evaluate.validation else None
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options=options)
     detectors: dict[str, Detector] = {m: DETECTORS[m](ctx) for m in methods}
     num_maps = max(d.num_maps for d in detectors.values())
     seconds = dict.fromkeys(methods, 0.0)
+    tag = "val-" if split else ""  # validation scores never overwrite the test scores
 
-    _fit_detectors(detectors, run, model, splits["train"], classifier.fingerprint, cfg, device, reporter)
-    id_test = splits["test"]
+    _fit_detectors(detectors, run, model, split.fit if split else splits["train"], classifier.fingerprint, cfg, device, reporter)
+    id_test = split.id if split else splits["test"]
     if cfg.data.id_test_count is not None:
         id_test = id_test.subset(slice(0, cfg.data.id_test_count))
     del splits
@@ -196,28 +205,29 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     acc = float((id_feats.preds == id_test.labels).float().mean()) if id_test.labels is not None else None
     id_scores = {m: _score(d, id_feats, id_test.images, seconds) for m, d in detectors.items()}
     for m, s in id_scores.items():
-        save_scores(run, m, "id", s)
+        save_scores(run, m, f"{tag}id", s)
     del id_feats
 
-    ood_count = cfg.data.ood_count or max(1, len(id_test) // 5)
+    # the protocol: the first len(ID test)/5 images of a test set; all of a validation set
+    ood_count = cfg.data.ood_count or (None if split else max(1, len(id_test) // 5))
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     notes = []
-    for spec in cfg.data.ood:
-        name = dataset_label(spec)
-        ood = load_image_set(spec, root, size, cfg.data.strict)
+    loaders = split.ood if split else [(dataset_label(spec), lambda spec=spec: load_image_set(spec, root, size, cfg.data.strict)) for spec in cfg.data.ood]
+    for name, load in loaders:
+        ood = load()
         if note := skip_note(ood):
             notes.append(note)
             reporter.log(note)
-        ood = ood.subset(slice(0, ood_count))  # the protocol: the first len(ID test)/5 images
+        ood = ood.subset(slice(0, ood_count))
         feats = extract_features(model, ood.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, f"{name} features")
         for m, d in detectors.items():
             scores = _score(d, feats, ood.images, seconds)
-            save_scores(run, m, name, scores)
+            save_scores(run, m, f"{tag}{name}", scores)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores, cfg.evaluate.fpr_convention), "n": len(scores)}
         del ood, feats
 
     results: dict[str, Any] = {
-        "id_dataset": cfg.data.id,
+        "id_dataset": f"{cfg.data.id} (validation split)" if split else cfg.data.id,
         "classifier": str(clf_path),
         "classifier_arch": classifier.arch,
         "id_test_accuracy": acc,
@@ -234,6 +244,11 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         "score_seconds": {m: round(s, 3) for m, s in seconds.items()},
         "notes": notes,
     }
+    if split:
+        results["validation"] = split.describe
+        atomic_write_json(run.file("validation.json"), results)
+        atomic_write_text(run.file("validation.csv"), results_csv(results))
+        return Evaluation(run, results)
     atomic_write_json(run.file("results.json"), results)
     atomic_write_text(run.file("results.csv"), results_csv(results))
     if run.info.get("command") == "evaluate":
@@ -241,6 +256,47 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     else:
         run.update(evaluated=True)
     return Evaluation(run, results)
+
+
+@dataclass
+class ValidationSplit:
+    """What ``evaluate --validation`` scores: the decoder run's held-out ID rows against its held-out
+    auxiliary classes (and built-in noise), with detectors fitted on the remaining training rows."""
+
+    fit: ImageSet
+    id: ImageSet
+    ood: list[tuple[str, Callable[[], ImageSet]]]
+    describe: dict[str, Any]
+
+
+def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[str, ImageSet], options: dict[str, Any],
+                      root: Path, size: int) -> ValidationSplit:
+    """The split the decoder run held out (its config, stored in decoder.pt, names it)."""
+    data = (meta.get("config") or {}).get("data", {})
+    per_class, aux_classes, aux = int(data.get("val_id_per_class", 0)), int(data.get("val_aux_classes", 0)), data.get("aux")
+    if per_class <= 0:
+        raise ConfigError(
+            f"{run.path} holds no validation split; train the decoder with --set data.val_id_per_class=100 "
+            f"(and --set data.val_aux_classes=16 for held-out outlier classes), then evaluate --validation"
+        )
+    train = splits["train"]
+    kept = training_rows(train, per_class)
+    rows = options.get("decoder_rows")
+    if rows is not None:  # the combinations' held-out statistics index the fit set, not the whole split
+        pos = torch.full((len(train),), -1, dtype=torch.long)
+        pos[kept] = torch.arange(len(kept))
+        rows = pos[rows[rows < len(train)]]
+        options["decoder_rows"] = rows[rows >= 0]
+    fit, held = split_id_train(train, per_class)
+    ood: list[tuple[str, Callable[[], ImageSet]]] = []
+    if aux_classes > 0 and aux:
+        ood.append((f"{dataset_label(aux)}-val", lambda: load_held_out_classes(aux, root, size, aux_classes, cfg.data.strict)))
+    noise = [s for s in cfg.data.ood if s in ("uniform-noise", "gaussian-noise")]  # built in, never anyone's test set
+    ood += [(s, lambda s=s: load_image_set(s, root, size, cfg.data.strict)) for s in noise]
+    if not ood:
+        raise ConfigError(f"{run.path} held out no auxiliary classes and no noise set is among --ood; nothing to validate against")
+    describe = {"val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux, "n_fit": len(fit)}
+    return ValidationSplit(fit, held, ood, describe)
 
 
 def _score(d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:

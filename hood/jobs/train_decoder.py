@@ -15,6 +15,7 @@ import torch
 
 from hood.config import Config
 from hood.data.sources import load_id_splits, load_image_set
+from hood.data.validation import training_rows
 from hood.engine import distributed
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
@@ -31,7 +32,7 @@ from hood.jobs.common import (
     open_classifier,
     restore_rng,
     resume_state,
-    seeded_subset,
+    seeded_indices,
     skip_note,
 )
 from hood.models.checkpoint import save_decoder
@@ -92,7 +93,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
             f"(fingerprint {state.get('classifier_fingerprint')} != {classifier.fingerprint}); pass the original --classifier"
         )
     run.update(classifier=str(Path(clf_path).resolve()))
-    id_train = seeded_subset(splits["train"], d.num_id, cfg.run.seed)
+    kept = training_rows(splits["train"], cfg.data.val_id_per_class)  # the validation ID rows stay out
+    id_rows = kept[seeded_indices(len(kept), d.num_id, cfg.run.seed)]  # rows of the whole training split
+    id_train = splits["train"] if len(id_rows) == len(splits["train"]) else splits["train"].subset(id_rows)
     pool_size: dict[str, int] = {}
     chosen: dict[str, torch.Tensor] = {}
 
@@ -105,7 +108,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 chosen["idx"] = sample_ood_indices(n, d.num_ood, cfg.run.seed)
         return chosen["idx"]
 
-    pool = load_image_set(cfg.data.aux, root, size, cfg.data.strict, select=select)
+    pool = load_image_set(cfg.data.aux, root, size, cfg.data.strict, select=select, hold_out_classes=cfg.data.val_aux_classes)
     notes = [n for s in (id_train, pool) if (n := skip_note(s))]
     for note in notes:
         reporter.log(note)
@@ -156,6 +159,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         "aux": cfg.data.aux,
         "num_ood": len(pool),
         "num_id": len(id_train),
+        "id_rows": id_rows,  # rows of the ID training split the decoder trains on
         "seed": cfg.run.seed,
         "config": cfg.to_dict(),
     }
