@@ -8,7 +8,9 @@
 #
 # Knobs (environment): SHARED (../shared), ARCH (wrn40_2 | resnet18), DEVICE (auto), EPOCHS (25),
 # NUM_ID (10000; empty = all 50,000), NUM_OOD (5000), SEEDS ("0"), OUTPUT_SCALE (1 = the paper),
-# METHODS (all), ID_TEST_COUNT (empty = all 10,000), OOD_COUNT (2000), OUT_DIR (runs/quality).
+# METHODS (all), ID_TEST_COUNT (empty = all 10,000), OOD_COUNT (2000), OUT_DIR (runs/quality),
+# VAL_ID_PER_CLASS / VAL_AUX_CLASSES (0 / 0; e.g. 100 / 16 = issue 7's validation split: held out of
+# training, and `hood evaluate --validation` prints a validation table before the test table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -23,6 +25,8 @@ METHODS=${METHODS:-all}
 ID_TEST_COUNT=${ID_TEST_COUNT:-}
 OOD_COUNT=${OOD_COUNT:-2000}
 OUT_DIR=${OUT_DIR:-runs/quality}
+VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-0}
+VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-0}
 HOOD=${HOOD:-.venv/bin/hood}
 D=$SHARED/data
 for f in "$D/cifar10-jpg.tar.gz" "$D/tin32-pool.tar.gz" "$SHARED/models/cifar10_$ARCH.pt"; do
@@ -34,16 +38,27 @@ extra=()
 eval_extra=()
 [ -n "$ID_TEST_COUNT" ] && eval_extra+=(--set "data.id_test_count=$ID_TEST_COUNT")
 tag="$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s$OUTPUT_SCALE"
+[ "$VAL_ID_PER_CLASS" != 0 ] && tag="$tag-val$VAL_ID_PER_CLASS-$VAL_AUX_CLASSES"
 start=$(date +%s)
 for seed in $SEEDS; do
   run="$OUT_DIR/$tag-seed$seed"
   if [ ! -f "$run/decoder.pt" ]; then
     "$HOOD" train-decoder --config "configs/cifar10_$ARCH.yaml" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
       --dataset "$D/cifar10-jpg.tar.gz" --aux "$D/tin32-pool.tar.gz" --num-ood "$NUM_OOD" "${extra[@]}" \
-      --epochs "$EPOCHS" --seed "$seed" --set "decoder.output_scale=$OUTPUT_SCALE" --device "$DEVICE" --out "$run" --quiet
+      --epochs "$EPOCHS" --seed "$seed" --set "decoder.output_scale=$OUTPUT_SCALE" --device "$DEVICE" --out "$run" \
+      --set "data.val_id_per_class=$VAL_ID_PER_CLASS" --set "data.val_aux_classes=$VAL_AUX_CLASSES" --quiet
+  fi
+  if [ "$VAL_ID_PER_CLASS" != 0 ]; then
+    "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
+      --ood uniform-noise --methods "$METHODS" --device "$DEVICE" --quiet > /dev/null
   fi
   "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
     --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
 done
+if [ "$VAL_ID_PER_CLASS" != 0 ]; then
+  echo "VALIDATION (held-out ID rows vs held-out auxiliary classes and uniform noise):"
+  .venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/validation.json
+  echo; echo "TEST:"
+fi
 .venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/results.json
 echo "total $(( $(date +%s) - start )) s on $DEVICE for seeds: $SEEDS"
