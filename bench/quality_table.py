@@ -33,8 +33,11 @@ def main(paths: list[str]) -> None:
     runs = [json.loads(open(p).read()) for p in paths]
     if not runs:
         sys.exit("no results.json given")
-    methods = list(runs[0]["results"])
-    sets = list(runs[0]["results"][methods[0]])
+    # what every run evaluated (runs evaluated with different --methods or --ood still combine)
+    methods = [m for m in runs[0]["results"] if all(m in r["results"] for r in runs)]
+    if not methods:
+        sys.exit("the runs have no method in common")
+    sets = [s for s in runs[0]["results"][methods[0]] if all(s in r["results"][m] for r in runs for m in methods)]
     print(f"{len(runs)} seed(s); ID {runs[0]['id_dataset']} n={runs[0]['n_id']}; FPR95 / AUROC in %, mean ± std over seeds;"
           f" {runs[0].get('caption', '')}")
     have_target = all(s in sets for s in TARGET_SETS)
