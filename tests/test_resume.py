@@ -240,6 +240,26 @@ def test_resume_reuses_saved_outliers_and_refuses_changed_config(
         job.train_decoder(_cfg(id_folder, ood_folder, clf, "r", epochs=4), run=open_run(tmp_path / "r"))
 
 
+def test_a_complete_run_extended_with_more_epochs_equals_a_longer_run(id_folder: Path, ood_folder: Path, tmp_path: Path) -> None:
+    from hood.jobs import train_decoder as job
+
+    clf = _random_classifier(tmp_path / "clf.pt")
+    straight = job.train_decoder(_det(_cfg(id_folder, ood_folder, clf, "long", epochs=3)))
+    job.train_decoder(_det(_cfg(id_folder, ood_folder, clf, "short", epochs=2)))
+    assert run_info(tmp_path / "short")["status"] == "complete"
+    with pytest.raises(RunError, match="already complete after 2 epochs.*--epochs N above 2"):
+        job.train_decoder(_det(_cfg(id_folder, ood_folder, clf, "short", epochs=2)), run=open_run(tmp_path / "short"))
+    extended = job.train_decoder(_det(_cfg(id_folder, ood_folder, clf, "short", epochs=3)), run=open_run(tmp_path / "short"))
+    assert extended.info["status"] == "complete" and extended.info["evaluated"] is False
+    assert extended.info["losses"] == straight.info["losses"]
+    assert_same_tensors(load(tmp_path / "long" / "decoder.pt")["state_dict"], load(tmp_path / "short" / "decoder.pt")["state_dict"])
+
+
+def _det(cfg: Config) -> Config:
+    cfg.run.deterministic, cfg.run.num_threads = True, 1
+    return cfg
+
+
 def test_resume_cli_refusals(id_folder: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -204,24 +204,36 @@ def open_resume(path: str | Path, command: str) -> Run:
     run = open_run(path)
     if run.info.get("command") != command:
         raise RunError(f"{path} is a {run.info.get('command')} run; resume it with `hood {run.info.get('command')} --resume {path}`")
-    if run.info.get("status") == "complete":
-        raise RunError(f"{run.path} is already complete; nothing to resume")
-    return run
+    return run  # a complete run is refused, or extended, by resume_state, which knows the epochs asked for
 
 
 def resume_state(run: Run, cfg: Config | None = None, command: str | None = None, reporter: Reporter | None = None) -> dict | None:
-    """The training state of an interrupted run (None for a fresh one); a complete run is refused.
+    """The training state of an interrupted run (None for a fresh one).
 
+    A complete run is refused, unless ``cfg`` asks for more epochs than it ran: then it is extended from
+    its last epoch (what a user does when the loss was still falling), as if it had been interrupted there.
     With ``cfg`` and ``command`` given, the config the run started with is compared to ``cfg``
     (see :func:`config_changes`).
     """
-    if run.info.get("status") == "complete":
-        raise RunError(f"{run.path} is already complete; nothing to resume")
     command = command or str(run.info.get("command"))
+    complete = run.info.get("status") == "complete"
     f = run.file("train_state.pt")
     if not f.is_file():
+        if complete:
+            raise RunError(f"{run.path} is already complete and holds no train_state.pt; nothing to resume")
         return None
     state = load_train_state(f, command)
+    if complete:
+        done = int(state["epoch"])
+        section = {"pretrain": "pretrain", "train-decoder": "decoder"}.get(command)
+        target = getattr(getattr(cfg, section), "epochs", 0) if cfg is not None and section else 0
+        if target <= done:
+            raise RunError(f"{run.path} is already complete after {done} epochs; nothing to resume "
+                           f"(pass --epochs N above {done} to train it further)")
+        (reporter or NullReporter()).log(
+            f"extending the complete run {run.path} from {done} to {target} epochs; its earlier evaluation, "
+            f"if any, is out of date until `hood evaluate` runs again")
+        run.update(evaluated=False)
     if cfg is not None:
         saved = state.get("config")
         if not isinstance(saved, dict):
