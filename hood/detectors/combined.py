@@ -29,6 +29,7 @@ import torch
 from hood.detectors.base import DETECTORS, Detector, DetectorContext, register
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import FeatureSet
+from hood.engine.runtime import seeded_indices
 
 _FIT_ROWS = 10_000  # enough for a mean and a spread; bounds the decoder pass over the ID training set
 PARTNERS = ("energy", "knn", "vim")  # baselines that score features (ODIN needs images and gradients)
@@ -77,9 +78,7 @@ class CombinedDetector(Detector):
             unseen[self.decoder_rows[self.decoder_rows < len(id_train)]] = False
             if int(unseen.sum()) >= 100:  # a decoder trained on (nearly) all of them: all rows, biased but usable
                 rows = rows[unseen]
-        if len(rows) > _FIT_ROWS:
-            g = torch.Generator().manual_seed(self.seed)
-            rows = rows[torch.randperm(len(rows), generator=g)[:_FIT_ROWS].sort().values]
+        rows = rows[seeded_indices(len(rows), _FIT_ROWS, self.seed)]
         id_train = id_train.take(rows)
         s = self._components(id_train)
         self.mean = s.mean(0)

@@ -99,6 +99,18 @@ def training_autocast(device: torch.device) -> Any:
     return nullcontext()
 
 
+def seeded_indices(n: int, count: int | None, seed: int) -> torch.Tensor:
+    """The sorted rows of a seeded draw of ``count`` out of ``n`` (all rows when count is None or >= n).
+
+    One rule for every seeded subset (train-decoder's ID images, the combinations' fit rows), so a run's
+    rows can be drawn again from its seed alone.
+    """
+    if count is None or count >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:count].sort().values
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": random.getstate(),

@@ -18,6 +18,7 @@ from hood.data import registry
 from hood.data.images import ImageSet
 from hood.engine.distributed import is_main_process
 from hood.engine.progress import NullReporter, Reporter
+from hood.engine.runtime import seeded_indices
 from hood.errors import CheckpointError, ConfigError, RunError, TrainingDivergedError
 from hood.models.checkpoint import (
     LoadedClassifier,
@@ -104,14 +105,6 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
         )
     reporter.log(f"using decoder run {run.path}")
     return run
-
-
-def seeded_indices(n: int, count: int | None, seed: int) -> torch.Tensor:
-    """The sorted rows of a seeded draw of ``count`` out of ``n`` (all rows when count is None or >= n)."""
-    if count is None or count >= n:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[:count].sort().values
 
 
 def decoder_train_ids(meta: dict[str, Any], id_dataset: str, n_train: int) -> torch.Tensor | None:

@@ -20,7 +20,7 @@ from hood.engine import distributed
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import configure_threads, resolve_device, seed_everything
+from hood.engine.runtime import configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
 from hood.jobs.common import (
@@ -32,7 +32,6 @@ from hood.jobs.common import (
     open_classifier,
     restore_rng,
     resume_state,
-    seeded_indices,
     skip_note,
 )
 from hood.models.checkpoint import save_decoder
