@@ -62,6 +62,12 @@ class _ClassKeys:
     c: float  # screened-product error per unit of |qc||kc| (see _screened_argmin)
     c32: float  # float32 re-rank error per unit of |k|(|k| + 2|q|)
 
+    def floor_and_bound(self, qc_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per query, terms of a rigorous lower bound on the squared distance to any row ``j`` from its
+        screened score: ``|q - k_j|^2 >= floor - 2 (s~_j + bound)``."""
+        floor = qc_norm.square() * (1 - 4 * 2.0**-24) - 2.0**-20 * (1 + self.kc_sq_max)
+        return floor, self.c * qc_norm * self.kc_sq_max**0.5
+
     @classmethod
     def of(cls, k: torch.Tensor, dtype: torch.dtype) -> _ClassKeys:
         dim = k.shape[1]
@@ -94,9 +100,9 @@ def _certify(keys: _ClassKeys, block: torch.Tensor, qc_norm: torch.Tensor, score
     others.scatter_(1, arg[:, None], float("inf"))
     clear = others.min(dim=1).values > 0
     # ... and of every row outside the candidates: |q - k|^2 >= |qc|^2 - 2 (m-th score + bound)
-    bound = keys.c * qc_norm * keys.kc_sq_max**0.5
+    floor, bound = keys.floor_and_bound(qc_norm)
     best_d2 = best + best_err + (block * block).sum(1) * (1 + 4 * 2.0**-24)
-    outside_d2 = qc_norm.square() * (1 - 4 * 2.0**-24) - 2.0 * (top[:, -1] + bound) - 2.0**-20 * (1 + keys.kc_sq_max)
+    outside_d2 = floor - 2.0 * (top[:, -1] + bound)
     return pick, clear & ((outside_d2 > best_d2) | (m == score.shape[1])), best_d2
 
 
@@ -131,9 +137,8 @@ def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.
             # exact search over the rows whose screened lower bound on the distance does not exceed some
             # uncertified winner's upper bound: every row that can be one of their nearest, usually few
             todo = torch.nonzero(~certified).flatten()
-            qn = qc_norm[todo]
-            floor = qn.square() * (1 - 4 * 2.0**-24) - 2.0**-20 * (1 + keys.kc_sq_max)
-            least = (floor - best_d2[todo]) / 2 - keys.c * qn * keys.kc_sq_max**0.5
+            floor, bound = keys.floor_and_bound(qc_norm[todo])
+            least = (floor - best_d2[todo]) / 2 - bound
             rows = torch.nonzero((score[todo] >= least[:, None]).any(0)).flatten()
             if len(rows) == 0:  # impossible while the bounds hold; the whole class, to be safe
                 rows = torch.arange(n_k)
