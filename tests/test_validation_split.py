@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hood.config import resolve
 from hood.data.images import ImageSet
-from hood.data.validation import held_out_id_rows, split_aux_classes, split_id_train
+from hood.data.validation import held_out_id_rows, split_aux_classes, split_rows
 from hood.errors import ConfigError
 
 
@@ -25,11 +25,11 @@ def _set(labels: list[int], classes: int) -> ImageSet:
 def test_held_out_id_rows_are_the_last_of_every_class() -> None:
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
     assert held_out_id_rows(labels, 2).tolist() == [2, 5, 6, 7]
-    kept, held = split_id_train(_set(labels.tolist(), 2), 2)
-    assert len(kept) == 4 and held.labels.tolist() == [0, 1, 1, 0] and held.name == "s-val"
+    kept, held = split_rows(_set(labels.tolist(), 2), 2)
+    assert kept.tolist() == [0, 1, 3, 4] and labels[held].tolist() == [0, 1, 1, 0]
     with pytest.raises(ConfigError, match="val_id_per_class.*class 0 has only 4"):
         held_out_id_rows(labels, 4)
-    assert split_id_train(_set([0, 1], 2), 0)[0].labels.tolist() == [0, 1]  # 0: nothing held out
+    assert split_rows(_set([0, 1], 2), 0)[0].tolist() == [0, 1]  # 0: nothing held out
 
 
 def test_held_out_aux_classes_are_the_last_folders() -> None:

@@ -167,8 +167,7 @@ def load_image_set(
     ``hold_out_classes``: leave out the last that many class folders (``data.val_aux_classes``, the
     validation OOD set; :func:`load_held_out_classes` returns them) before ``select`` draws from the rest.
     """
-    splits = _splits(spec, root, size, strict, None if hold_out_classes else select)
-    s = splits.get("test") or splits.get("all") or next(iter(splits.values()))
+    s = _unlabelled_source(_splits(spec, root, size, strict, None if hold_out_classes else select))
     if hold_out_classes:
         s = split_aux_classes(s, hold_out_classes, spec)[0]
     s = ImageSet(dataset_label(spec), s.images, None, None, s.names, s.skipped)
@@ -179,10 +178,13 @@ def load_image_set(
 
 def load_held_out_classes(spec: str, root: Path, size: int, classes: int, strict: bool = False) -> ImageSet:
     """The validation OOD set: the last ``classes`` class folders of ``spec``, named ``<set>-val``."""
-    splits = _splits(spec, root, size, strict)
-    s = splits.get("test") or splits.get("all") or next(iter(splits.values()))
-    held = split_aux_classes(s, classes, spec)[1]
+    held = split_aux_classes(_unlabelled_source(_splits(spec, root, size, strict)), classes, spec)[1]
     return ImageSet(f"{dataset_label(spec)}-val", held.images, None, None, held.names, held.skipped)
+
+
+def _unlabelled_source(splits: dict[str, ImageSet]) -> ImageSet:
+    """The part of a set that serves as an OOD or outlier set: its test split, else all of it."""
+    return splits.get("test") or splits.get("all") or next(iter(splits.values()))
 
 
 def _is_memory_mapped(spec: str) -> bool:

@@ -36,24 +36,16 @@ def held_out_id_rows(labels: torch.Tensor, per_class: int) -> torch.Tensor:
     return torch.cat(rows).sort().values if rows else torch.zeros(0, dtype=torch.long)
 
 
-def training_rows(train: ImageSet, per_class: int) -> torch.Tensor:
-    """Rows of the ID training split left for decoder training once the validation ID rows are out."""
+def split_rows(train: ImageSet, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows kept for decoder training, held-out validation rows)`` of the ID training split."""
     if per_class <= 0:
-        return torch.arange(len(train))
+        return torch.arange(len(train)), torch.zeros(0, dtype=torch.long)
     if train.labels is None:
         raise ConfigError("config key 'data.val_id_per_class' needs an ID set with class folders")
+    held = held_out_id_rows(train.labels, per_class)
     keep = torch.ones(len(train), dtype=torch.bool)
-    keep[held_out_id_rows(train.labels, per_class)] = False
-    return torch.nonzero(keep).flatten()
-
-
-def split_id_train(train: ImageSet, per_class: int) -> tuple[ImageSet, ImageSet]:
-    """``(kept for training, held out for validation)``; everything is kept when ``per_class`` is 0."""
-    if per_class <= 0:
-        return train, train.subset(torch.zeros(0, dtype=torch.long))
-    kept = training_rows(train, per_class)
-    held = held_out_id_rows(train.labels, per_class)  # type: ignore[arg-type]  # training_rows checked it
-    return train.subset(kept), train.subset(held, name=f"{train.name}-val")
+    keep[held] = False
+    return torch.nonzero(keep).flatten(), held
 
 
 def split_aux_classes(pool: ImageSet, classes: int, spec: str) -> tuple[ImageSet, ImageSet]:

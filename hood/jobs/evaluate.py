@@ -28,7 +28,7 @@ from hood import __version__
 from hood.config import Config
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
-from hood.data.validation import split_id_train, training_rows
+from hood.data.validation import split_rows
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
@@ -280,14 +280,14 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
             f"(and --set data.val_aux_classes=16 for held-out outlier classes), then evaluate --validation"
         )
     train = splits["train"]
-    kept = training_rows(train, per_class)
+    kept, held = split_rows(train, per_class)
     rows = options.get("decoder_rows")
     if rows is not None:  # the combinations' held-out statistics index the fit set, not the whole split
         pos = torch.full((len(train),), -1, dtype=torch.long)
         pos[kept] = torch.arange(len(kept))
         rows = pos[rows[rows < len(train)]]
         options["decoder_rows"] = rows[rows >= 0]
-    fit, held = split_id_train(train, per_class)
+    fit, val_id = train.subset(kept), train.subset(held, name=f"{train.name}-val")
     ood: list[tuple[str, Callable[[], ImageSet]]] = []
     if aux_classes > 0 and aux:
         ood.append((f"{dataset_label(aux)}-val", lambda: load_held_out_classes(aux, root, size, aux_classes, cfg.data.strict)))
@@ -296,7 +296,7 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
     if not ood:
         raise ConfigError(f"{run.path} held out no auxiliary classes and no noise set is among --ood; nothing to validate against")
     describe = {"val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux, "n_fit": len(fit)}
-    return ValidationSplit(fit, held, ood, describe)
+    return ValidationSplit(fit, val_id, ood, describe)
 
 
 def _score(d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:

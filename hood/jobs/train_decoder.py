@@ -15,7 +15,7 @@ import torch
 
 from hood.config import Config
 from hood.data.sources import load_id_splits, load_image_set
-from hood.data.validation import training_rows
+from hood.data.validation import split_rows
 from hood.engine import distributed
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
@@ -92,7 +92,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
             f"(fingerprint {state.get('classifier_fingerprint')} != {classifier.fingerprint}); pass the original --classifier"
         )
     run.update(classifier=str(Path(clf_path).resolve()))
-    kept = training_rows(splits["train"], cfg.data.val_id_per_class)  # the validation ID rows stay out
+    kept = split_rows(splits["train"], cfg.data.val_id_per_class)[0]  # the validation ID rows stay out
     id_rows = kept[seeded_indices(len(kept), d.num_id, cfg.run.seed)]  # rows of the whole training split
     id_train = splits["train"] if len(id_rows) == len(splits["train"]) else splits["train"].subset(id_rows)
     pool_size: dict[str, int] = {}
