@@ -10,7 +10,9 @@
 # NUM_ID (10000; empty = all 50,000), NUM_OOD (5000), SEEDS ("0"), OUTPUT_SCALE (1 = the paper),
 # METHODS (every method but ODIN, which adds ~15 min on 2 CPU cores; METHODS=all includes it), ID_TEST_COUNT (empty = all 10,000), OOD_COUNT (2000), OUT_DIR (runs/quality),
 # VAL_ID_PER_CLASS / VAL_AUX_CLASSES (0 / 0; e.g. 100 / 16 = issue 7's validation split: held out of
-# training, and `hood evaluate --validation` prints a validation table before the test table).
+# training, and `hood evaluate --validation` prints a validation table before the test table),
+# TRAIN_SET (extra train-decoder overrides, e.g. "decoder.fw_layers=2 decoder.lr=0.001"; part of the run name),
+# TEST (1; 0 = validation table only, for choosing settings without looking at the test sets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -27,6 +29,8 @@ OOD_COUNT=${OOD_COUNT:-2000}
 OUT_DIR=${OUT_DIR:-runs/quality}
 VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-0}
 VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-0}
+TRAIN_SET=${TRAIN_SET:-}
+TEST=${TEST:-1}
 HOOD=${HOOD:-.venv/bin/hood}
 D=$SHARED/data
 for f in "$D/cifar10-jpg.tar.gz" "$D/tin32-pool.tar.gz" "$SHARED/models/cifar10_$ARCH.pt"; do
@@ -35,10 +39,12 @@ done
 OOD="$D/tin32-test.tar.gz,$D/mnist-test.tar.gz,$D/textures10.tar.gz,uniform-noise,gaussian-noise"
 extra=()
 [ -n "$NUM_ID" ] && extra+=(--num-id "$NUM_ID")
+for kv in $TRAIN_SET; do extra+=(--set "$kv"); done
 eval_extra=()
 [ -n "$ID_TEST_COUNT" ] && eval_extra+=(--set "data.id_test_count=$ID_TEST_COUNT")
 tag="$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s$OUTPUT_SCALE"
 [ "$VAL_ID_PER_CLASS" != 0 ] && tag="$tag-val$VAL_ID_PER_CLASS-$VAL_AUX_CLASSES"
+[ -n "$TRAIN_SET" ] && tag="$tag-$(echo "$TRAIN_SET" | sed 's/decoder\.//g; s/[^A-Za-z0-9.=_-]\+/_/g; s/=//g')"
 start=$(date +%s)
 for seed in $SEEDS; do
   run="$OUT_DIR/$tag-seed$seed"
@@ -52,13 +58,14 @@ for seed in $SEEDS; do
     "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
       --ood uniform-noise --methods "$METHODS" --device "$DEVICE" --quiet > /dev/null
   fi
+  [ "$TEST" = 0 ] && continue
   "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
     --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
 done
 if [ "$VAL_ID_PER_CLASS" != 0 ]; then
   echo "VALIDATION (held-out ID rows vs held-out auxiliary classes and uniform noise):"
   .venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/validation.json
-  echo; echo "TEST:"
+  [ "$TEST" != 0 ] && { echo; echo "TEST:"; }
 fi
-.venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/results.json
+[ "$TEST" != 0 ] && .venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/results.json
 echo "total $(( $(date +%s) - start )) s on $DEVICE for seeds: $SEEDS"

@@ -75,6 +75,9 @@ class DecoderConfig:
     fw_layers: int = 1
     loss_weight: float = 5.0  # w = 1 + loss_weight * |t|
     output_scale: float = 1.0  # h = output_scale * tanh(.); 1 is the paper's, 2 reaches every target t - x (see decoder.py)
+    # outlier augmentation: 1 = the paper (each outlier as sampled); V > 1 adds V-1 random crop+flip copies of
+    # every outlier (seeded), each with its own features and prototype, and each epoch draws one view per outlier
+    ood_views: int = 1
     checkpoint_every: int = 1
 
 
@@ -317,6 +320,7 @@ def validate(cfg: Config) -> Config:
     need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
     need(0 < d.output_scale <= 10, "decoder.output_scale", f"must be in (0, 10], got {d.output_scale}")
     need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
+    need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")

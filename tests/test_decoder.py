@@ -244,3 +244,73 @@ def test_output_scale_widens_the_range_and_round_trips() -> None:
     assert DecoderSpec.from_dict(spec.to_dict()) == spec
     legacy = {k: v for k, v in decoder_spec_for("wrn10_2", 128, 10).to_dict().items() if k != "output_scale"}
     assert DecoderSpec.from_dict(legacy).output_scale == 1.0
+
+
+def test_outlier_views_are_seeded_crop_flips_of_the_outliers() -> None:
+    """View 0 is the outliers as sampled; every other view is a shifted (padded mid-grey) and possibly
+    mirrored copy of its own outlier, the same for the same seed (a resumed run rebuilds them)."""
+    from hood.engine.decoder_training import outlier_views
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (6, 3, 8, 8), generator=g, dtype=torch.uint8)
+    v = outlier_views(x, 3, seed=5)
+    assert v.shape == (18, 3, 8, 8) and v.dtype == torch.uint8
+    assert torch.equal(v[:6], x) and torch.equal(v, outlier_views(x, 3, seed=5))
+    assert not torch.equal(v[6:], outlier_views(x, 3, seed=6)[6:])
+    padded = torch.nn.functional.pad(x.int(), (4, 4, 4, 4), value=128)
+    for row in range(6, 18):
+        src, img = row % 6, v[row].int()
+        matches = [
+            (dy, dx, flip)
+            for dy in range(9) for dx in range(9) for flip in (False, True)
+            if torch.equal(img, (lambda c: c.flip(-1) if flip else c)(padded[src, :, dy:dy + 8, dx:dx + 8]))
+        ]
+        assert matches, f"view row {row} is no crop/flip of outlier {src}"
+    assert outlier_views(x, 1, seed=5) is x  # the paper: no copies
+
+
+def test_an_epoch_draws_every_id_row_and_one_view_per_outlier() -> None:
+    from hood.engine.decoder_training import DecoderData
+    from hood.engine.features import FeatureSet
+
+    n_id, n_ood, views = 4, 5, 3
+    n = n_id + views * n_ood
+    data = DecoderData(torch.zeros(n, 3, 2, 2, dtype=torch.uint8), FeatureSet(torch.zeros(n, 2), torch.zeros(n, 2)),
+                       torch.zeros(n, dtype=torch.long), n_id, views)
+    assert data.n_ood == n_ood
+    seen_views = set()
+    for epoch in range(8):
+        rows = data.epoch_rows(torch.Generator().manual_seed(epoch))
+        assert len(rows) == n_id + n_ood and len(set(rows.tolist())) == len(rows)
+        assert sorted(r for r in rows.tolist() if r < n_id) == list(range(n_id))
+        outl = [r - n_id for r in rows.tolist() if r >= n_id]
+        assert sorted(r % n_ood for r in outl) == list(range(n_ood))  # each outlier exactly once
+        seen_views |= {r // n_ood for r in outl}
+    assert seen_views == {0, 1, 2}  # over epochs every view is drawn
+    one = DecoderData(data.images, data.feats, data.target_idx, n_id + 10, 1)  # views=1: a plain permutation
+    assert torch.equal(one.epoch_rows(torch.Generator().manual_seed(1)), torch.randperm(n, generator=torch.Generator().manual_seed(1)))
+
+
+def test_train_decoder_with_outlier_views_pairs_each_view_with_its_own_prototype(
+    id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from hood.data.sources import load_id_splits, load_image_set
+    from hood.engine.decoder_training import outlier_views
+    from hood.engine.prototypes import nearest_prototypes
+    from hood.jobs.train_decoder import train_decoder
+
+    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "views", epochs=1)
+    cfg.decoder.ood_views = 2
+    run = train_decoder(cfg)
+    saved = json.loads(run.file("ood_samples.json").read_text())
+    assert saved["views"] == 2 and len(saved["prototype_id_rows"]) == 10
+    clf = load_classifier(tiny_classifier)
+    cpu = torch.device("cpu")
+    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
+    pool = load_image_set(str(ood_folder), tmp_path, 32).subset(saved["indices"])
+    idf = extract_features(clf.model, train.images, cpu)
+    oodf = extract_features(clf.model, outlier_views(pool.images, 2, 0), cpu)
+    assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds).tolist()
+    assert run.info["status"] == "complete"

@@ -8,6 +8,10 @@
 4. Per sample ``x_hat = h + x`` is regressed onto the target ``t`` (``x`` for ID, the prototype for an
    outlier) with weights ``1 + 5|t|``; summed over pixels and channels, averaged over the batch.
 
+Outlier augmentation (``decoder.ood_views`` V > 1, issue 7): V-1 seeded random crop+flip copies of every
+outlier are made once, each with its own features and prototype; each epoch draws one view per outlier,
+so an epoch keeps the paper's ID/outlier balance and length while the decoder sees V times the variety.
+
 A checkpoint with optimizer and epoch is written atomically every ``checkpoint_every`` epochs, so an
 interrupted run resumes from its last completed epoch. Each epoch's shuffle comes from a generator
 seeded by ``(seed, epoch)``, which makes a resumed run identical to an uninterrupted one.
@@ -23,7 +27,7 @@ from typing import Any
 import torch
 
 from hood.config import DecoderConfig
-from hood.data.transforms import normalize
+from hood.data.transforms import normalize, random_crop_flip
 from hood.engine import distributed
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
@@ -48,17 +52,49 @@ def sample_ood_indices(pool_size: int, num_ood: int, seed: int) -> torch.Tensor:
 class DecoderData:
     """Everything one decoder epoch reads, computed once: inputs, their features, and target indices.
 
-    Rows ``0..n_id-1`` are ID images, the rest outliers. ``target_idx[i]`` is the row of the target
-    image: ``i`` itself for ID, the outlier's own prototype (an ID row) for outliers.
+    Rows ``0..n_id-1`` are ID images, the rest outliers: ``views`` blocks of ``n_ood`` rows, block ``v``
+    holding view ``v`` of every outlier (block 0 = the outliers as sampled). ``target_idx[i]`` is the row
+    of the target image: ``i`` itself for ID, the row's own prototype (an ID row) for outliers.
     """
 
-    images: torch.Tensor  # (n_id + n_ood) x 3 x H x W uint8
+    images: torch.Tensor  # (n_id + views * n_ood) x 3 x H x W uint8
     feats: FeatureSet
     target_idx: torch.Tensor
     n_id: int
+    views: int = 1
+
+    @property
+    def n_ood(self) -> int:
+        return (len(self.target_idx) - self.n_id) // self.views
+
+    def epoch_rows(self, generator: torch.Generator) -> torch.Tensor:
+        """The rows one epoch trains on, shuffled: every ID row and one view of every outlier.
+
+        With one view this is a plain permutation of all rows (the same draw as before views existed).
+        """
+        if self.views == 1:
+            return torch.randperm(len(self.target_idx), generator=generator)
+        view = torch.randint(0, self.views, (self.n_ood,), generator=generator)
+        rows = torch.cat([torch.arange(self.n_id), self.n_id + view * self.n_ood + torch.arange(self.n_ood)])
+        return rows[torch.randperm(len(rows), generator=generator)]
 
     def to(self, device: torch.device) -> DecoderData:
-        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id)
+        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id, self.views)
+
+
+def outlier_views(images: torch.Tensor, views: int, seed: int) -> torch.Tensor:
+    """``images`` followed by ``views - 1`` random crop+flip copies of them (uint8, seeded, made once).
+
+    The crop pads with the normalized zero (mid-grey), as the classifier's own training augmentation does.
+    """
+    if views == 1:
+        return images
+    g = torch.Generator().manual_seed(seed * 7919 + 17)
+    copies = [images]
+    for _ in range(views - 1):
+        x = random_crop_flip(normalize(images), generator=g)
+        copies.append(x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(copies)
 
 
 def build_decoder_data(
@@ -67,8 +103,10 @@ def build_decoder_data(
     ood_images: torch.Tensor,
     ood_feats: FeatureSet,
     device: torch.device,
+    views: int = 1,
 ) -> tuple[DecoderData, torch.Tensor]:
-    """Pair each outlier with its prototype; returns the data and the prototype index per outlier."""
+    """Pair each outlier (each view, see :func:`outlier_views`) with its prototype; returns the data and
+    the prototype index per outlier row."""
     proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features, id_feats.preds, device)
     n_id = len(id_images)
     feats = FeatureSet(
@@ -77,7 +115,9 @@ def build_decoder_data(
         None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps, strict=True)],
     )
     target_idx = torch.cat([torch.arange(n_id), proto])
-    return DecoderData(torch.cat([id_images, ood_images]), feats, target_idx, n_id), proto
+    if len(ood_images) % views:
+        raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
+    return DecoderData(torch.cat([id_images, ood_images]), feats, target_idx, n_id, views), proto
 
 
 _REPORT_EVERY = 10  # steps between progress updates that read the loss value
@@ -107,8 +147,8 @@ def run_epoch(
     """
     decoder.train()
     world = distributed.world_size()
-    n = len(data.target_idx)
-    perm = torch.randperm(n, generator=generator).to(device)
+    perm = data.epoch_rows(generator).to(device)
+    n = len(perm)
     # loss * n and n, summed on the device; one host read per epoch instead of one per step
     sums = torch.zeros(2, dtype=torch.float64, device=device)
     for step, start in enumerate(range(0, n, batch_size)):

@@ -17,7 +17,7 @@ from hood.config import Config
 from hood.data.sources import load_id_splits, load_image_set
 from hood.data.validation import split_rows
 from hood.engine import distributed
-from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
+from hood.engine.decoder_training import build_decoder_data, fit_decoder, outlier_views, sample_ood_indices
 from hood.engine.features import extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything, seeded_indices
@@ -121,8 +121,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         raise ConfigError(f"--fw-layers {d.fw_layers} needs {num_maps} stage maps, but {classifier.arch} offers {available}; use at most {available + 1}")
     reporter.log(f"ID train {len(id_train)} images, outliers {len(pool)} of {pool_size.get('n', len(pool))}")
     id_feats = extract_features(model, id_train.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
-    ood_feats = extract_features(model, pool.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
-    data, proto = build_decoder_data(id_train.images, id_feats, pool.images, ood_feats, device)
+    ood_images = outlier_views(pool.images, d.ood_views, cfg.run.seed)  # the same copies again on resume
+    ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
+    data, proto = build_decoder_data(id_train.images, id_feats, ood_images, ood_feats, device, d.ood_views)
 
     spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
     decoder = HeatmapDecoder(spec)
@@ -148,7 +149,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "seed": cfg.run.seed,
                 "indices": chosen["idx"].tolist() if "idx" in chosen else list(range(len(pool))),
                 "names": pool.names,
-                "prototype_id_rows": proto.tolist(),
+                "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
+                "views": d.ood_views,
             },
         )
     run.update(status="running", epochs_done=start_epoch, losses=losses, skipped_images=notes)
