@@ -17,6 +17,7 @@ from hood.data.images import ImageSet, hwc_to_chw
 
 NOISE_COUNT = 2000
 NOISE_SEED = 20231
+VAL_NOISE_SEED = NOISE_SEED + 1  # `evaluate --validation`'s noise: another draw, never the test set's images
 
 
 def demo_digits(size: int = 32, seed: int = 0) -> dict[str, ImageSet]:
@@ -56,14 +57,15 @@ def photo_crops(photo: str, count: int, size: int = 32, seed: int = 0) -> ImageS
     return ImageSet(name, images, names=[f"{name}_{i:05d}" for i in range(count)])
 
 
-def noise_set(kind: str, count: int = NOISE_COUNT, size: int = 32, seed: int = NOISE_SEED) -> ImageSet:
-    """Uniform noise over [0, 255], or Gaussian noise around mid-grey (std 64, clipped)."""
+def noise_set(kind: str, count: int = NOISE_COUNT, size: int = 32, seed: int = NOISE_SEED, suffix: str = "") -> ImageSet:
+    """Uniform noise over [0, 255], or Gaussian noise around mid-grey (std 64, clipped); ``suffix`` names
+    a draw other than the test set's (``-val``)."""
     g = torch.Generator().manual_seed(seed)
     if kind == "uniform":
         images = torch.randint(0, 256, (count, 3, size, size), generator=g, dtype=torch.uint8)
     else:
         images = (torch.randn(count, 3, size, size, generator=g) * 64 + 127.5).round().clamp(0, 255).to(torch.uint8)
-    name = f"{kind}-noise"
+    name = f"{kind}-noise{suffix}"
     return ImageSet(name, images, names=[f"{name}_{i:05d}" for i in range(count)])
 
 
@@ -81,4 +83,4 @@ def load_builtin(name: str, size: int, split: str | None = None) -> ImageSet | d
 
 
 BUILTIN_NAMES = ("demo-digits", "demo-china", "demo-flower", "uniform-noise", "gaussian-noise")
-__all__ = ["BUILTIN_NAMES", "load_builtin", "noise_set", "photo_crops", "demo_digits", "hwc_to_chw"]
+__all__ = ["VAL_NOISE_SEED", "BUILTIN_NAMES", "load_builtin", "noise_set", "photo_crops", "demo_digits", "hwc_to_chw"]

@@ -26,6 +26,7 @@ import torch
 
 from hood import __version__
 from hood.config import Config
+from hood.data.builtin import VAL_NOISE_SEED, noise_set
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
 from hood.data.validation import split_rows
@@ -291,8 +292,9 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
     ood: list[tuple[str, Callable[[], ImageSet]]] = []
     if aux_classes > 0 and aux:
         ood.append((f"{dataset_label(aux)}-val", lambda: load_held_out_classes(aux, root, size, aux_classes, cfg.data.strict)))
-    noise = [s for s in cfg.data.ood if s in ("uniform-noise", "gaussian-noise")]  # built in, never anyone's test set
-    ood += [(s, lambda s=s: load_image_set(s, root, size, cfg.data.strict)) for s in noise]
+    # built-in noise named among --ood: validated on another seeded draw, so no test image is ever used to choose
+    noise = [s.split("-")[0] for s in cfg.data.ood if s in ("uniform-noise", "gaussian-noise")]
+    ood += [(f"{k}-noise-val", lambda k=k: noise_set(k, size=size, seed=VAL_NOISE_SEED, suffix="-val")) for k in noise]
     if not ood:
         raise ConfigError(f"{run.path} held out no auxiliary classes and no noise set is among --ood; nothing to validate against")
     describe = {"val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux, "n_fit": len(fit)}
