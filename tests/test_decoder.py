@@ -314,3 +314,36 @@ def test_train_decoder_with_outlier_views_pairs_each_view_with_its_own_prototype
     oodf = extract_features(clf.model, outlier_views(pool.images, 2, 0), cpu)
     assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds).tolist()
     assert run.info["status"] == "complete"
+
+
+def test_saturation_loss_hand_case() -> None:
+    from hood.engine.decoder_training import saturation_loss
+
+    a = torch.tensor([[[[0.0, 2.9], [-5.0, 4.0]]], [[[3.0, -3.5], [0.0, 0.0]]]])  # 2 samples x 1 x 2 x 2
+    # sample 1: (5-3)^2 + (4-3)^2 = 5; sample 2: 0.5^2 = 0.25; mean over the batch
+    assert float(saturation_loss(a)) == pytest.approx((5.0 + 0.25) / 2)
+
+
+def test_saturation_penalty_revives_pixels_that_tanh_has_flattened() -> None:
+    """A head bias of 20 saturates every pixel (tanh slope ~1e-17): the paper's loss cannot move it,
+    the penalty brings the pre-activations back into tanh's working range within 40 steps."""
+    from hood.engine.decoder_training import DecoderData, run_epoch
+    from hood.engine.features import FeatureSet
+
+    def trained(penalty: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        dec = HeatmapDecoder(decoder_spec_for("wrn10_2", 8, 3))
+        with torch.no_grad():
+            dec.head.bias.fill_(20.0)
+        n = 16
+        g = torch.Generator().manual_seed(1)
+        feats = FeatureSet(torch.rand(n, 8, generator=g), torch.randn(n, 3, generator=g))
+        data = DecoderData(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8), feats, torch.arange(n), n)
+        opt = torch.optim.Adam(dec.parameters(), lr=0.05)
+        for epoch in range(20):
+            run_epoch(dec, opt, data, 8, 5.0, torch.Generator().manual_seed(epoch), torch.device("cpu"), saturation_penalty=penalty)
+        with torch.no_grad():  # training-mode BatchNorm: the statistics the steps were taken with
+            return dec(feats.features, feats.logits.argmax(1), with_pre_activation=True)[1]
+
+    assert float(trained(0.0).amin()) > 10  # stuck: the heatmap loss has no gradient through flat tanh
+    assert float(trained(1.0).abs().mean()) < 3

@@ -129,6 +129,20 @@ def heatmap_loss(h: torch.Tensor, x: torch.Tensor, t: torch.Tensor, weight: floa
     return (w * (h + x - t).square()).flatten(1).sum(1).mean()
 
 
+SATURATION_KNEE = 3.0  # |pre-activation| beyond which tanh is flat (tanh(3) = 0.995, slope 0.01)
+
+
+def saturation_loss(a: torch.Tensor) -> torch.Tensor:
+    """``mean_batch sum_pixels relu(|a| - 3)^2`` over the decoder's values before ``tanh``.
+
+    Why: a trained paper decoder has a patch of pixels (~1.5-5%, centre rows) whose pre-activation sits at
+    |a| > 14 for *every* input, ID included; tanh's slope there is ~1e-12, so no gradient can ever bring
+    them back and they score a constant 1 (issue 7's diagnosis). The penalty is zero inside tanh's
+    working range and pulls runaway pixels back before they die.
+    """
+    return torch.relu(a.abs() - SATURATION_KNEE).square().flatten(1).sum(1).mean()
+
+
 def run_epoch(
     decoder: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -138,6 +152,7 @@ def run_epoch(
     generator: torch.Generator,
     device: torch.device,
     on_batch: Callable[[int, float | None], None] | None = None,
+    saturation_penalty: float = 0.0,
 ) -> float:
     """One pass over ``data`` (already on ``device``); returns the mean per-sample loss.
 
@@ -161,8 +176,10 @@ def run_epoch(
         t = normalize(data.images[data.target_idx[idx]])
         maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
         with training_autocast(device):
-            h = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps)
+            h, a = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps, with_pre_activation=True)
         loss = heatmap_loss(h.float(), x, t, loss_weight)
+        if saturation_penalty > 0:
+            loss = loss + saturation_penalty * saturation_loss(a.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -222,6 +239,7 @@ def fit_decoder(
             loss = run_epoch(
                 net, optimizer, data, cfg.batch_size, cfg.loss_weight, epoch_generator(seed, epoch), device,
                 on_batch=lambda n, v, e=epoch: reporter.advance(task, n, **({} if v is None else {"epoch": e + 1, "loss": v})),
+                saturation_penalty=cfg.saturation_penalty,
             )
         except TrainingDivergedError:
             raise TrainingDivergedError(

@@ -95,8 +95,11 @@ class HeatmapDecoder(nn.Module):
         return torch.cat([z, onehot], dim=1)
 
     def forward(
-        self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
+        self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None,
+        with_pre_activation: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The heatmap; with ``with_pre_activation`` also the values before ``tanh`` (for the saturation
+        penalty of training, which must see how far into tanh's flat tails a pixel has gone)."""
         x = self.linear(self.code_input(features, pred))[:, :, None, None]
         skips = {}
         if self.spec.fw_layers > 1:
@@ -108,7 +111,9 @@ class HeatmapDecoder(nn.Module):
             skip = skips.get(x.shape[-1])
             if skip is not None:
                 x = x + skip.to(x.dtype)
-        return self.spec.output_scale * torch.tanh(self.head(x))
+        a = self.head(x)
+        h = self.spec.output_scale * torch.tanh(a)
+        return (h, a) if with_pre_activation else h
 
 
 def heatmap_score(h: torch.Tensor) -> torch.Tensor:
