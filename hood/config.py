@@ -93,6 +93,8 @@ class EvaluateConfig:
     odin_epsilon: float = 0.0014  # input perturbation, in [0, 1] pixel units
     knn_k: int = 50
     react_percentile: float = 90.0
+    # heatmap+X: score = z_heatmap + partner_weight * z_partner (detectors/combined.py); 1 = the plain sum
+    partner_weight: float = 1.0
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 
@@ -326,6 +328,7 @@ def validate(cfg: Config) -> Config:
     need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
+    need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")

@@ -149,6 +149,7 @@ def test_wrong_type_in_yaml(tmp_path: Path) -> None:
         ("decoder.ood_views=0", "decoder.ood_views"),
         ("decoder.ood_views=17", "decoder.ood_views"),
         ("decoder.saturation_penalty=-1", "decoder.saturation_penalty"),
+        ("evaluate.partner_weight=-1", "evaluate.partner_weight"),
         ("decoder.batch_size=1", "decoder.batch_size"),
         ("decoder.lr=0", "decoder.lr"),
         ("decoder.betas=[0.5]", "decoder.betas"),

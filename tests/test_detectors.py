@@ -200,6 +200,12 @@ def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
     e_te = -np.log(np.exp(test.logits.double().numpy()).sum(1))
     expected = (h_te - h_tr.mean()) / h_tr.std(ddof=1) + (e_te - e_tr.mean()) / e_tr.std(ddof=1)
     assert d.score(test) == pytest.approx(expected, rel=1e-6)
+    d.partner_weight = 2.5  # evaluate.partner_weight: the partner's z-score counts 2.5 times
+    expected = (h_te - h_tr.mean()) / h_tr.std(ddof=1) + 2.5 * (e_te - e_tr.mean()) / e_tr.std(ddof=1)
+    assert d.score(test) == pytest.approx(expected, rel=1e-6)
+    built = DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu"),
+                                                         decoder=_tiny_decoder(), options={"partner_weight": 1.5}))
+    assert built.partner_weight == 1.5
 
 
 @pytest.mark.parametrize("partner", ["knn", "vim"])

@@ -33,7 +33,7 @@ def evaluate(
     run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one for the config), or an earlier evaluate run to reuse its cached fits.")] = None,
     ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets: registry names, built-ins (uniform-noise, gaussian-noise), folders or archives.")] = None,
     ood_count: Annotated[int | None, typer.Option("--ood-count", help="Images per OOD set (default: len(ID test)/5, the protocol).")] = None,
-    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated detectors: heatmap, heatmap+energy, heatmap+knn, heatmap+vim, msp, energy, maxlogit, odin, mahalanobis, knn, react, vim; or 'all' (default: heatmap,msp,energy,knn). Parameters: --set evaluate.knn_k=50, odin_temperature, odin_epsilon, react_percentile, vim_dim.")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated detectors: heatmap, heatmap+energy, heatmap+knn, heatmap+vim, msp, energy, maxlogit, odin, mahalanobis, knn, react, vim; or 'all' (default: heatmap,msp,energy,knn). Parameters: --set evaluate.knn_k=50, odin_temperature, odin_epsilon, react_percentile, vim_dim, partner_weight (heatmap+X = z_heatmap + w z_X).")] = None,
     fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper: ID positive) | ood (OpenOOD).")] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: the one the decoder was trained on).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,

@@ -10,7 +10,8 @@ better than either (issue 7's validation runs). Each is a method of its own, not
 
 Standardization: ``z_i(x) = (s_i(x) - mu_i) / sigma_i`` with ``mu_i, sigma_i`` taken over (at most
 ``_FIT_ROWS``, seeded) ID training images *the decoder was not trained on*; the score is
-``z_heatmap + z_partner``. The mean only shifts every score alike; the spreads set the relative weight.
+``z_heatmap + lambda * z_partner`` with ``lambda = evaluate.partner_weight`` (1, the plain sum, by default; a
+setting to choose on validation data: the configs' value and why are in the README). The mean only shifts every score alike; the spreads set the relative weight.
 Why held out: the decoder fits its own training images closely, so their heatmap spread is too narrow
 and would inflate ``z_heatmap`` until the partner no longer counts (measured on a 60-epoch decoder:
 standardized on all training images, a max of the two z-scores was the heatmap alone). A partner that learns from ID data (KNN, ViM)
@@ -48,12 +49,13 @@ class CombinedDetector(Detector):
     needs_fit = True
 
     def __init__(self, heatmap: HeatmapDetector, partner: Detector, partner_name: str, seed: int = 0,
-                 decoder_rows: torch.Tensor | None = None) -> None:
+                 decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0) -> None:
         self.name = f"heatmap+{partner_name}"  # type: ignore[misc]  # one class, several registered names
         self.heatmap, self.partner, self.partner_name = heatmap, partner, partner_name
         self.num_maps = max(heatmap.num_maps, partner.num_maps)
         self.seed = seed
         self.decoder_rows = decoder_rows  # ID training rows the decoder saw: kept out of the statistics
+        self.partner_weight = partner_weight  # used when scoring only: the fit (means, spreads) does not depend on it
         self.fingerprint = decoder_fingerprint(heatmap.decoder)
         self.mean: torch.Tensor | None = None  # (heatmap, partner)
         self.std: torch.Tensor | None = None
@@ -89,7 +91,8 @@ class CombinedDetector(Detector):
     def score(self, feats: FeatureSet) -> np.ndarray:
         if self.mean is None or self.std is None:
             raise RuntimeError(f"{self.name} is not fitted")
-        return ((self._components(feats) - self.mean) / self.std).sum(1).numpy()
+        z = (self._components(feats) - self.mean) / self.std
+        return (z[:, 0] + self.partner_weight * z[:, 1]).numpy()
 
     def state(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "partner": self.partner.state()}
@@ -107,7 +110,8 @@ def _factory(partner_name: str):  # noqa: ANN202 - a detector factory for the re
         seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
         heatmap = HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]
         rows = ctx.options.get("decoder_rows")
-        return CombinedDetector(heatmap, DETECTORS[partner_name](ctx), partner_name, seed, rows)
+        weight = float(ctx.param("partner_weight", 1.0))
+        return CombinedDetector(heatmap, DETECTORS[partner_name](ctx), partner_name, seed, rows, weight)
 
     return build
 
