@@ -60,14 +60,19 @@ def main(paths: list[str]) -> None:
           f" and a lower FPR95 than every baseline evaluated ({', '.join(baselines)}) on each set (seed means):")
     for m in (m for m in methods if not _is_baseline(m)):
         f, a = _per_seed(runs, m, TARGET_SETS, "fpr95").mean(), _per_seed(runs, m, TARGET_SETS, "auroc").mean()
-        lost = []
+        lost, tied = [], []
         for s in TARGET_SETS:
             mine = np.mean([r["results"][m][s]["fpr95"] for r in runs])
             best = min(baselines, key=lambda b, s=s: np.mean([r["results"][b][s]["fpr95"] for r in runs]), default=None)
-            if best is not None and np.mean([r["results"][best][s]["fpr95"] for r in runs]) <= mine:
-                lost.append(f"{s} ({best})")
+            theirs = None if best is None else np.mean([r["results"][best][s]["fpr95"] for r in runs])
+            if theirs is not None and theirs == mine == 0:  # nothing is lower than 0: a tie at the floor, said as such
+                tied.append(f"{s} ({best})")
+            elif theirs is not None and theirs <= mine:
+                lost.append(f"{s} ({best} {theirs * 100:.1f} vs {mine * 100:.1f})")
         met = f <= TARGET_FPR and a >= TARGET_AUROC and not lost
         beaten = "beats every baseline on every set" if not lost else f"not better than the best baseline on {', '.join(lost)}"
+        if tied:
+            beaten += f"; ties at FPR95 0.0 on {', '.join(tied)}"
         print(f"  {m:15s} {f * 100:5.1f} / {a * 100:5.1f}  {'MET' if met else 'missed'}; {beaten}")
 
 
