@@ -25,8 +25,9 @@ class DecoderSpec:
     filters: tuple[int, ...]
     fw_layers: int = 1
     # h = output_scale * tanh(.). The paper's 1 cannot reach targets t - x beyond +-1 (they span +-2);
-    # 2 makes every target reachable. A setting to tune on validation data, not a fix: trained decoders
-    # show a patch of pixels saturated for every input with either value (see the project's notes).
+    # 2 makes every target reachable. A setting to tune on validation data, not a fix: with fw_layers 1
+    # either value leaves a patch of pixels saturated for every input (pre-tanh beyond |14|, where no
+    # gradient reaches them); decoder.saturation_penalty removes it, fw_layers 2 decoders do not form it.
     output_scale: float = 1.0
 
     @property
