@@ -64,10 +64,12 @@ def main(paths: list[str]) -> None:
         for s in TARGET_SETS:
             mine = np.mean([r["results"][m][s]["fpr95"] for r in runs])
             best = min(baselines, key=lambda b, s=s: np.mean([r["results"][b][s]["fpr95"] for r in runs]), default=None)
-            theirs = None if best is None else np.mean([r["results"][best][s]["fpr95"] for r in runs])
-            if theirs is not None and theirs == mine == 0:  # nothing is lower than 0: a tie at the floor, said as such
+            if best is None:
+                continue
+            theirs = np.mean([r["results"][best][s]["fpr95"] for r in runs])
+            if theirs == mine == 0:  # nothing is lower than 0: a tie at the floor, said as such
                 tied.append(f"{s} ({best})")
-            elif theirs is not None and theirs <= mine:
+            elif theirs <= mine:
                 lost.append(f"{s} ({best} {theirs * 100:.1f} vs {mine * 100:.1f})")
         met = f <= TARGET_FPR and a >= TARGET_AUROC and not lost
         beaten = "beats every baseline on every set" if not lost else f"not better than the best baseline on {', '.join(lost)}"

@@ -10,8 +10,9 @@ better than either (issue 7's validation runs). Each is a method of its own, not
 
 Standardization: ``z_i(x) = (s_i(x) - mu_i) / sigma_i`` with ``mu_i, sigma_i`` taken over (at most
 ``_FIT_ROWS``, seeded) ID training images *the decoder was not trained on*; the score is
-``z_heatmap + lambda * z_partner`` with ``lambda = evaluate.partner_weight`` (1, the plain sum, by default; a
-setting to choose on validation data: the configs' value and why are in the README). The mean only shifts every score alike; the spreads set the relative weight.
+``z_heatmap + lambda * z_partner`` with ``lambda = evaluate.partner_weight`` (1, the plain sum, by default;
+a setting to choose on validation data, see the README). The mean only shifts every score alike; the
+spreads set the relative weight.
 Why held out: the decoder fits its own training images closely, so their heatmap spread is too narrow
 and would inflate ``z_heatmap`` until the partner no longer counts (measured on a 60-epoch decoder:
 standardized on all training images, a max of the two z-scores was the heatmap alone). A partner that learns from ID data (KNN, ViM)

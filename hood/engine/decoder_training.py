@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from hood.config import DecoderConfig
-from hood.data.transforms import normalize, random_crop_flip
+from hood.data.transforms import denormalize, normalize, random_crop_flip
 from hood.engine import distributed
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
@@ -93,7 +93,7 @@ def outlier_views(images: torch.Tensor, views: int, seed: int) -> torch.Tensor:
     copies = [images]
     for _ in range(views - 1):
         x = random_crop_flip(normalize(images), generator=g)
-        copies.append(x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8))
+        copies.append(denormalize(x).mul_(255).round_().to(torch.uint8))
     return torch.cat(copies)
 
 
@@ -107,6 +107,8 @@ def build_decoder_data(
 ) -> tuple[DecoderData, torch.Tensor]:
     """Pair each outlier (each view, see :func:`outlier_views`) with its prototype; returns the data and
     the prototype index per outlier row."""
+    if len(ood_images) % views:
+        raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
     proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features, id_feats.preds, device)
     n_id = len(id_images)
     feats = FeatureSet(
@@ -115,8 +117,6 @@ def build_decoder_data(
         None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps, strict=True)],
     )
     target_idx = torch.cat([torch.arange(n_id), proto])
-    if len(ood_images) % views:
-        raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
     return DecoderData(torch.cat([id_images, ood_images]), feats, target_idx, n_id, views), proto
 
 
