@@ -81,6 +81,9 @@ class DecoderConfig:
     # weight of a penalty on pre-tanh values beyond |3| (engine/decoder_training.saturation_loss); 0 = the paper
     saturation_penalty: float = 0.0
     checkpoint_every: int = 1
+    # replay each training step as one CUDA graph (engine/cuda_graph.py): the decoder's steps are hundreds of
+    # tiny kernels, launch-bound on a GPU; ignored on the CPU, under torchrun and with --compile
+    cuda_graph: bool = False
 
 
 @dataclass

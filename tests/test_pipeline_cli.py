@@ -43,6 +43,10 @@ def test_pretrain_train_decoder_evaluate(id_archive: Path, ood_folder: Path, tmp
     clf = Path("runs/clf/classifier.pt")
     assert clf.is_file() and Path(pre["run"]).resolve() == Path("runs/clf").resolve()
     assert 0.0 <= pre["test_acc"] <= 1.0
+    # the wall time of each epoch is recorded beside (not inside) the reproducible history
+    pre_info = json.loads(Path("runs/clf/run.json").read_text())
+    assert len(pre_info["epoch_seconds"]) == 1 and pre_info["epoch_seconds"][0] > 0
+    assert all("seconds" not in h for h in pre_info["history"])
 
     r = invoke(
         "train-decoder", *common, "--classifier", str(clf), "--set", f"data.aux={ood_folder}",
@@ -53,6 +57,9 @@ def test_pretrain_train_decoder_evaluate(id_archive: Path, ood_folder: Path, tmp
     assert Path(dec["decoder"]).is_file() and len(dec["losses"]) == 1
     info = json.loads(Path("runs/dec/run.json").read_text())
     assert info["status"] == "complete" and info["command"] == "train-decoder"
+    assert len(info["epoch_seconds"]) == 1 and info["epoch_seconds"][0] > 0
+    assert list(info["phase_seconds"]) == ["data", "features", "prototypes", "train"]
+    assert all(v >= 0 for v in info["phase_seconds"].values())
 
     r = invoke("evaluate", *common, "--run", "runs/dec", "--ood", f"{ood_folder},uniform-noise", "--set", "data.ood_count=5", "--json")
     assert r.exit_code == 0, r.output

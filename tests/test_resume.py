@@ -19,6 +19,7 @@ import torch
 
 from hood.config import Config
 from hood.engine.progress import NullReporter
+from hood.engine.runtime import load_optimizer_state
 from hood.errors import RunError, TrainingDivergedError
 from hood.jobs.common import Checkpointer, capture_rng, restore_rng
 from hood.models.checkpoint import classifier_state, save_checkpoint
@@ -306,3 +307,27 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     expected = (random.random(), np.random.rand(), torch.rand(1))
     restore_rng(load(tmp_path / "s.pt")["rng"])
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps, **kw: torch.optim.Adam(ps, lr=1e-3, **kw),
+    lambda ps, **kw: torch.optim.SGD(ps, lr=0.1, momentum=0.9, **kw),
+])
+def test_optimizer_state_keeps_this_process_kernel_choice(make) -> None:
+    """A checkpoint written with fused=True (a GPU run) resumes with this process's flags, its state intact."""
+    w = torch.nn.Parameter(torch.ones(4))
+    saved_opt = make([w], fused=True)
+    w.grad = torch.full((4,), 0.5)
+    saved_opt.step()
+    saved = saved_opt.state_dict()
+    assert saved["param_groups"][0]["fused"] is True
+
+    v = torch.nn.Parameter(torch.ones(4))
+    opt = make([v], foreach=False)
+    load_optimizer_state(opt, saved)
+    assert opt.param_groups[0]["fused"] is None and opt.param_groups[0]["foreach"] is False
+    for key, value in saved["state"][0].items():
+        assert torch.equal(opt.state_dict()["state"][0][key], value), key
+    v.grad = torch.full((4,), 0.5)
+    opt.step()  # a CPU step with the loaded state runs
+    assert torch.isfinite(v).all()

@@ -20,6 +20,7 @@ seeded by ``(seed, epoch)``, which makes a resumed run identical to an uninterru
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,11 @@ import torch
 from hood.config import DecoderConfig
 from hood.data.transforms import denormalize, normalize, random_crop_flip
 from hood.engine import distributed
+from hood.engine.cuda_graph import GraphedStep
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.prototypes import nearest_prototypes
-from hood.engine.runtime import MEMORY_FORMAT, training_autocast
+from hood.engine.runtime import MEMORY_FORMAT, fused_optimizer, load_optimizer_state, synchronize, training_autocast
 from hood.errors import ConfigError, TrainingDivergedError
 from hood.models.decoder import HeatmapDecoder
 
@@ -143,6 +145,34 @@ def saturation_loss(a: torch.Tensor) -> torch.Tensor:
     return torch.relu(a.abs() - SATURATION_KNEE).square().flatten(1).sum(1).mean()
 
 
+def decoder_step(
+    decoder: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DecoderData,
+    idx: torch.Tensor,
+    loss_weight: float,
+    device: torch.device,
+    saturation_penalty: float = 0.0,
+) -> torch.Tensor:
+    """One optimizer step on the rows ``idx`` (on the device); returns the loss, not read back.
+
+    Only gathers from tensors already on the device, no host synchronisation: the same code runs eagerly
+    or captured as a CUDA graph (:mod:`hood.engine.cuda_graph`).
+    """
+    x = normalize(data.images[idx])
+    t = normalize(data.images[data.target_idx[idx]])
+    maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
+    with training_autocast(device):
+        h, a = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps, with_pre_activation=True)
+    loss = heatmap_loss(h.float(), x, t, loss_weight)
+    if saturation_penalty > 0:
+        loss = loss + saturation_penalty * saturation_loss(a.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def run_epoch(
     decoder: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -153,40 +183,34 @@ def run_epoch(
     device: torch.device,
     on_batch: Callable[[int, float | None], None] | None = None,
     saturation_penalty: float = 0.0,
+    step: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One pass over ``data`` (already on ``device``); returns the mean per-sample loss.
 
     ``decoder`` may be the DDP wrapper: each rank then trains on its shard of every global batch (the
     permutation is the same on all ranks) and the returned loss is the mean over all ranks.
     ``on_batch(n, loss)`` gets the loss only every few steps (None otherwise): reading it syncs the GPU.
+    ``step(idx)``, when given, replaces :func:`decoder_step` (a :class:`~hood.engine.cuda_graph.GraphedStep`
+    wrapping it).
     """
     decoder.train()
+    if step is None:
+        step = lambda rows: decoder_step(decoder, optimizer, data, rows, loss_weight, device, saturation_penalty)  # noqa: E731
     world = distributed.world_size()
     perm = data.epoch_rows(generator).to(device)
     n = len(perm)
     # loss * n and n, summed on the device; one host read per epoch instead of one per step
     sums = torch.zeros(2, dtype=torch.float64, device=device)
-    for step, start in enumerate(range(0, n, batch_size)):
+    for i, start in enumerate(range(0, n, batch_size)):
         batch = perm[start : start + batch_size]
         if len(batch) < 2 * world:  # BatchNorm needs two samples per rank; the rest joins the next shuffle
             continue
         idx = distributed.shard(batch)
-        # everything below is gathers from tensors already on the device: no classifier, no loader
-        x = normalize(data.images[idx])
-        t = normalize(data.images[data.target_idx[idx]])
-        maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
-        with training_autocast(device):
-            h, a = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps, with_pre_activation=True)
-        loss = heatmap_loss(h.float(), x, t, loss_weight)
-        if saturation_penalty > 0:
-            loss = loss + saturation_penalty * saturation_loss(a.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sums[0] += loss.detach() * len(idx)
+        loss = step(idx)
+        sums[0] += loss * len(idx)
         sums[1] += len(idx)
         if on_batch is not None:
-            on_batch(len(batch), float(loss.detach()) if step % _REPORT_EVERY == 0 else None)
+            on_batch(len(batch), float(loss) if i % _REPORT_EVERY == 0 else None)
     total, count = distributed.all_reduce_sum(sums).tolist()
     if not math.isfinite(total):
         raise TrainingDivergedError("non-finite loss")
@@ -198,8 +222,12 @@ def prepare_decoder(decoder: HeatmapDecoder, device: torch.device) -> HeatmapDec
     return decoder.to(device=device, memory_format=MEMORY_FORMAT)
 
 
-def make_optimizer(decoder: HeatmapDecoder, cfg: DecoderConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(decoder.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]))
+def make_optimizer(decoder: HeatmapDecoder, cfg: DecoderConfig, capturable: bool = False) -> torch.optim.Adam:
+    """The paper's Adam; fused on CUDA, and ``capturable`` (its step count on the device) for CUDA graphs."""
+    params = list(decoder.parameters())
+    return torch.optim.Adam(
+        params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), fused=fused_optimizer(params) or None, capturable=capturable,
+    )
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -214,11 +242,13 @@ def fit_decoder(
     device: torch.device,
     start_epoch: int = 0,
     optimizer_state: dict[str, Any] | None = None,
-    on_epoch_end: Callable[[int, float, HeatmapDecoder, torch.optim.Optimizer], None] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float], HeatmapDecoder, torch.optim.Optimizer], None] | None = None,
     reporter: Reporter | None = None,
     compile: bool = False,
 ) -> list[float]:
-    """Train from ``start_epoch`` to ``cfg.epochs``; ``on_epoch_end`` checkpoints. Returns epoch losses.
+    """Train from ``start_epoch`` to ``cfg.epochs``; ``on_epoch_end(epoch, stats, decoder, optimizer)``
+    checkpoints, with ``stats`` = the epoch's mean ``loss`` and the wall ``seconds`` of its steps (device
+    work included, checkpoint writes not). Returns epoch losses.
 
     Under torchrun the decoder runs inside DDP and ``on_epoch_end`` (which writes files) runs on rank 0
     only; ``decoder`` itself stays unwrapped, so its ``state_dict`` has no ``module.`` prefix.
@@ -228,27 +258,38 @@ def fit_decoder(
     net = distributed.wrap(decoder, device)
     if compile:
         net = torch.compile(net)
-    optimizer = make_optimizer(decoder, cfg)
+    graphed = cfg.cuda_graph and device.type == "cuda" and distributed.world_size() == 1 and not compile
+    if cfg.cuda_graph and not graphed:
+        reporter.log("decoder.cuda_graph applies to one CUDA process without --compile; training eagerly")
+    optimizer = make_optimizer(decoder, cfg, capturable=graphed)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(optimizer, optimizer_state)
     data = data.to(device)
+    step = None
+    if graphed:
+        step = GraphedStep(
+            lambda rows: decoder_step(net, optimizer, data, rows, cfg.loss_weight, device, cfg.saturation_penalty), device,
+        )
     losses: list[float] = []
     task = reporter.task("decoder", (cfg.epochs - start_epoch) * len(data.target_idx))
     for epoch in range(start_epoch, cfg.epochs):
+        synchronize(device)
+        t0 = time.perf_counter()
         try:
             loss = run_epoch(
                 net, optimizer, data, cfg.batch_size, cfg.loss_weight, epoch_generator(seed, epoch), device,
                 on_batch=lambda n, v, e=epoch: reporter.advance(task, n, **({} if v is None else {"epoch": e + 1, "loss": v})),
-                saturation_penalty=cfg.saturation_penalty,
+                saturation_penalty=cfg.saturation_penalty, step=step,
             )
         except TrainingDivergedError:
             raise TrainingDivergedError(
                 f"decoder loss became NaN/inf in epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept. "
                 f"Lower the learning rate (--set decoder.lr=...) and resume or restart"
             ) from None
+        seconds = time.perf_counter() - t0  # run_epoch read its loss sums back: the device is done
         losses.append(loss)
-        reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}")
+        reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  ({seconds:.2f} s)")
         if on_epoch_end is not None and distributed.is_main_process():
-            on_epoch_end(epoch + 1, loss, decoder, optimizer)
+            on_epoch_end(epoch + 1, {"loss": loss, "seconds": seconds}, decoder, optimizer)
     reporter.done(task)
     return losses

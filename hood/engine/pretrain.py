@@ -8,6 +8,7 @@ by ``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from hood.config import PretrainConfig
 from hood.data.transforms import normalize, random_crop_flip
 from hood.engine import distributed
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import autocast, classifier_train_format
+from hood.engine.runtime import autocast, classifier_train_format, fused_optimizer, load_optimizer_state, synchronize
 from hood.errors import TrainingDivergedError
 from hood.models.base import Classifier
 
@@ -50,7 +51,11 @@ def accuracy(
 
 
 def make_optimizer(model: Classifier, cfg: PretrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=False)
+    params = list(model.parameters())
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=False,
+        fused=fused_optimizer(params) or None,
+    )
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: PretrainConfig, steps_per_epoch: int) -> Any:
@@ -76,7 +81,8 @@ def fit_classifier(
     reporter: Reporter | None = None,
     compile: bool = False,
 ) -> None:
-    """Train in place. ``on_epoch_end(epoch, stats, optimizer, scheduler)`` checkpoints and keeps the best.
+    """Train in place. ``on_epoch_end(epoch, stats, optimizer, scheduler)`` checkpoints and keeps the best;
+    ``stats["seconds"]`` is the wall time of the epoch's training steps (device work included).
 
     Under torchrun the model runs inside DDP; every rank draws the same permutation and augmentation
     for each global batch and trains on its :func:`~hood.engine.distributed.shard` of it, so
@@ -95,7 +101,7 @@ def fit_classifier(
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps)
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(opt, state["optimizer"])
         if sched is not None and state.get("scheduler") is not None:
             sched.load_state_dict(state["scheduler"])
     # the whole (small) training set lives on the device as uint8: no loader, no host->device copies per step
@@ -103,6 +109,8 @@ def fit_classifier(
     y_all = train_labels.to(device)
     task = reporter.task("pretrain", (cfg.epochs - start_epoch) * len(train_images))
     for epoch in range(start_epoch, cfg.epochs):
+        synchronize(device)
+        t0 = time.perf_counter()
         model.train()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         perm = torch.randperm(len(x_all), generator=g).to(device)
@@ -134,7 +142,8 @@ def fit_classifier(
                 reporter.advance(task, len(idx), epoch=epoch + 1, loss=float(loss.detach()))
             else:
                 reporter.advance(task, len(idx))
-        total, correct, seen = distributed.all_reduce_sum(sums).tolist()
+        total, correct, seen = distributed.all_reduce_sum(sums).tolist()  # .tolist() waits for the epoch's steps
+        seconds = time.perf_counter() - t0  # training steps only: validation and checkpoints not counted
         if not math.isfinite(total):
             raise TrainingDivergedError(
                 f"classifier loss became NaN/inf in epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept. "
@@ -144,8 +153,14 @@ def fit_classifier(
         val_acc = accuracy(model, val_images, val_labels, device, sharded=True) if len(val_images) else correct / seen
         if cfg.scheduler == "plateau":
             sched.step(val_acc)
-        stats = {"loss": total / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
-        reporter.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  train {stats['train_acc']:.3f}  val {val_acc:.3f}")
+        stats = {
+            "loss": total / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
+        reporter.log(
+            f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  train {stats['train_acc']:.3f}  val {val_acc:.3f}"
+            f"  ({seconds:.2f} s)"
+        )
         if on_epoch_end is not None and distributed.is_main_process():
             on_epoch_end(epoch + 1, stats, opt, sched)
     reporter.done(task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import time
 from contextlib import nullcontext
 from typing import Any
 
@@ -93,10 +94,55 @@ def training_autocast(device: torch.device) -> Any:
     decoder step (0.47 -> 0.24 s per batch of 200, WRN-40-2 setting, one AVX512-BF16 core). The loss is
     computed in float32 either way; inference on the CPU stays float32 (features feed an exact search)."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        # no weight-cast cache: each decoder weight is used once per step anyway, and a CUDA graph
+        # capture (decoder.cuda_graph) must not keep casts made during the capture
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     if device.type == "cpu" and cpu_has_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PhaseTimer:
+    """Wall seconds of a job's consecutive phases (``mark(name)`` ends one), the device's queue included.
+
+    Why: a command's total says little about what to speed up; the per-phase split (data, features,
+    prototype search, training) is what the GPU benchmark reports.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+def fused_optimizer(params: Any) -> bool:
+    """Whether to ask for the optimizer's fused kernel: on CUDA one kernel updates every parameter
+    instead of a few per tensor, which matters when small steps are launch-bound (decoder training)."""
+    return any(p.is_cuda for p in params)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict`` that keeps this process's kernel choice (``fused``/``foreach``/``capturable``).
+
+    Why: the saved param groups carry the flags of the machine that wrote them, and a GPU run's
+    ``fused=True`` must not follow its checkpoint onto a CPU resume (or the reverse).
+    """
+    keep = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, keep, strict=True):
+        group.update(flags)
 
 
 def seeded_indices(n: int, count: int | None, seed: int) -> torch.Tensor:

@@ -84,6 +84,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     ckpt = Checkpointer(run, COMMAND, cfg.pretrain.checkpoint_every, cfg.pretrain.epochs)
     ckpt.saved_epoch = start_epoch or None
     last_lr = {"lr": cfg.pretrain.lr}
+    epoch_seconds: list[float] = list(run.info.get("epoch_seconds", []))[:start_epoch]
 
     def on_epoch_end(epoch: int, stats: dict[str, float], opt: torch.optim.Optimizer, sched: Any) -> None:
         last_lr["lr"] = float(opt.param_groups[0]["lr"])
@@ -94,7 +95,8 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
             # before train_state: a crash in between re-runs this epoch, which rewrites the same file
             if distributed.is_main_process():
                 save_checkpoint(classifier_state(model, cfg.model.arch, classes, {**meta, "epoch": epoch, **stats}), run.file("classifier.pt"))
-        history.append({"epoch": epoch, **stats})
+        epoch_seconds.append(round(stats["seconds"], 3))  # wall time, kept apart: history is reproducible
+        history.append({"epoch": epoch, **{k: v for k, v in stats.items() if k != "seconds"}})
         ckpt.epoch_end(
             epoch,
             {
@@ -107,6 +109,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
                 "config": cfg.to_dict(),
             },
             history=list(history),
+            epoch_seconds=list(epoch_seconds),
         )
 
     failed = lambda: history[-1]["epoch"] + 1 if history else start_epoch + 1  # noqa: E731

@@ -20,7 +20,7 @@ from hood.engine import distributed
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, outlier_views, sample_ood_indices
 from hood.engine.features import extract_features
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import configure_threads, resolve_device, seed_everything, seeded_indices
+from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
 from hood.jobs.common import (
@@ -83,6 +83,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     root, size, d = data_root(cfg), cfg.data.image_size, cfg.decoder
+    phases = PhaseTimer(device)  # where the command's time goes, saved in run.json (bench/gpu.sh reads it)
 
     splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
@@ -113,6 +114,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         reporter.log(note)
     if len(pool) < 1:
         raise DataError(f"auxiliary set '{cfg.data.aux}' yielded no images")
+    phases.mark("data")
 
     num_maps = d.fw_layers - 1
     model = classifier.model.to(device)
@@ -123,7 +125,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     id_feats = extract_features(model, id_train.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
     ood_images = outlier_views(pool.images, d.ood_views, cfg.run.seed)  # the same copies again on resume
     ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
+    phases.mark("features")
     data, proto = build_decoder_data(id_train.images, id_feats, ood_images, ood_feats, device, d.ood_views)
+    phases.mark("prototypes")
 
     spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
     decoder = HeatmapDecoder(spec)
@@ -167,10 +171,13 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     ckpt = Checkpointer(run, COMMAND, d.checkpoint_every, d.epochs)
     ckpt.saved_epoch = start_epoch or None
 
-    def on_epoch_end(epoch: int, loss: float, dec: HeatmapDecoder, opt: torch.optim.Optimizer) -> None:
+    epoch_seconds: list[float] = list(run.info.get("epoch_seconds", []))[:start_epoch]
+
+    def on_epoch_end(epoch: int, stats: dict[str, float], dec: HeatmapDecoder, opt: torch.optim.Optimizer) -> None:
         if not all_finite(dec):  # never checkpoint broken weights
             raise TrainingDivergedError("non-finite weights")
-        losses.append(loss)
+        losses.append(stats["loss"])
+        epoch_seconds.append(round(stats["seconds"], 3))
         ckpt.epoch_end(
             epoch,
             {
@@ -182,14 +189,19 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "config": cfg.to_dict(),
             },
             losses=list(losses),
+            epoch_seconds=list(epoch_seconds),
         )
 
     lr = float(optimizer_state["param_groups"][0]["lr"]) if optimizer_state else d.lr
     with ckpt.guard(reporter, "decoder", "decoder.lr", lambda: len(losses) + 1, lambda: lr):
         fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter, compile=cfg.run.compile)
+    phases.mark("train")
     final = losses[-1] if losses else None
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
         save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": final})
-    run.mark_complete(classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final)
+    run.mark_complete(
+        classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final,
+        phase_seconds=phases.seconds,
+    )
     run.info = distributed.broadcast_object(run.info)  # every rank returns rank 0's result
     return run

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -92,7 +91,8 @@ class HeatmapDecoder(nn.Module):
     def code_input(self, features: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         span = (self.feat_max - self.feat_min).clamp_min(1e-12)
         z = (features.float() - self.feat_min) / span
-        onehot = F.one_hot(pred.long(), self.spec.num_classes).to(z.dtype)
+        # a comparison, not F.one_hot: no range check that reads the device back (CUDA graph capture)
+        onehot = (pred.long()[:, None] == torch.arange(self.spec.num_classes, device=pred.device)).to(z.dtype)
         return torch.cat([z, onehot], dim=1)
 
     def forward(

@@ -1,0 +1,123 @@
+"""The table of `bench/gpu.sh`: GPU targets 5-7 of issue 5 from the runs' own records.
+
+Reads ``OUT/timings.jsonl`` (wall seconds and exit code of every step) and the run directories under
+``OUT/runs`` (``epoch_seconds``, ``phase_seconds``, accuracy, losses, evaluation results). Prints Markdown;
+exits 1 when a target that was measured is missed, 2 when one could not be measured.
+
+    python bench/gpu_table.py bench-gpu-out [RUNS_DIR]   # RUNS_DIR defaults to bench-gpu-out/runs
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+PRETRAIN_S_PER_EPOCH = 1.5  # target 5
+DECODER_TOTAL_S = 120.0  # target 6
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def steady(seconds: list[float]) -> float | None:
+    """Median epoch time without the first epoch (cuDNN's algorithm search and allocator warm-up)."""
+    rest = seconds[1:] or seconds
+    return statistics.median(rest) if rest else None
+
+
+def yes(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def main(out: Path, runs: Path) -> int:
+    steps: dict[str, dict[str, Any]] = {}
+    for line in (out / "timings.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        steps[r["step"]] = r
+    pre, dec, graph = (read_json(runs / n / "run.json") for n in ("pretrain", "decoder", "decoder-graph"))
+    print((out / "machine.txt").read_text().strip().replace("\n", "  \n"))
+    print("\n| target | measured | goal | met |\n| --- | --- | --- | --- |")
+    missed, unmeasured = False, False
+
+    epoch_s = steady(pre.get("epoch_seconds", []))
+    if epoch_s is None:
+        unmeasured = True
+        print(f"| 5 pretrain ResNet18 s/epoch | not measured (pretrain rc {steps.get('pretrain', {}).get('rc')}) | <= {PRETRAIN_S_PER_EPOCH} | - |")
+    else:
+        ok = epoch_s <= PRETRAIN_S_PER_EPOCH
+        missed |= not ok
+        first = pre["epoch_seconds"][0]
+        print(f"| 5 pretrain ResNet18 CIFAR-10, s/epoch (median of epochs 2-{len(pre['epoch_seconds'])}; epoch 1: {first:.2f}) "
+              f"| {epoch_s:.3f} | <= {PRETRAIN_S_PER_EPOCH} | {yes(ok)} |")
+    if pre.get("test_acc") is None and pre.get("history"):
+        last = pre["history"][-1]
+        print(f"| 5 (cut short after epoch {last['epoch']}) validation accuracy then | {last['val_acc'] * 100:.2f}% | - | - |")
+    if pre.get("test_acc") is not None:
+        print(f"| 5 accuracy of the recipe (best val epoch {pre.get('best_epoch')} of {pre.get('epochs_done')}), CIFAR-10 test "
+              f"| {pre['test_acc'] * 100:.2f}% | ~95% (METHOD.md recipe) | - |")
+
+    if "train_decoder" in steps and steps["train_decoder"]["rc"] == 0:
+        total = steps["train_decoder"]["seconds"]
+        ok = total <= DECODER_TOTAL_S
+        missed |= not ok
+        ph = dec.get("phase_seconds", {})
+        split = ", ".join(f"{k} {v:.1f}" for k, v in ph.items())
+        n_ood = len(read_json(runs / "decoder" / "ood_samples.json").get("indices", []))
+        print(f"| 6 train-decoder {dec.get('epochs_done')} epochs, {n_ood} outliers, whole command, s "
+              f"({split}; epoch {steady(dec.get('epoch_seconds', [])) or float('nan'):.3f} s) | {total:.1f} | <= {DECODER_TOTAL_S:.0f} | {yes(ok)} |")
+    else:
+        unmeasured = True
+        print(f"| 6 train-decoder | not measured (rc {steps.get('train_decoder', {}).get('rc')}) | <= {DECODER_TOTAL_S:.0f} | - |")
+
+    g_epoch = steady(graph.get("epoch_seconds", []))
+    if g_epoch is not None:
+        e_losses, g_losses = dec.get("losses", []), graph.get("losses", [])
+        common = min(len(e_losses), len(g_losses))
+        diff = max((abs(a - b) / abs(a) for a, b in zip(e_losses[:common], g_losses[:common], strict=True)), default=float("nan"))
+        rc = steps.get("train_decoder_graph", {})
+        whole = f"{rc['seconds']:.1f} s whole command" if rc.get("rc") == 0 else f"rc {rc.get('rc')}, {len(graph['epoch_seconds'])} epochs"
+        ph = graph.get("phase_seconds", {})
+        est = ph.get("data", 0) + ph.get("features", 0) + ph.get("prototypes", 0)
+        print(f"| 6' the same with decoder.cuda_graph=true: s/epoch ({whole}; largest loss difference to eager over "
+              f"{common} epochs {diff:.2e}) | {g_epoch:.3f} | - | - |")
+        if rc.get("rc") == 0:
+            ok = rc["seconds"] <= DECODER_TOTAL_S
+            print(f"| 6' train-decoder with CUDA graphs, whole command, s ({', '.join(f'{k} {v:.1f}' for k, v in ph.items())}) "
+                  f"| {rc['seconds']:.1f} | <= {DECODER_TOTAL_S:.0f} | {yes(ok)} |")
+        elif est:
+            print(f"| 6' (cut short) data + features + prototypes, s | {est:.1f} | - | - |")
+
+    parts = ["pretrain", "train_decoder", "evaluate"]
+    if all(steps.get(p, {}).get("rc") == 0 for p in parts):
+        total = sum(steps[p]["seconds"] for p in parts)
+        print(f"| 7 whole pipeline end to end (pretrain {pre.get('epochs_done')} epochs + train-decoder + evaluate), s "
+              f"| {total:.0f} | - | - |")
+    else:
+        unmeasured = True
+        print("| 7 whole pipeline | not complete: " + ", ".join(f"{p} rc {steps.get(p, {}).get('rc')}" for p in parts) + " | - | - |")
+
+    results = sorted((runs / "decoder").rglob("results.json"))
+    if results:
+        res = read_json(results[-1]).get("results", {})
+        print("\nDetection (FPR95 / AUROC %, mean over the OOD sets; ID = CIFAR-10 test):\n")
+        print("| method | " + " | ".join(k for k in next(iter(res.values()), {}) if k != "mean") + " | mean |")
+        print("| --- " * (len(next(iter(res.values()), {})) + 1) + "|")
+        for method, per_set in res.items():
+            cells = [f"{m['fpr95'] * 100:.1f} / {m['auroc'] * 100:.1f}" for name, m in per_set.items() if name != "mean"]
+            mean = per_set.get("mean", {})
+            print(f"| {method} | " + " | ".join(cells) + f" | {mean.get('fpr95', float('nan')) * 100:.1f} / {mean.get('auroc', float('nan')) * 100:.1f} |")
+
+    print("\nsteps (wall s, exit code): " + ", ".join(f"{k} {v['seconds']} ({v['rc']})" for k, v in steps.items()))
+    return 2 if unmeasured else 1 if missed else 0
+
+
+if __name__ == "__main__":
+    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "bench-gpu-out")
+    sys.exit(main(out_dir, Path(sys.argv[2]) if len(sys.argv) > 2 else out_dir / "runs"))
