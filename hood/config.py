@@ -82,8 +82,10 @@ class DecoderConfig:
     saturation_penalty: float = 0.0
     checkpoint_every: int = 1
     # replay each training step as one CUDA graph (engine/cuda_graph.py): the decoder's steps are hundreds of
-    # tiny kernels, launch-bound on a GPU; ignored on the CPU, under torchrun and with --compile
-    cuda_graph: bool = False
+    # tiny kernels, launch-bound on a GPU (eager: 1.4-1.6 s per ResNet18-setting epoch on an H200, where the
+    # GPU itself is mostly idle); the same model as eager steps (tests/test_cuda.py, run on an H200).
+    # Ignored on the CPU, under torchrun and with --compile
+    cuda_graph: bool = True
 
 
 @dataclass
@@ -111,6 +113,9 @@ class RunConfig:
     deterministic: bool = False
     num_threads: int | None = None  # CPU threads; None = PyTorch's default
     compile: bool = False  # torch.compile the training forward passes (pays off on long GPU runs)
+    # at most one train_state.pt write per this many seconds (first and last epoch always; Ctrl-C/SIGTERM
+    # still save the newest epoch); 0 = every pretrain/decoder.checkpoint_every epochs
+    checkpoint_interval_s: float = 20.0
 
 
 @dataclass
@@ -341,6 +346,7 @@ def validate(cfg: Config) -> Config:
         problem = unknown_dataset(spec)
         need(problem is None, key, problem or "")
     need(r.num_threads is None or r.num_threads >= 1, "run.num_threads", "must be at least 1")
+    need(r.checkpoint_interval_s >= 0, "run.checkpoint_interval_s", f"must be non-negative, got {r.checkpoint_interval_s}")
     return cfg
 
 

@@ -12,7 +12,9 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +58,35 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block take effect when it ends (main thread only).
+
+    Why: an interrupt in the middle of ``torch.save`` raises inside its zip writer, whose clean-up then
+    fails with a ``RuntimeError`` (a traceback instead of the interrupt's resume hint), and the epoch
+    being saved is lost. A checkpoint write takes well under a second; the interrupt waits for it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signum = received[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)  # Python's default SIGINT handler raises KeyboardInterrupt here
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 @contextlib.contextmanager
@@ -107,9 +138,9 @@ def atomic_save_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None
     """Atomically write whatever ``writer`` produces into a binary file handle (torch.save, np.save).
 
     Some writers (torch's zip writer) wrap the file's ``OSError`` in a ``RuntimeError``; its cause is
-    unwrapped so disk-full still reads as one line.
+    unwrapped so disk-full still reads as one line. Interrupts wait for the write (:func:`interrupts_deferred`).
     """
-    with atomic_open(path, "wb") as fh:
+    with interrupts_deferred(), atomic_open(path, "wb") as fh:
         try:
             writer(fh)
         except RuntimeError as err:

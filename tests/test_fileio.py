@@ -213,3 +213,23 @@ def test_data_cache_is_written_atomically_and_a_damaged_entry_is_rebuilt(id_fold
     again = load_id_splits(str(id_folder), Path("."), 32)
     assert torch.equal(first["train"].images, again["train"].images)
     torch.load(entries[0], weights_only=True)  # rewritten whole
+
+
+def test_an_interrupt_during_a_checkpoint_write_waits_for_the_write(tmp_path: Path) -> None:
+    """SIGINT arriving inside torch.save (as `timeout --signal=INT` did on a GPU run) used to break the zip
+    writer and end in a traceback; now the file is written whole and the interrupt follows it."""
+    import signal
+
+    target = tmp_path / "state.pt"
+    obj = {"w": torch.arange(1000.0), "epoch": 7}
+
+    def writer(fh) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered mid-write
+        torch.save(obj, fh)
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save_with(target, writer)
+    loaded = torch.load(target, weights_only=True)
+    assert loaded["epoch"] == 7 and torch.equal(loaded["w"], obj["w"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left

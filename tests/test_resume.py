@@ -297,6 +297,25 @@ def test_checkpointer_writes_every_n_and_flushes_the_pending_epoch(tmp_path: Pat
     assert open_run("c").info["epochs_done"] == 4
 
 
+def test_checkpointer_writes_at_most_once_per_interval_but_first_last_and_on_flush(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.run.out = "c"
+    run = create_run(cfg, "pretrain")
+    ck = Checkpointer(run, "pretrain", every=1, total_epochs=6, min_interval_s=3600)
+    w = torch.zeros(2)
+    for epoch in (1, 2, 3):
+        w += 1
+        ck.epoch_end(epoch, {"w": w})
+    assert load(run.file("train_state.pt"))["epoch"] == 1  # the first epoch at once, then the interval holds
+    assert open_run("c").info["epochs_done"] == 1
+    assert ck.flush() == 3  # an interrupt still saves the newest epoch
+    assert torch.equal(load(run.file("train_state.pt"))["w"], torch.full((2,), 3.0))
+    for epoch in (4, 5, 6):
+        w += 1
+        ck.epoch_end(epoch, {"w": w})
+    assert load(run.file("train_state.pt"))["epoch"] == 6  # the last epoch is always written
+
+
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
     import random
 

@@ -20,18 +20,34 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     return x.add(1.0).div(2.0).clamp(0.0, 1.0)
 
 
-def random_crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample random crop (zero padding ``pad``) and horizontal flip, for a normalized batch."""
+def crop_flip_params(n: int, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n x 3`` int64 on the CPU: per sample the crop offsets (dy, dx in ``[0, 2 pad]``) and a flip flag.
+
+    Drawn on the CPU from ``generator`` so a seed gives the same augmentation on every device. Training
+    draws a whole epoch's at once and moves them to the device in one copy: a copy per step would make
+    the host wait for the GPU every step (PyTorch synchronises on host-to-device copies).
+    """
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu")
+    flip = torch.rand(n, generator=generator, device="cpu") < 0.5
+    return torch.stack([dy, dx, flip.long()], dim=1)
+
+
+def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Crop (zero padding ``pad``) and flip a normalized batch as ``params`` (from :func:`crop_flip_params`,
+    on ``x``'s device) say; gathers only, no host work."""
     n, _, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
-    rows = (dy[:, None] + torch.arange(h, device=dev)[None])  # n x h
-    cols = (dx[:, None] + torch.arange(w, device=dev)[None])  # n x w
-    flip = torch.rand(n, generator=generator, device="cpu").to(dev) < 0.5
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows = params[:, 0:1] + torch.arange(h, device=dev)[None]  # n x h
+    cols = params[:, 1:2] + torch.arange(w, device=dev)[None]  # n x w
+    cols = torch.where(params[:, 2:3].bool(), cols.flip(1), cols)
     idx_r = rows[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
     out = padded.gather(2, idx_r)
     idx_c = cols[:, None, None, :].expand(n, x.shape[1], h, w)
     return out.gather(3, idx_c)
+
+
+def random_crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random crop (zero padding ``pad``) and horizontal flip, for a normalized batch."""
+    return crop_flip(x, crop_flip_params(len(x), pad, generator).to(x.device), pad)

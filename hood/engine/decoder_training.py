@@ -259,7 +259,7 @@ def fit_decoder(
     if compile:
         net = torch.compile(net)
     graphed = cfg.cuda_graph and device.type == "cuda" and distributed.world_size() == 1 and not compile
-    if cfg.cuda_graph and not graphed:
+    if cfg.cuda_graph and device.type == "cuda" and not graphed:
         reporter.log("decoder.cuda_graph applies to one CUDA process without --compile; training eagerly")
     optimizer = make_optimizer(decoder, cfg, capturable=graphed)
     if optimizer_state is not None:

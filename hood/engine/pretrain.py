@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from hood.config import PretrainConfig
-from hood.data.transforms import normalize, random_crop_flip
+from hood.data.transforms import crop_flip, crop_flip_params, normalize
 from hood.engine import distributed
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import autocast, classifier_train_format, fused_optimizer, load_optimizer_state, synchronize
@@ -114,6 +114,9 @@ def fit_classifier(
         model.train()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         perm = torch.randperm(len(x_all), generator=g).to(device)
+        # the epoch's crops and flips in one draw and one copy (per-step copies would sync every step),
+        # drawn for the whole global batch order, so every rank consumes the generator identically
+        aug = crop_flip_params(len(x_all), generator=g).to(device) if cfg.augment else None
         # running sums stay on the device: reading the loss every step would stall the GPU queue
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, seen
         for step, s in enumerate(range(0, len(perm), cfg.batch_size)):
@@ -121,9 +124,8 @@ def fit_classifier(
             if len(idx) < world:  # a rank would get no sample; the remainder joins the next epoch's shuffle
                 continue
             x = normalize(x_all[idx])
-            if cfg.augment:
-                # drawn for the whole global batch, so every rank consumes the generator identically
-                x = random_crop_flip(x, generator=g)
+            if aug is not None:
+                x = crop_flip(x, aug[s : s + cfg.batch_size])
             x, y = distributed.shard(x), distributed.shard(y_all[idx])
             x = x.contiguous(memory_format=fmt)
             with autocast(device):

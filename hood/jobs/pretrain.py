@@ -81,7 +81,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
         reporter.log(f"resuming {run.path} after epoch {start_epoch}")
     run.update(status="running", epochs_done=start_epoch, history=history, skipped_images=notes)
     meta: dict[str, Any] = {"dataset": cfg.data.id, "config": cfg.to_dict(), "seed": cfg.run.seed}
-    ckpt = Checkpointer(run, COMMAND, cfg.pretrain.checkpoint_every, cfg.pretrain.epochs)
+    ckpt = Checkpointer(run, COMMAND, cfg.pretrain.checkpoint_every, cfg.pretrain.epochs, cfg.run.checkpoint_interval_s)
     ckpt.saved_epoch = start_epoch or None
     last_lr = {"lr": cfg.pretrain.lr}
     epoch_seconds: list[float] = list(run.info.get("epoch_seconds", []))[:start_epoch]

@@ -168,7 +168,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         "seed": cfg.run.seed,
         "config": cfg.to_dict(),
     }
-    ckpt = Checkpointer(run, COMMAND, d.checkpoint_every, d.epochs)
+    ckpt = Checkpointer(run, COMMAND, d.checkpoint_every, d.epochs, cfg.run.checkpoint_interval_s)
     ckpt.saved_epoch = start_epoch or None
 
     epoch_seconds: list[float] = list(run.info.get("epoch_seconds", []))[:start_epoch]
