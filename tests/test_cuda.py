@@ -69,3 +69,29 @@ def test_pretrain_and_features_on_cuda() -> None:
     assert all(p.is_cuda and torch.isfinite(p).all() for p in model.parameters())
     feats = extract_features(model, x, CUDA, batch_size=32, num_maps=1)
     assert feats.features.shape[0] == 64 and feats.maps is not None and not feats.features.is_cuda
+
+
+def test_graphed_pretrain_steps_train_like_eager_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hood.engine.pretrain as pretrain_engine
+
+    made: list[GraphedStep] = []
+
+    class Spy(GraphedStep):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pretrain_engine, "GraphedStep", Spy)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (230, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.arange(230) % 10
+    cfg = PretrainConfig(epochs=2, batch_size=20, lr=0.05, plateau_patience=0)  # lr drops on any non-improving epoch
+    states = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        model = build_classifier("wrn10_2", 10)
+        fit_classifier(model, x, y, x[:20], y[:20], cfg, 0, CUDA, cuda_graph=graph)
+        states.append({k: v.detach().float().clone() for k, v in model.state_dict().items()})
+    assert len(made) == 1 and made[0].graph is not None and made[0].eager_steps == 3  # 11 full batches + 1 partial
+    for k, v in states[0].items():
+        assert torch.allclose(states[1][k], v, rtol=1e-2, atol=2e-3), k

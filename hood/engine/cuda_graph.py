@@ -2,7 +2,8 @@
 
 Why: the heatmap decoder's step (gathers, forward, backward, Adam) is a few hundred tiny kernels; on a
 GPU each costs more to launch from Python than to run, so an epoch takes as long as the CPU needs to
-issue it. Captured once and replayed, the whole step is one launch. The captured step is the same code
+issue it. Captured once and replayed, the whole step is one launch (measured on an H200, ResNet18
+setting: 1.47 s per decoder epoch eager, 0.34 s replayed). The captured step is the same code
 as the eager one (same kernels, same order), so replaying it trains the same model.
 
 The recipe is PyTorch's whole-network capture: a few real steps run eagerly on a side stream first
@@ -24,10 +25,13 @@ StepFn = Callable[[torch.Tensor], torch.Tensor]
 class GraphedStep:
     """Calls ``step(idx)`` eagerly for the first ``warmup`` full batches, then replays a captured graph.
 
-    ``step`` takes a 1-D index tensor on the device and returns a scalar tensor (the loss); it must zero
-    the gradients itself with ``set_to_none=True`` (inside the capture that is a no-op on the device:
-    backward then writes fresh gradients into the graph's memory on every replay). Batches of another
-    length than the first (the last, partial one) run eagerly: a graph is fixed to its shapes.
+    ``step`` takes a 1-D index tensor on the device and returns a tensor (its statistics, e.g. the loss);
+    it zeroes the gradients itself. With the optimizer step inside ``step`` (the decoder) that is
+    ``set_to_none=True``: backward then writes fresh gradients into the graph's memory on every replay,
+    and each path's optimizer reads what its own backward wrote. With the optimizer outside (pretrain,
+    whose learning rate changes between epochs) it must be ``set_to_none=False``: the graph then zeroes
+    and fills the very ``.grad`` tensors the eager optimizer reads. Batches of another length than the
+    first (the last, partial one) run eagerly: a graph is fixed to its shapes.
     """
 
     def __init__(self, step: StepFn, device: torch.device, warmup: int = 3) -> None:

@@ -117,7 +117,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
         fit_classifier(
             model, train.images[tr_idx], train.labels[tr_idx], train.images[val_idx], train.labels[val_idx],
             cfg.pretrain, cfg.run.seed, device, start_epoch, state, on_epoch_end, reporter,
-            compile=cfg.run.compile,
+            compile=cfg.run.compile, cuda_graph=cfg.pretrain.cuda_graph,
         )
     if distributed.is_main_process():  # rank 0 wrote the files; the other ranks take its result below
         best_model = load_classifier(run.file("classifier.pt")).model.to(device)
