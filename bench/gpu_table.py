@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 PRETRAIN_S_PER_EPOCH = 1.5  # target 5
 DECODER_TOTAL_S = 120.0  # target 6
 
@@ -60,6 +62,14 @@ def main(out: Path, runs: Path) -> int:
         n, wall = len(pre["epoch_seconds"]), steps["pretrain"]["seconds"]
         print(f"| 5 ... whole pretrain command / epochs (start-up, validation, checkpoints, test included; "
               f"sum of epoch times {sum(pre['epoch_seconds']):.1f} s) | {wall / n:.3f} | - | - |")
+    pre_eager = steady(read_json(runs / "pretrain-eager" / "run.json").get("epoch_seconds", []))
+    if pre_eager is not None:
+        try:
+            graph = yaml.safe_load((runs / "pretrain" / "config.yaml").read_text())["pretrain"]["cuda_graph"]
+        except (OSError, KeyError, TypeError, yaml.YAMLError):
+            graph = "?"
+        print(f"| 5' the same with eager steps (pretrain.cuda_graph=false; main run cuda_graph={graph}), s/epoch "
+              f"| {pre_eager:.3f} | - | - |")
     if pre.get("test_acc") is None and pre.get("history"):
         last = pre["history"][-1]
         print(f"| 5 (cut short after epoch {last['epoch']}) validation accuracy then | {last['val_acc'] * 100:.2f}% | - | - |")
