@@ -135,7 +135,8 @@ def skip_note(s: ImageSet) -> str | None:
 RESUME_FREE = (
     "name", "run.device", "run.num_threads", "run.compile", "run.out", "run.runs_dir", "data.root", "data.strict",
     "data.ood", "data.ood_count", "data.id_test_count", "model.classifier", "evaluate.",
-    "pretrain.checkpoint_every", "decoder.checkpoint_every",
+    "pretrain.checkpoint_every", "decoder.checkpoint_every", "run.checkpoint_interval_s",
+    "pretrain.cuda_graph", "decoder.cuda_graph",  # the same steps, launched another way
 )
 # Keys that may change on resume, knowingly altering the result from then on (logged): more or fewer
 # epochs, and a lower learning rate after a divergence. Not with pretrain's one-cycle schedule, whose
