@@ -12,6 +12,7 @@
 # VAL_ID_PER_CLASS / VAL_AUX_CLASSES (0 / 0; e.g. 100 / 16 = issue 7's validation split: held out of
 # training, and `hood evaluate --validation` prints a validation table before the test table),
 # TRAIN_SET (extra train-decoder overrides, e.g. "decoder.fw_layers=2 decoder.lr=0.001"; part of the run name),
+# EVAL_SET (extra evaluate overrides, e.g. "evaluate.partner_weight=2"; the decoders are reused),
 # TEST (1; 0 = validation table only, for choosing settings without looking at the test sets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ OUT_DIR=${OUT_DIR:-runs/quality}
 VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-0}
 VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-0}
 TRAIN_SET=${TRAIN_SET:-}
+EVAL_SET=${EVAL_SET:-}
 TEST=${TEST:-1}
 HOOD=${HOOD:-.venv/bin/hood}
 D=$SHARED/data
@@ -42,6 +44,7 @@ extra=()
 for kv in $TRAIN_SET; do extra+=(--set "$kv"); done
 eval_extra=()
 [ -n "$ID_TEST_COUNT" ] && eval_extra+=(--set "data.id_test_count=$ID_TEST_COUNT")
+for kv in $EVAL_SET; do eval_extra+=(--set "$kv"); done
 tag="$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s$OUTPUT_SCALE"
 [ "$VAL_ID_PER_CLASS" != 0 ] && tag="$tag-val$VAL_ID_PER_CLASS-$VAL_AUX_CLASSES"
 [ -n "$TRAIN_SET" ] && tag="$tag-$(echo "$TRAIN_SET" | sed 's/decoder\.//g; s/[^A-Za-z0-9.=_-]\+/_/g; s/=//g')"
@@ -56,7 +59,7 @@ for seed in $SEEDS; do
   fi
   if [ "$VAL_ID_PER_CLASS" != 0 ]; then
     "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
-      --ood uniform-noise --methods "$METHODS" --device "$DEVICE" --quiet > /dev/null
+      --ood uniform-noise --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
   fi
   [ "$TEST" = 0 ] && continue
   "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
