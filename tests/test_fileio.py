@@ -220,6 +220,9 @@ def test_an_interrupt_during_a_checkpoint_write_waits_for_the_write(tmp_path: Pa
     writer and end in a traceback; now the file is written whole and the interrupt follows it."""
     import signal
 
+    # Python's own handler, whatever this process inherited: a test run started in the background of a
+    # script inherits SIGINT *ignored*, and an ignored interrupt rightly raises nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     target = tmp_path / "state.pt"
     obj = {"w": torch.arange(1000.0), "epoch": 7}
 
@@ -227,9 +230,12 @@ def test_an_interrupt_during_a_checkpoint_write_waits_for_the_write(tmp_path: Pa
         os.kill(os.getpid(), signal.SIGINT)  # delivered mid-write
         torch.save(obj, fh)
 
-    with pytest.raises(KeyboardInterrupt):
-        atomic_save_with(target, writer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_save_with(target, writer)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     loaded = torch.load(target, weights_only=True)
     assert loaded["epoch"] == 7 and torch.equal(loaded["w"], obj["w"])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left
