@@ -144,5 +144,18 @@ def main_only(reporter: Any) -> Any:
 
 
 def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
+    """Leave the process group at exit, on gloo only after every rank got here.
+
+    Why the barrier: a rank that tears its gloo connections down while a peer still holds the group
+    open can abort the peer ("terminate called without an active exception", seen under load in the
+    two-process test). ``monitored_barrier`` gives up after a timeout instead of hanging when a peer
+    died, so an exit after an error is not held up.
+    """
+    if not is_distributed():
+        return
+    if dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+        except RuntimeError:
+            pass  # a peer is gone or failed: leave anyway
+    dist.destroy_process_group()
