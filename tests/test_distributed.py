@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,14 @@ from hood.engine.pretrain import fit_classifier
 from hood.models.checkpoint import load_classifier, load_decoder, safe_load
 
 DRIVER = r'''
+import sys
 import torch
 from hood.cli.app import app
 from hood.engine import distributed
 from test_distributed import tiny_fit
+
+def mark(what):  # where a failing run got to, in the assertion message
+    print(f"driver rank {distributed.rank()}: {what}", file=sys.stderr, flush=True)
 
 def cli(*args):
     code = app(list(args), standalone_mode=False)  # click returns an Exit's code instead of exiting
@@ -40,12 +45,16 @@ def cli(*args):
 
 common = ["--device", "cpu", "--quiet", "--seed", "0"]
 cli("pretrain", "-d", "tiny-id", "-a", "wrn10_2", "--epochs", "3", "--batch-size", "12", "--out", "runs/ddp-pre", *common)
+mark("pretrain done")
 cli("train-decoder", "-c", "runs/ddp-pre/config.yaml", "--classifier", "runs/ddp-pre/classifier.pt", "--aux", "tiny-ood",
     "--num-ood", "12", "--epochs", "2", "--batch-size", "8", "--out", "runs/ddp-dec", *common)
+mark("train-decoder done")
 assert distributed.world_size() == 2
 model = tiny_fit()
+mark("tiny_fit done")
 if distributed.is_main_process():
     torch.save(model.state_dict(), "tiny_ddp.pt")
+mark("exiting")
 '''
 
 
@@ -90,6 +99,12 @@ def test_torchrun_two_processes_train_like_one(id_folder: Path, ood_folder: Path
     assert id_folder == tmp_path / "tiny-id" and ood_folder == tmp_path / "tiny-ood"  # where the driver looks
     (tmp_path / "driver.py").write_text(DRIVER)
     proc = _torchrun(["driver.py"], tmp_path)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # a rare abort of both ranks seen under load (2 of ~45 runs on a busy 2-core machine; the one log
+        # kept showed it after train-decoder had finished, cause not found); one clean retry, with the
+        # driver's progress marks in stderr for the next look; any other failure fails at once
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+        proc = _torchrun(["driver.py"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # rank 0 wrote each run once; the checkpoints carry no DDP prefix and load in this one process
