@@ -22,6 +22,12 @@ import torch
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+def graphs_apply(wanted: bool, device: torch.device, world_size: int, compiled: bool) -> bool:
+    """Whether a training loop replays its steps as graphs: asked for, one CUDA process (DDP's gradient
+    hooks are not captured here), and not under ``torch.compile`` (which has its own graph modes)."""
+    return wanted and device.type == "cuda" and world_size == 1 and not compiled
+
+
 class GraphedStep:
     """Calls ``step(idx)`` eagerly for the first ``warmup`` full batches, then replays a captured graph.
 

@@ -30,7 +30,7 @@ import torch
 from hood.config import DecoderConfig
 from hood.data.transforms import denormalize, normalize, random_crop_flip
 from hood.engine import distributed
-from hood.engine.cuda_graph import GraphedStep
+from hood.engine.cuda_graph import GraphedStep, graphs_apply
 from hood.engine.features import FeatureSet
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.prototypes import nearest_prototypes
@@ -258,7 +258,7 @@ def fit_decoder(
     net = distributed.wrap(decoder, device)
     if compile:
         net = torch.compile(net)
-    graphed = cfg.cuda_graph and device.type == "cuda" and distributed.world_size() == 1 and not compile
+    graphed = graphs_apply(cfg.cuda_graph, device, distributed.world_size(), compile)
     if cfg.cuda_graph and device.type == "cuda" and not graphed:
         reporter.log("decoder.cuda_graph applies to one CUDA process without --compile; training eagerly")
     optimizer = make_optimizer(decoder, cfg, capturable=graphed)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hood.config import PretrainConfig
 from hood.data.transforms import crop_flip, crop_flip_params, normalize
 from hood.engine import distributed
-from hood.engine.cuda_graph import GraphedStep
+from hood.engine.cuda_graph import GraphedStep, graphs_apply
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import autocast, classifier_train_format, fused_optimizer, load_optimizer_state, synchronize
 from hood.errors import TrainingDivergedError
@@ -117,7 +117,7 @@ def fit_classifier(
     perm_buf = torch.empty(n_all, dtype=torch.long, device=device)
     aug_buf = torch.empty(n_all, 3, dtype=torch.long, device=device) if cfg.augment else None
     positions = torch.arange(n_all, device=device)
-    graphed = cuda_graph and device.type == "cuda" and world == 1 and not compile
+    graphed = graphs_apply(cuda_graph, device, world, compile)
 
     def forward_backward(pos: torch.Tensor) -> torch.Tensor:
         """Gradients of the batch at epoch positions ``pos``; returns ``[loss * n, correct]`` of this rank's
@@ -158,10 +158,11 @@ def fit_classifier(
             opt.step()
             if cfg.scheduler == "onecycle":
                 sched.step()
+            n_local = len(distributed.shard(pos))  # this rank's samples of the batch
             sums[:2] += out
-            sums[2] += len(distributed.shard(pos))
+            sums[2] += n_local
             if step % _REPORT_EVERY == 0:  # reading the loss syncs with the device: only now and then
-                reporter.advance(task, len(pos), epoch=epoch + 1, loss=float(out[0]) / len(distributed.shard(pos)))
+                reporter.advance(task, len(pos), epoch=epoch + 1, loss=float(out[0]) / n_local)
             else:
                 reporter.advance(task, len(pos))
         total, correct, seen = distributed.all_reduce_sum(sums).tolist()  # .tolist() waits for the epoch's steps
