@@ -13,7 +13,8 @@
 # training, and `hood evaluate --validation` prints a validation table before the test table),
 # TRAIN_SET (extra train-decoder overrides, e.g. "decoder.fw_layers=2 decoder.lr=0.001"; part of the run name),
 # EVAL_SET (extra evaluate overrides, e.g. "evaluate.partner_weight=2"; the decoders are reused),
-# TEST (1; 0 = validation table only, for choosing settings without looking at the test sets).
+# TEST (1; 0 = validation table only, for choosing settings without looking at the test sets),
+# PY (.venv/bin/python when present, else python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -33,7 +34,8 @@ VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-0}
 TRAIN_SET=${TRAIN_SET:-}
 EVAL_SET=${EVAL_SET:-}
 TEST=${TEST:-1}
-HOOD=${HOOD:-.venv/bin/hood}
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # python3: a GPU machine's own PyTorch
+HOOD=("$PY" -m hood)
 D=$SHARED/data
 for f in "$D/cifar10-jpg.tar.gz" "$D/tin32-pool.tar.gz" "$SHARED/models/cifar10_$ARCH.pt"; do
   [ -e "$f" ] || { echo "error: $f is missing (set SHARED=...)" >&2; exit 2; }
@@ -52,23 +54,23 @@ start=$(date +%s)
 for seed in $SEEDS; do
   run="$OUT_DIR/$tag-seed$seed"
   if [ ! -f "$run/decoder.pt" ]; then
-    "$HOOD" train-decoder --config "configs/cifar10_$ARCH.yaml" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
+    "${HOOD[@]}" train-decoder --config "configs/cifar10_$ARCH.yaml" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
       --dataset "$D/cifar10-jpg.tar.gz" --aux "$D/tin32-pool.tar.gz" --num-ood "$NUM_OOD" "${extra[@]}" \
       --epochs "$EPOCHS" --seed "$seed" --set "decoder.output_scale=$OUTPUT_SCALE" --device "$DEVICE" --out "$run" \
       --set "data.val_id_per_class=$VAL_ID_PER_CLASS" --set "data.val_aux_classes=$VAL_AUX_CLASSES" --quiet
   fi
   if [ "$VAL_ID_PER_CLASS" != 0 ]; then
-    "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
+    "${HOOD[@]}" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
       --ood uniform-noise --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
   fi
   [ "$TEST" = 0 ] && continue
-  "$HOOD" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
+  "${HOOD[@]}" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
     --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
 done
 if [ "$VAL_ID_PER_CLASS" != 0 ]; then
   echo "VALIDATION (held-out ID rows vs held-out auxiliary classes and uniform noise):"
-  .venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/validation.json
+  "$PY" bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/validation.json
   [ "$TEST" != 0 ] && { echo; echo "TEST:"; }
 fi
-[ "$TEST" != 0 ] && .venv/bin/python bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/results.json
+[ "$TEST" != 0 ] && "$PY" bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/results.json
 echo "total $(( $(date +%s) - start )) s on $DEVICE for seeds: $SEEDS"
