@@ -347,3 +347,20 @@ def test_saturation_penalty_revives_pixels_that_tanh_has_flattened() -> None:
 
     assert float(trained(0.0).amin()) > 10  # stuck: the heatmap loss has no gradient through flat tanh
     assert float(trained(1.0).abs().mean()) < 3
+
+
+def test_graphs_apply_says_when_a_requested_graph_falls_back_to_eager() -> None:
+    """Graph replay needs one CUDA process without torch.compile; asked for elsewhere on CUDA the user is
+    told (naming the key), and on the CPU it is silently not applicable (the default is on everywhere)."""
+    from hood.engine.cuda_graph import graphs_apply
+
+    said: list[str] = []
+    cuda = torch.device("cuda")
+    assert graphs_apply(True, cuda, 1, False, "pretrain.cuda_graph", said.append) is True
+    assert said == []
+    assert graphs_apply(True, cuda, 2, False, "pretrain.cuda_graph", said.append) is False
+    assert graphs_apply(True, cuda, 1, True, "decoder.cuda_graph", said.append) is False
+    assert [s.split()[0] for s in said] == ["pretrain.cuda_graph", "decoder.cuda_graph"]
+    assert graphs_apply(True, torch.device("cpu"), 1, False, "decoder.cuda_graph", said.append) is False
+    assert graphs_apply(False, cuda, 2, False, "decoder.cuda_graph", said.append) is False
+    assert len(said) == 2

@@ -22,10 +22,17 @@ import torch
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def graphs_apply(wanted: bool, device: torch.device, world_size: int, compiled: bool) -> bool:
+def graphs_apply(
+    wanted: bool, device: torch.device, world_size: int, compiled: bool, key: str = "", log: Callable[[str], None] | None = None
+) -> bool:
     """Whether a training loop replays its steps as graphs: asked for, one CUDA process (DDP's gradient
-    hooks are not captured here), and not under ``torch.compile`` (which has its own graph modes)."""
-    return wanted and device.type == "cuda" and world_size == 1 and not compiled
+    hooks are not captured here), and not under ``torch.compile`` (which has its own graph modes).
+    When asked for on CUDA but not applicable, says so through ``log`` (naming the config ``key``): the
+    user asked for a speed-up and gets eager steps."""
+    graphed = wanted and device.type == "cuda" and world_size == 1 and not compiled
+    if wanted and device.type == "cuda" and not graphed and log is not None:
+        log(f"{key} applies to one CUDA process without --compile; training eagerly")
+    return graphed
 
 
 class GraphedStep:

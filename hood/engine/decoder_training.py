@@ -258,9 +258,7 @@ def fit_decoder(
     net = distributed.wrap(decoder, device)
     if compile:
         net = torch.compile(net)
-    graphed = graphs_apply(cfg.cuda_graph, device, distributed.world_size(), compile)
-    if cfg.cuda_graph and device.type == "cuda" and not graphed:
-        reporter.log("decoder.cuda_graph applies to one CUDA process without --compile; training eagerly")
+    graphed = graphs_apply(cfg.cuda_graph, device, distributed.world_size(), compile, "decoder.cuda_graph", reporter.log)
     optimizer = make_optimizer(decoder, cfg, capturable=graphed)
     if optimizer_state is not None:
         load_optimizer_state(optimizer, optimizer_state)

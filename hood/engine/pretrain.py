@@ -91,7 +91,8 @@ def fit_classifier(
     ``cfg.batch_size`` stays the global batch. ``on_epoch_end`` (which writes files) runs on rank 0 only.
     ``compile`` wraps the training forward in ``torch.compile`` (worth it for long GPU runs).
     ``cuda_graph`` replays each step's forward and backward as one CUDA graph (one CUDA process, no
-    ``compile``): on an H200 eager steps are bound by the host's kernel launches (2.85 s per epoch).
+    ``compile``): on an H200 eager steps are bound by the host's kernel launches (2.3-2.8 s per ResNet18
+    epoch eager, 1.03 s replayed).
     """
     reporter = distributed.main_only(reporter or NullReporter())
     model.to(device)
@@ -117,7 +118,7 @@ def fit_classifier(
     perm_buf = torch.empty(n_all, dtype=torch.long, device=device)
     aug_buf = torch.empty(n_all, 3, dtype=torch.long, device=device) if cfg.augment else None
     positions = torch.arange(n_all, device=device)
-    graphed = graphs_apply(cuda_graph, device, world, compile)
+    graphed = graphs_apply(cuda_graph, device, world, compile, "pretrain.cuda_graph", reporter.log)
 
     def forward_backward(pos: torch.Tensor) -> torch.Tensor:
         """Gradients of the batch at epoch positions ``pos``; returns ``[loss * n, correct]`` of this rank's
