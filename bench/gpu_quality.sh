@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Issue 7 at the paper's training budget (150 decoder epochs, all 49,000 ID training images left after the
-# validation split, 10,000 outliers), for a session that is lent a GPU; ResNet18, the shared classifier.
+# validation split, 10,000 outliers), for a session that is lent a GPU; ARCH (resnet18 | wrn40_2) picks
+# the shared classifier.
 #
 # Settings are chosen on validation data only, inside the script, before any test set is scored:
 #   1. seed 0, the config's settings (the paper's: fw_layers 1, 1 view), validation table only
-#   2. seed 0, fw_layers 3 + 4 outlier views (the CPU round's tie), validation table only
+#   2. seed 0, the alternative ALT_SET (ResNet18: fw_layers 3 + 4 outlier views, the CPU round's tie;
+#      WRN-40-2: the paper's fw_layers 1 + 1 view against its config's 2 + 4), validation table only
 #   3. the setting with the lower validation FPR95 of the config's combined method (ties within
 #      TIE_POINTS go to the config's own settings) is trained for seeds 0 1 2 and scored on the test sets
 #   4. with what is left: a second validation seed for the setting not chosen
@@ -15,8 +17,8 @@
 # to $OUT/quality.md and the runs' small files (results, validation, scores, run.json) to
 # $OUT/quality-runs.tar.gz (decoders and fits stay behind).
 #
-# Expects the shared archives and the ResNet18 classifier in the git-ignored .carry/ (see bench/gpu.sh).
-# Knobs: BUDGET_S (520), TIE_POINTS (0.5), CUDA_TESTS (1), EPOCHS (150), NUM_OOD (10000), SEEDS ("0 1 2"),
+# Expects the shared archives and the classifier (cifar10_$ARCH.pt) in the git-ignored .carry/ (see bench/gpu.sh).
+# Knobs: ARCH (resnet18), ALT_SET, BUDGET_S (520), TIE_POINTS (0.5), CUDA_TESTS (1), EPOCHS (150), NUM_OOD (10000), SEEDS ("0 1 2"),
 # and for a dry run on CPU: DEVICE=cpu NUM_ID=500 NUM_OOD=100 EPOCHS=1 ID_TEST_COUNT=500 OOD_COUNT=200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +37,16 @@ for f in cifar10-jpg tin32-pool tin32-test mnist-test textures10; do
   [ -f ".carry/$f.tar.gz" ] || { echo "missing .carry/$f.tar.gz: copy it from ../shared/data" >&2; exit 2; }
   ln -sf "$PWD/.carry/$f.tar.gz" "$SHARED/data/$f.tar.gz"
 done
-ln -sf "$PWD/.carry/cifar10_resnet18.pt" "$SHARED/models/cifar10_resnet18.pt"
-export SHARED PY ARCH=resnet18 DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
+ARCH="${ARCH:-resnet18}"
+[ -f ".carry/cifar10_$ARCH.pt" ] || { echo "missing .carry/cifar10_$ARCH.pt: copy it from ../shared/models" >&2; exit 2; }
+ln -sf "$PWD/.carry/cifar10_$ARCH.pt" "$SHARED/models/cifar10_$ARCH.pt"
+export SHARED PY ARCH DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
 export VAL_ID_PER_CLASS=100 VAL_AUX_CLASSES=16 OUT_DIR="${RUNS:-/tmp/hood-quality}"
 export HOOD_CACHE="${HOOD_CACHE:-/tmp/hood-cache}" PYTHONUNBUFFERED=1
-ALT="decoder.fw_layers=3 decoder.ood_views=4"
+case "$ARCH" in
+  wrn40_2) ALT="${ALT_SET:-decoder.fw_layers=1 decoder.ood_views=1}" ;;
+  *) ALT="${ALT_SET:-decoder.fw_layers=3 decoder.ood_views=4}" ;;
+esac
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
   | tee "$OUT/quality.md"
 
@@ -70,8 +77,8 @@ EOF
 
 phase val_config 0 0 ""
 phase val_alt 0 0 "$ALT"
-tag="resnet18-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s1-val$VAL_ID_PER_CLASS-$VAL_AUX_CLASSES"
-alt_tag="$tag-fw_layers3_ood_views4"
+tag="$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s1-val$VAL_ID_PER_CLASS-$VAL_AUX_CLASSES"
+alt_tag=$(cd "$OUT_DIR" && ls -d "$tag"-*-seed0 2>/dev/null | head -1); alt_tag=${alt_tag%-seed0}
 a=$(val_fpr "$OUT_DIR/$tag-seed0/validation.json" 2>/dev/null || echo 999)
 b=$(val_fpr "$OUT_DIR/$alt_tag-seed0/validation.json" 2>/dev/null || echo 999)
 chosen=""; other="$ALT"
