@@ -18,8 +18,8 @@
 # $OUT/quality-runs.tar.gz (decoders and fits stay behind).
 #
 # Expects the shared archives and the classifier (cifar10_$ARCH.pt) in the git-ignored .carry/ (see bench/gpu.sh).
-# Knobs: ARCH (resnet18), ALT_SET, BUDGET_S (520), TIE_POINTS (0.5), CUDA_TESTS (1), EPOCHS (150), NUM_OOD (10000), SEEDS ("0 1 2"),
-# and for a dry run on CPU: DEVICE=cpu NUM_ID=500 NUM_OOD=100 EPOCHS=1 ID_TEST_COUNT=500 OOD_COUNT=200.
+# Knobs: ARCH (resnet18), ALT_SET, BUDGET_S (520), TIE_POINTS (0.5), CUDA_TESTS (1), PRETRAIN_AB (1), EPOCHS
+# (150), NUM_OOD (10000), SEEDS ("0 1 2"), RUNS (/tmp/hood-quality: the run directories), and for a dry run on CPU: DEVICE=cpu NUM_ID=500 NUM_OOD=100 EPOCHS=1 ID_TEST_COUNT=500 OOD_COUNT=200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench-gpu-out}"
@@ -50,6 +50,13 @@ esac
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
   | tee "$OUT/quality.md"
 
+# the runs' small files in one archive (decoders, fits and checkpoints stay behind), rewritten after every
+# phase so that a call cut short still returns what it did
+pack_runs() {
+  (cd "$OUT_DIR" && tar czf - --exclude='*.pt' --exclude=fits --exclude=ood_samples.json . ) \
+    >"$OUT/quality-runs.tar.gz" 2>/dev/null
+}
+
 # phase NAME SEEDS TEST TRAIN_SET: one bench/quality.sh call under what is left of the budget
 phase() {
   local name=$1 seeds=$2 test=$3 train_set=$4 t0 rc limit
@@ -61,8 +68,7 @@ phase() {
     bench/quality.sh >>"$OUT/quality.md" 2>"$OUT/$name.err"; rc=$?
   echo "($name: $(( $(date +%s) - t0 )) s, rc $rc, budget left $(left) s)" | tee -a "$OUT/quality.md" >&2
   tail -3 "$OUT/$name.err" >&2
-  (cd "$OUT_DIR" && tar czf - --exclude='*.pt' --exclude=fits --exclude=ood_samples.json . ) \
-    >"$OUT/quality-runs.tar.gz" 2>/dev/null
+  pack_runs
   return $rc
 }
 
@@ -99,7 +105,7 @@ if [ "${CUDA_TESTS:-1}" = 1 ] && [ "$(left)" -ge 60 ]; then
       echo "(pretrain cuda_graph=$graph rc $?: epoch seconds $("$PY" -c "import json; print(json.load(open('$OUT_DIR/pretrain-graph-$graph/run.json')).get('epoch_seconds'))" 2>&1 | tail -1), budget left $(left) s)" \
         | tee -a "$OUT/quality.md" >&2
     done
-    (cd "$OUT_DIR" && tar czf - --exclude='*.pt' --exclude=fits --exclude=ood_samples.json . ) >"$OUT/quality-runs.tar.gz" 2>/dev/null
+    pack_runs
   fi
 fi
 echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2
