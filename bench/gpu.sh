@@ -89,7 +89,7 @@ cat "$OUT/machine.txt" >&2
 
 COMMON=(--device "$DEVICE" --quiet --json)
 # what only a GPU can check (graph replay = eager training for pretrain and decoder, fused optimizers);
-# pretrain replays CUDA graphs below only when these pass (pretrain.cuda_graph is off by default)
+# pretrain replays CUDA graphs below (its default) only when these pass
 PRETRAIN_GRAPH=false
 if [ "$DEVICE" = cuda ] && [ "${CUDA_TESTS:-1}" = 1 ]; then
   step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py && PRETRAIN_GRAPH=true

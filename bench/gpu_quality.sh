@@ -10,16 +10,16 @@
 #   3. the setting with the lower validation FPR95 of the config's combined method (ties within
 #      TIE_POINTS go to the config's own settings) is trained for seeds 0 1 2 and scored on the test sets
 #   4. with what is left: a second validation seed for the setting not chosen
-# then, with what is still left, tests/test_cuda.py (graphed = eager training) when CUDA_TESTS=1 and, when
-# they pass, issue 5's open measurement: a few pretraining epochs replaying CUDA graphs, then eager
-# (PRETRAIN_AB=1; epoch times in the runs' run.json).
+# (The GPU checks of issue 5 -- tests/test_cuda.py, pretrain with and without CUDA graphs -- are
+# bench/gpu.sh's.)
 # Each phase is bench/quality.sh under `timeout`, so the script ends inside BUDGET_S; its printed tables go
 # to $OUT/quality.md and the runs' small files (results, validation, scores, run.json) to
 # $OUT/quality-runs.tar.gz (decoders and fits stay behind).
 #
 # Expects the shared archives and the classifier (cifar10_$ARCH.pt) in the git-ignored .carry/ (see bench/gpu.sh).
-# Knobs: ARCH (resnet18), ALT_SET, BUDGET_S (520), TIE_POINTS (0.5), CUDA_TESTS (1), PRETRAIN_AB (1), EPOCHS
-# (150), NUM_OOD (10000), SEEDS ("0 1 2"), RUNS (/tmp/hood-quality: the run directories), and for a dry run on CPU: DEVICE=cpu NUM_ID=500 NUM_OOD=100 EPOCHS=1 ID_TEST_COUNT=500 OOD_COUNT=200.
+# Knobs: ARCH (resnet18), ALT_SET, BUDGET_S (520), TIE_POINTS (0.5), EPOCHS (150), NUM_OOD (10000),
+# SEEDS ("0 1 2"), RUNS (/tmp/hood-quality: the run directories), and for a dry run on CPU:
+# DEVICE=cpu NUM_ID=500 NUM_OOD=100 EPOCHS=1 ID_TEST_COUNT=500 OOD_COUNT=200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench-gpu-out}"
@@ -50,13 +50,6 @@ esac
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
   | tee "$OUT/quality.md"
 
-# the runs' small files in one archive (decoders, fits and checkpoints stay behind), rewritten after every
-# phase so that a call cut short still returns what it did
-pack_runs() {
-  (cd "$OUT_DIR" && tar czf - --exclude='*.pt' --exclude=fits --exclude=ood_samples.json . ) \
-    >"$OUT/quality-runs.tar.gz" 2>/dev/null
-}
-
 # phase NAME SEEDS TEST TRAIN_SET: one bench/quality.sh call under what is left of the budget
 phase() {
   local name=$1 seeds=$2 test=$3 train_set=$4 t0 rc limit
@@ -68,7 +61,10 @@ phase() {
     bench/quality.sh >>"$OUT/quality.md" 2>"$OUT/$name.err"; rc=$?
   echo "($name: $(( $(date +%s) - t0 )) s, rc $rc, budget left $(left) s)" | tee -a "$OUT/quality.md" >&2
   tail -3 "$OUT/$name.err" >&2
-  pack_runs
+  # the runs' small files in one archive (decoders and fits stay behind), rewritten after every phase so
+  # that a call cut short still returns what it did
+  (cd "$OUT_DIR" && tar czf - --exclude='*.pt' --exclude=fits --exclude=ood_samples.json . ) \
+    >"$OUT/quality-runs.tar.gz" 2>/dev/null
   return $rc
 }
 
@@ -92,20 +88,4 @@ if "$PY" -c "import sys; sys.exit(0 if $b < $a - $TIE_POINTS else 1)"; then chos
 echo "validation heatmap+vim FPR95, seed 0: config $a, alt $b -> chosen: '${chosen:-config}'" | tee -a "$OUT/quality.md" >&2
 phase test_chosen "${SEEDS:-0 1 2}" 1 "$chosen"
 phase val_other 1 0 "$other"
-if [ "${CUDA_TESTS:-1}" = 1 ] && [ "$(left)" -ge 60 ]; then
-  timeout --signal=INT --kill-after=10 "$(left)" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-    >"$OUT/cuda_tests.log" 2>&1; rc=$?
-  echo "(cuda tests rc $rc, budget left $(left) s)" | tee -a "$OUT/quality.md" >&2
-  if [ "$rc" = 0 ] && [ "${PRETRAIN_AB:-1}" = 1 ]; then
-    for graph in true false; do
-      [ "$(left)" -ge 40 ] || break
-      timeout --signal=INT --kill-after=10 "$(left)" "$PY" -m hood pretrain -c cifar10_resnet18 \
-        -d "$SHARED/data/cifar10-jpg.tar.gz" --epochs "${PRETRAIN_EPOCHS:-6}" --set pretrain.cuda_graph=$graph \
-        --out "$OUT_DIR/pretrain-graph-$graph" --device cuda --quiet --json >"$OUT/pretrain-graph-$graph.log" 2>&1
-      echo "(pretrain cuda_graph=$graph rc $?: epoch seconds $("$PY" -c "import json; print(json.load(open('$OUT_DIR/pretrain-graph-$graph/run.json')).get('epoch_seconds'))" 2>&1 | tail -1), budget left $(left) s)" \
-        | tee -a "$OUT/quality.md" >&2
-    done
-    pack_runs
-  fi
-fi
 echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2
