@@ -11,6 +11,8 @@
 # METHODS (every method but ODIN, which adds ~15 min on 2 CPU cores; METHODS=all includes it), ID_TEST_COUNT (empty = all 10,000), OOD_COUNT (2000), OUT_DIR (runs/quality),
 # VAL_ID_PER_CLASS / VAL_AUX_CLASSES (0 / 0; e.g. 100 / 16 = issue 7's validation split: held out of
 # training, and `hood evaluate --validation` prints a validation table before the test table),
+# VAL_OOD (uniform-noise,blobs: the built-in synthetic sets validation adds, each a draw apart from the test
+# set's; blobs since 2026-11-27, earlier validation figures averaged held-out classes and uniform noise only),
 # TRAIN_SET (extra train-decoder overrides, e.g. "decoder.fw_layers=2 decoder.lr=0.001"; part of the run name),
 # EVAL_SET (extra evaluate overrides, e.g. "evaluate.partner_weight=2"; the decoders are reused),
 # TEST (1; 0 = validation table only, for choosing settings without looking at the test sets),
@@ -32,6 +34,7 @@ OUT_DIR=${OUT_DIR:-runs/quality}
 VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-0}
 VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-0}
 TRAIN_SET=${TRAIN_SET:-}
+VAL_OOD=${VAL_OOD:-uniform-noise,blobs}
 EVAL_SET=${EVAL_SET:-}
 TEST=${TEST:-1}
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # python3: a GPU machine's own PyTorch
@@ -61,14 +64,14 @@ for seed in $SEEDS; do
   fi
   if [ "$VAL_ID_PER_CLASS" != 0 ]; then
     "${HOOD[@]}" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
-      --ood uniform-noise --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
+      --ood "$VAL_OOD" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
   fi
   [ "$TEST" = 0 ] && continue
   "${HOOD[@]}" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
     --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
 done
 if [ "$VAL_ID_PER_CLASS" != 0 ]; then
-  echo "VALIDATION (held-out ID rows vs held-out auxiliary classes and uniform noise):"
+  echo "VALIDATION (held-out ID rows vs held-out auxiliary classes and $VAL_OOD):"
   "$PY" bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/validation.json
   [ "$TEST" != 0 ] && { echo; echo "TEST:"; }
 fi

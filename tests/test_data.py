@@ -205,7 +205,7 @@ def test_builtin_sets_shapes_and_determinism() -> None:
     assert torch.equal(digits["train"].images[:, 0], digits["train"].images[:, 2])  # grey as RGB
     again = builtin.load_builtin("demo-digits", 32)
     assert torch.equal(again["test"].images, digits["test"].images) and torch.equal(again["test"].labels, digits["test"].labels)
-    for name in ("uniform-noise", "gaussian-noise"):
+    for name in ("uniform-noise", "gaussian-noise", "blobs"):
         a, b = builtin.load_builtin(name, 32), builtin.load_builtin(name, 32)
         assert a.images.shape == (2000, 3, 32, 32) and a.images.dtype == torch.uint8 and a.labels is None
         assert torch.equal(a.images, b.images)
@@ -215,6 +215,21 @@ def test_builtin_sets_shapes_and_determinism() -> None:
     assert abs(g.mean() - 127.5) < 1 and 55 < g.std() < 70
     assert not torch.equal(u[:10], g[:10])
     assert builtin.load_builtin("no-such-set", 32) is None
+
+
+def test_blobs_are_bright_shapes_on_black() -> None:
+    """Outlier Exposure's recipe: blurred Bernoulli(0.7) pixels, everything under 0.75 black."""
+    b = builtin.load_builtin("blobs", 32).images.float()
+    black = (b == 0).float().mean()
+    assert 0.6 < black < 0.95  # mostly black ground
+    assert b[b > 0].min() >= 0.75 * 255 - 1  # nothing dim: shapes with definite edges
+    # blobs, not speckle: a lit pixel's right-hand neighbour is lit far more often than the lit share
+    lit = b > 0
+    assert (lit[..., 1:] & lit[..., :-1]).float().mean() / lit[..., :-1].float().mean() > 2 * lit.float().mean()
+    val = builtin.synthetic_set("blobs", seed=builtin.VAL_NOISE_SEED, suffix="-val")
+    assert val.name == "blobs-val" and not torch.equal(val.images, builtin.load_builtin("blobs", 32).images)
+    with pytest.raises(ValueError, match="no synthetic set"):
+        builtin.synthetic_set("rademacher")
 
 
 def test_builtin_sets_through_the_loaders(tmp_path: Path) -> None:

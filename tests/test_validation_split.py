@@ -12,7 +12,7 @@ from conftest import write_image_folder
 from typer.testing import CliRunner
 
 from hood.config import resolve
-from hood.data.builtin import VAL_NOISE_SEED, noise_set
+from hood.data.builtin import VAL_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
 from hood.data.validation import held_out_id_rows, split_aux_classes, split_rows
 from hood.errors import ConfigError
@@ -68,19 +68,20 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
     assert samples["pool_size"] == 15  # 3 of the 4 aux classes: the last one is validation OOD
 
     args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(tiny_classifier), "-d", str(id_folder),
-            "--ood", f"{aux},uniform-noise", "--methods", "heatmap,heatmap+energy,knn", "--device", "cpu", "--json", "-q",
+            "--ood", f"{aux},uniform-noise,blobs", "--methods", "heatmap,heatmap+energy,knn", "--device", "cpu", "--json", "-q",
             "--set", "model.arch=wrn10_2", "--set", "evaluate.knn_k=3", "--set", "run.num_threads=1"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
     assert res["n_id"] == 6 and "validation split" in res["id_dataset"]
     # never the aux set itself, nor the test set's noise images: another seeded draw of the same noise
-    assert list(res["results"]["heatmap"]) == ["pool-val", "uniform-noise-val", "mean"]
+    assert list(res["results"]["heatmap"]) == ["pool-val", "uniform-noise-val", "blobs-val", "mean"]
 
-    val_noise, test_noise = noise_set("uniform", seed=VAL_NOISE_SEED), noise_set("uniform")
+    val_noise, test_noise = synthetic_set("uniform-noise", seed=VAL_NOISE_SEED), synthetic_set("uniform-noise")
     assert not torch.equal(val_noise.images, test_noise.images)
     assert (run.path / "scores" / "heatmap" / "val-uniform-noise-val.npz").is_file()
     assert res["results"]["heatmap"]["uniform-noise-val"]["n"] == len(val_noise)
+    assert res["results"]["heatmap"]["blobs-val"]["n"] == 2000 and (run.path / "scores" / "heatmap" / "val-blobs-val.npz").is_file()
     assert res["results"]["heatmap"]["pool-val"]["n"] == 5
     assert res["validation"]["n_fit"] == 30 and json.loads(run.file("validation.json").read_text()) == res
     assert not run.file("results.json").exists()  # the test results are another command's

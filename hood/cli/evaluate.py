@@ -31,7 +31,7 @@ def _csv(value: str | None) -> list[str] | None:
 def evaluate(
     config: ConfigOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one for the config), or an earlier evaluate run to reuse its cached fits.")] = None,
-    ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets: registry names, built-ins (uniform-noise, gaussian-noise), folders or archives.")] = None,
+    ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets: registry names, built-ins (uniform-noise, gaussian-noise, blobs), folders or archives.")] = None,
     ood_count: Annotated[int | None, typer.Option("--ood-count", help="Images per OOD set (default: len(ID test)/5, the protocol).")] = None,
     methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated detectors: heatmap, heatmap+energy, heatmap+knn, heatmap+vim, msp, energy, maxlogit, odin, mahalanobis, knn, react, vim; or 'all' (default: heatmap,msp,energy,knn). Parameters: --set evaluate.knn_k=50, odin_temperature, odin_epsilon, react_percentile, vim_dim, partner_weight (heatmap+X = z_heatmap + w z_X).")] = None,
     fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper: ID positive) | ood (OpenOOD).")] = None,
@@ -41,7 +41,7 @@ def evaluate(
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
-    validation: Annotated[bool, typer.Option("--validation", help="Score the run's validation split instead of the test sets: the ID training images and auxiliary classes train-decoder held out (data.val_id_per_class, data.val_aux_classes), plus any noise set in --ood; writes validation.json.")] = False,
+    validation: Annotated[bool, typer.Option("--validation", help="Score the run's validation split instead of the test sets: the ID training images and auxiliary classes train-decoder held out (data.val_id_per_class, data.val_aux_classes), plus a fresh draw of any synthetic set (uniform-noise, gaussian-noise, blobs) in --ood; writes validation.json.")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

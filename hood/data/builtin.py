@@ -4,7 +4,8 @@
   a seeded 80/20 train/test split. The ID set of ``hood demo``.
 - ``demo-china``: random 32x32 crops of scikit-learn's ``china.jpg`` (the demo's auxiliary outliers).
 - ``demo-flower``: random 32x32 crops of ``flower.jpg`` (an OOD test set the decoder never sees).
-- ``uniform-noise`` / ``gaussian-noise``: seeded noise images, OOD test sets for any ID set.
+- ``uniform-noise`` / ``gaussian-noise`` / ``blobs``: seeded synthetic images, OOD sets for any ID set
+  (blobs: Outlier Exposure's amorphous bright shapes on black, a far-OOD set with structure, unlike noise).
 """
 
 from __future__ import annotations
@@ -57,16 +58,45 @@ def photo_crops(photo: str, count: int, size: int = 32, seed: int = 0) -> ImageS
     return ImageSet(name, images, names=[f"{name}_{i:05d}" for i in range(count)])
 
 
-def noise_set(kind: str, count: int = NOISE_COUNT, size: int = 32, seed: int = NOISE_SEED, suffix: str = "") -> ImageSet:
-    """Uniform noise over [0, 255], or Gaussian noise around mid-grey (std 64, clipped); ``suffix`` names
-    a draw other than the test set's (``-val``)."""
+SYNTHETIC_NAMES = ("uniform-noise", "gaussian-noise", "blobs")
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of N x C x H x W over all three of C, H, W (edges repeated), as scikit-image's
+    ``gaussian(image, sigma, multichannel=False)`` does to the HWC images of Outlier Exposure's recipe."""
+    radius = int(4 * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    for dim in (1, 2, 3):
+        x = x.movedim(dim, -1)
+        shape = x.shape
+        flat = F.pad(x.reshape(-1, 1, shape[-1]), (radius, radius), mode="replicate")
+        x = F.conv1d(flat, k.view(1, 1, -1)).reshape(shape).movedim(-1, dim)
+    return x
+
+
+def synthetic_set(name: str, count: int = NOISE_COUNT, size: int = 32, seed: int = NOISE_SEED, suffix: str = "") -> ImageSet:
+    """A seeded synthetic OOD set; ``suffix`` names a draw other than the test set's (``-val``).
+
+    - ``uniform-noise``: every pixel uniform over [0, 255];
+    - ``gaussian-noise``: around mid-grey, std 64, clipped;
+    - ``blobs``: Hendrycks et al.'s (Outlier Exposure, ICLR 2019) "Blobs": Bernoulli(0.7) pixels, blurred
+      (sigma 1.5), everything under 0.75 set to black, so bright amorphous shapes with definite edges on a
+      black ground -- a far-OOD set that is not noise (as a validation set it stands in for the far-OOD
+      structure that held-out natural-image classes and noise lack)."""
     g = torch.Generator().manual_seed(seed)
-    if kind == "uniform":
+    if name == "uniform-noise":
         images = torch.randint(0, 256, (count, 3, size, size), generator=g, dtype=torch.uint8)
-    else:
+    elif name == "gaussian-noise":
         images = (torch.randn(count, 3, size, size, generator=g) * 64 + 127.5).round().clamp(0, 255).to(torch.uint8)
-    name = f"{kind}-noise{suffix}"
-    return ImageSet(name, images, names=[f"{name}_{i:05d}" for i in range(count)])
+    elif name == "blobs":
+        x = _blur(torch.bernoulli(torch.full((count, 3, size, size), 0.7), generator=g), sigma=1.5)
+        images = (torch.where(x < 0.75, 0.0, x) * 255).round().clamp(0, 255).to(torch.uint8)
+    else:
+        raise ValueError(f"no synthetic set called {name!r}; one of {', '.join(SYNTHETIC_NAMES)}")
+    full = f"{name}{suffix}"
+    return ImageSet(full, images, names=[f"{full}_{i:05d}" for i in range(count)])
 
 
 def load_builtin(name: str, size: int, split: str | None = None) -> ImageSet | dict[str, ImageSet] | None:
@@ -77,10 +107,10 @@ def load_builtin(name: str, size: int, split: str | None = None) -> ImageSet | d
         return photo_crops("china.jpg", 4000, size, seed=1)
     if name == "demo-flower":
         return photo_crops("flower.jpg", 1000, size, seed=2)
-    if name in ("uniform-noise", "gaussian-noise"):
-        return noise_set(name.split("-")[0], size=size)
+    if name in SYNTHETIC_NAMES:
+        return synthetic_set(name, size=size)
     return None
 
 
-BUILTIN_NAMES = ("demo-digits", "demo-china", "demo-flower", "uniform-noise", "gaussian-noise")
-__all__ = ["VAL_NOISE_SEED", "BUILTIN_NAMES", "load_builtin", "noise_set", "photo_crops", "demo_digits", "hwc_to_chw"]
+BUILTIN_NAMES = ("demo-digits", "demo-china", "demo-flower", *SYNTHETIC_NAMES)
+__all__ = ["VAL_NOISE_SEED", "BUILTIN_NAMES", "SYNTHETIC_NAMES", "load_builtin", "synthetic_set", "photo_crops", "demo_digits", "hwc_to_chw"]

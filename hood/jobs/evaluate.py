@@ -26,7 +26,7 @@ import torch
 
 from hood import __version__
 from hood.config import Config
-from hood.data.builtin import VAL_NOISE_SEED, noise_set
+from hood.data.builtin import SYNTHETIC_NAMES, VAL_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
 from hood.data.validation import split_rows
@@ -262,7 +262,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
 @dataclass
 class ValidationSplit:
     """What ``evaluate --validation`` scores: the decoder run's held-out ID rows against its held-out
-    auxiliary classes (and built-in noise), with detectors fitted on the remaining training rows."""
+    auxiliary classes (and fresh draws of built-in synthetic sets), with detectors fitted on the remaining training rows."""
 
     fit: ImageSet
     id: ImageSet
@@ -292,11 +292,12 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
     ood: list[tuple[str, Callable[[], ImageSet]]] = []
     if aux_classes > 0 and aux:
         ood.append((f"{dataset_label(aux)}-val", lambda: load_held_out_classes(aux, root, size, aux_classes, cfg.data.strict)))
-    # built-in noise named among --ood: validated on another seeded draw, so no test image is ever used to choose
-    noise = [s.split("-")[0] for s in cfg.data.ood if s in ("uniform-noise", "gaussian-noise")]
-    ood += [(f"{k}-noise-val", lambda k=k: noise_set(k, size=size, seed=VAL_NOISE_SEED, suffix="-val")) for k in noise]
+    # built-in synthetic sets named among --ood: validated on another seeded draw, so no test image is ever used
+    # to choose
+    synthetic = [s for s in cfg.data.ood if s in SYNTHETIC_NAMES]
+    ood += [(f"{k}-val", lambda k=k: synthetic_set(k, size=size, seed=VAL_NOISE_SEED, suffix="-val")) for k in synthetic]
     if not ood:
-        raise ConfigError(f"{run.path} held out no auxiliary classes and no noise set is among --ood; nothing to validate against")
+        raise ConfigError(f"{run.path} held out no auxiliary classes and no synthetic set (uniform-noise, gaussian-noise, blobs) is among --ood; nothing to validate against")
     describe = {"val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux, "n_fit": len(fit)}
     return ValidationSplit(fit, val_id, ood, describe)
 
