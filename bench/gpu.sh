@@ -24,7 +24,8 @@
 #
 # Knobs (environment): BUDGET_S (default 470: seconds the whole script may take), RESERVE_S (200: of it
 # kept from pretraining for the decoder and evaluate), PRETRAIN_EPOCHS (100,
-# the METHOD.md recipe), DECODER_EPOCHS (150), NUM_OOD (10000), CUDA_TESTS (1; 0 skips them), and for a
+# the METHOD.md recipe), DECODER_EPOCHS (150), NUM_OOD (10000), CUDA_TESTS (1; 0 skips them, and then pretrain
+# runs eager steps: it replays CUDA graphs only once the graph tests have passed on this machine), and for a
 # dry run without a GPU:
 # DEVICE=cpu CIFAR=<tiny id archive> POOL=<tiny pool> with small epochs.
 set -uo pipefail
