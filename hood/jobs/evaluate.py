@@ -297,7 +297,10 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
     synthetic = [s for s in cfg.data.ood if s in SYNTHETIC_NAMES]
     ood += [(f"{k}-val", lambda k=k: synthetic_set(k, size=size, seed=VAL_NOISE_SEED, suffix="-val")) for k in synthetic]
     if not ood:
-        raise ConfigError(f"{run.path} held out no auxiliary classes and no synthetic set (uniform-noise, gaussian-noise, blobs) is among --ood; nothing to validate against")
+        raise ConfigError(
+            f"{run.path} held out no auxiliary classes and no synthetic set ({', '.join(SYNTHETIC_NAMES)}) is among --ood; "
+            "nothing to validate against"
+        )
     describe = {"val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux, "n_fit": len(fit)}
     return ValidationSplit(fit, val_id, ood, describe)
 
