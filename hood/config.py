@@ -37,6 +37,10 @@ class DataConfig:
     # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
     val_id_per_class: int = 0  # the last N training images of every class
     val_aux_classes: int = 0  # the last K class folders of the auxiliary set
+    # synthetic outliers beside the auxiliary set (Outlier Exposure's recipe): a draw of a built-in synthetic set
+    # (blobs) of its own, never the images of the test or validation sets of that name
+    aux_synthetic: str = ""
+    aux_synthetic_count: int = 0
 
 
 @dataclass
@@ -318,6 +322,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")
     need(cfg.data.val_id_per_class >= 0, "data.val_id_per_class", f"must be 0 or more, got {cfg.data.val_id_per_class}")
     need(cfg.data.val_aux_classes >= 0, "data.val_aux_classes", f"must be 0 or more, got {cfg.data.val_aux_classes}")
+    _validate_synthetic_outliers(cfg, need)
     p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
     need(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")
     need(p.batch_size >= 1, "pretrain.batch_size", f"must be at least 1, got {p.batch_size}")
@@ -353,6 +358,19 @@ def validate(cfg: Config) -> Config:
     need(r.num_threads is None or r.num_threads >= 1, "run.num_threads", "must be at least 1")
     need(r.checkpoint_interval_s >= 0, "run.checkpoint_interval_s", f"must be non-negative, got {r.checkpoint_interval_s}")
     return cfg
+
+
+def _validate_synthetic_outliers(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
+    """``data.aux_synthetic``: a built-in synthetic set with a positive count, or neither (train-decoder also
+    refuses one that is among the config's OOD test sets)."""
+    from hood.data.builtin import SYNTHETIC_NAMES
+
+    name, count = cfg.data.aux_synthetic, cfg.data.aux_synthetic_count
+    need(count >= 0, "data.aux_synthetic_count", f"must be 0 or more, got {count}")
+    if not name and not count:
+        return
+    need(name in SYNTHETIC_NAMES, "data.aux_synthetic", f"must be one of {', '.join(SYNTHETIC_NAMES)}, got '{name}'")
+    need(count >= 1, "data.aux_synthetic_count", f"must be at least 1 when data.aux_synthetic is '{name}', got {count}")
 
 
 def resolve(

@@ -54,7 +54,7 @@ def train_decoder(
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
     from hood.jobs.common import check_classifier, preflight, resume_target
-    from hood.jobs.train_decoder import check_image_size
+    from hood.jobs.train_decoder import check_image_size, check_synthetic_outliers
     from hood.jobs.train_decoder import train_decoder as run_job
     from hood.runs import create_run
 
@@ -70,6 +70,7 @@ def train_decoder(
     }
     cfg = build_config(config, named, set_)
     check_image_size(cfg)
+    check_synthetic_outliers(cfg)
     with RichReporter(quiet) as rep:
         check_classifier(cfg, rep)  # the classifier file first, before any run directory or data
         if not resumed:

@@ -123,3 +123,13 @@ class ImageSet:
             names=None if self.names is None else [self.names[i] for i in idx.tolist()],
             skipped=list(self.skipped),
         )
+
+    def join(self, other: ImageSet, name: str | None = None) -> ImageSet:
+        """This set's images followed by ``other``'s, unlabelled (for outlier pools that mix sources)."""
+        names = None if self.names is None or other.names is None else [*self.names, *other.names]
+        return ImageSet(
+            name=name or self.name,
+            images=torch.cat([self.images, other.images]),
+            names=names,
+            skipped=[*self.skipped, *other.skipped],
+        )

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from hood.config import Config
+from hood.data.builtin import TRAIN_NOISE_SEED, synthetic_set
+from hood.data.images import ImageSet
 from hood.data.sources import load_id_splits, load_image_set
 from hood.data.validation import split_rows
 from hood.engine import distributed
@@ -60,6 +62,23 @@ def _saved_indices(run: Run, pool_n: int, num_ood: int) -> torch.Tensor:
     return torch.tensor(indices, dtype=torch.long)
 
 
+def synthetic_outliers(cfg: Config) -> ImageSet:
+    """``data.aux_synthetic_count`` images of ``data.aux_synthetic`` for training: a draw per run seed that is
+    neither the test set's nor `evaluate --validation`'s (Outlier Exposure trains on such synthetic outliers
+    beside natural ones; they give the decoder a far-OOD kind of image that natural-image pools lack)."""
+    return synthetic_set(cfg.data.aux_synthetic, cfg.data.aux_synthetic_count, cfg.data.image_size,
+                         seed=TRAIN_NOISE_SEED + cfg.run.seed, suffix="-train")
+
+
+def check_synthetic_outliers(cfg: Config) -> None:
+    """The decoder never trains on a test set's kind of image: refuse a synthetic outlier set the config tests on."""
+    if cfg.data.aux_synthetic_count and cfg.data.aux_synthetic in cfg.data.ood:
+        raise ConfigError(
+            f"config key 'data.aux_synthetic' is '{cfg.data.aux_synthetic}', which is also an OOD test set (data.ood): "
+            "the decoder must not train on a test set's kind of image; pick another synthetic set or drop it from data.ood"
+        )
+
+
 def check_image_size(cfg: Config) -> None:
     """The decoder draws heatmaps of one fixed size per architecture; other input sizes cannot be trained."""
     out_size = decoder_spec_for(cfg.model.arch, 1, 1).out_size
@@ -78,6 +97,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
     reporter = distributed.main_only(reporter)  # under torchrun: progress and log lines once, from rank 0
     check_image_size(cfg)
+    check_synthetic_outliers(cfg)
     clf_path = check_classifier(cfg, reporter)  # before any data work
     run = run or create_run(cfg, COMMAND)
     state = resume_state(run, cfg, COMMAND, reporter)
@@ -114,6 +134,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         reporter.log(note)
     if len(pool) < 1:
         raise DataError(f"auxiliary set '{cfg.data.aux}' yielded no images")
+    natural = len(pool)
+    if cfg.data.aux_synthetic_count:  # after the sample, so ood_samples.json's indices still name pool rows
+        pool = pool.join(synthetic_outliers(cfg))
     phases.mark("data")
 
     num_maps = d.fw_layers - 1
@@ -121,7 +144,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     available = len(model.stage_maps(torch.zeros(1, 3, size, size, device=device)))
     if num_maps > available:
         raise ConfigError(f"--fw-layers {d.fw_layers} needs {num_maps} stage maps, but {classifier.arch} offers {available}; use at most {available + 1}")
-    reporter.log(f"ID train {len(id_train)} images, outliers {len(pool)} of {pool_size.get('n', len(pool))}")
+    extra = f" + {len(pool) - natural} {cfg.data.aux_synthetic} (synthetic)" if len(pool) > natural else ""
+    reporter.log(f"ID train {len(id_train)} images, outliers {natural} of {pool_size.get('n', natural)}{extra}")
     id_feats = extract_features(model, id_train.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
     ood_images = outlier_views(pool.images, d.ood_views, cfg.run.seed)  # the same copies again on resume
     ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
@@ -155,6 +179,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "names": pool.names,
                 "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
                 "views": d.ood_views,
+                "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
+                              "seed": TRAIN_NOISE_SEED + cfg.run.seed},  # the rows after the pool's
             },
         )
     run.update(status="running", epochs_done=start_epoch, losses=losses, skipped_images=notes)
