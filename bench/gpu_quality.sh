@@ -83,20 +83,20 @@ print(round(100 * d["results"]["heatmap+vim"]["mean"]["fpr95"], 2))
 EOF
 }
 
+finish() { echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2; exit 0; }
+
 if [ "${VALIDATE:-1}" = 0 ]; then
   # validation already chose the config's settings for this classifier at this budget (README, "Detection
   # quality"): only the test phase runs
   phase test_chosen "${SEEDS:-0 1 2}" 1 "" "${TEST_SPLIT:-0}"
-  echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2
-  exit 0
+  finish
 fi
 if [ "${VALIDATE:-1}" = alt ]; then
   # one setting against the config's recorded validation figures at this budget (README): its validation
   # seed 0 first, then its test seeds on everything; the test table counts only where validation won
   phase val_alt 0 0 "$ALT"
   phase test_alt "${SEEDS:-0}" 1 "$ALT" "${TEST_SPLIT:-0}"
-  echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2
-  exit 0
+  finish
 fi
 phase val_config 0 0 ""
 phase val_alt 0 0 "$ALT"
@@ -109,4 +109,4 @@ if "$PY" -c "import sys; sys.exit(0 if $b < $a - $TIE_POINTS else 1)"; then chos
 echo "validation heatmap+vim FPR95, seed 0: config $a, alt $b -> chosen: '${chosen:-config}'" | tee -a "$OUT/quality.md" >&2
 phase test_chosen "${SEEDS:-0 1 2}" 1 "$chosen" "${TEST_SPLIT:-0}"
 phase val_other 1 0 "$other"
-echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2
+finish

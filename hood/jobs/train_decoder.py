@@ -62,12 +62,17 @@ def _saved_indices(run: Run, pool_n: int, num_ood: int) -> torch.Tensor:
     return torch.tensor(indices, dtype=torch.long)
 
 
+def synthetic_outlier_seed(cfg: Config) -> int:
+    """The seed of the run's synthetic outlier draw (one per run seed), recorded in ``ood_samples.json``."""
+    return TRAIN_NOISE_SEED + cfg.run.seed
+
+
 def synthetic_outliers(cfg: Config) -> ImageSet:
     """``data.aux_synthetic_count`` images of ``data.aux_synthetic`` for training: a draw per run seed that is
     neither the test set's nor `evaluate --validation`'s (Outlier Exposure trains on such synthetic outliers
     beside natural ones; they give the decoder a far-OOD kind of image that natural-image pools lack)."""
     return synthetic_set(cfg.data.aux_synthetic, cfg.data.aux_synthetic_count, cfg.data.image_size,
-                         seed=TRAIN_NOISE_SEED + cfg.run.seed, suffix="-train")
+                         seed=synthetic_outlier_seed(cfg), suffix="-train")
 
 
 def check_synthetic_outliers(cfg: Config) -> None:
@@ -180,7 +185,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
                 "views": d.ood_views,
                 "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
-                              "seed": TRAIN_NOISE_SEED + cfg.run.seed},  # the rows after the pool's
+                              "seed": synthetic_outlier_seed(cfg)},  # the rows after the pool's
             },
         )
     run.update(status="running", epochs_done=start_epoch, losses=losses, skipped_images=notes)
