@@ -316,6 +316,30 @@ def test_train_decoder_with_outlier_views_pairs_each_view_with_its_own_prototype
     assert run.info["status"] == "complete"
 
 
+def test_train_decoder_with_k_prototypes_saves_each_outliers_k_nearest(
+    id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from hood.data.sources import load_id_splits, load_image_set
+    from hood.engine.prototypes import nearest_prototypes
+    from hood.jobs.train_decoder import train_decoder
+
+    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "k3", epochs=1)
+    cfg.decoder.prototype_k = 3
+    run = train_decoder(cfg)
+    saved = json.loads(run.file("ood_samples.json").read_text())
+    assert saved["prototype_k"] == 3 and all(len(row) == 3 for row in saved["prototype_id_rows"])
+    clf = load_classifier(tiny_classifier)
+    cpu = torch.device("cpu")
+    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
+    pool = load_image_set(str(ood_folder), tmp_path, 32).subset(saved["indices"])
+    idf = extract_features(clf.model, train.images, cpu)
+    oodf = extract_features(clf.model, pool.images, cpu)
+    assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds, k=3).tolist()
+    assert run.info["status"] == "complete" and math.isfinite(run.info["losses"][-1])
+
+
 def test_saturation_loss_hand_case() -> None:
     from hood.engine.decoder_training import saturation_loss
 

@@ -154,3 +154,47 @@ def test_larger_search_is_exact(kind: str, screen, monkeypatch: pytest.MonkeyPat
     got = nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=50)
     ref = exact_nearest(ood_f, ood_p, id_f, id_p)
     assert torch.equal(got, ref), f"{int((got != ref).sum())} of {n_ood} outliers paired with a farther prototype"
+
+
+def brute_force_k(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor, k: int) -> list[list[int]]:
+    """One outlier at a time: the k nearest same-predicted-class ID samples, nearest first."""
+    out = []
+    for f, p in zip(ood_f, ood_p, strict=True):
+        cand = [j for j in range(len(id_f)) if id_p[j] == p] or list(range(len(id_f)))
+        out.append(sorted(cand, key=lambda j: float(((f - id_f[j]) ** 2).sum()))[:k])
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_k_nearest_prototypes_are_the_k_nearest_of_the_same_class_nearest_first(k: int) -> None:
+    ood_f, ood_p, id_f, id_p = random_case(7, n_id=60, n_ood=30, classes=3)
+    got = nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=7, k=k)
+    assert got.shape == (30, k)
+    assert got.tolist() == brute_force_k(ood_f.double(), ood_p, id_f.double(), id_p, k)
+    assert torch.equal(got[:, 0], nearest_prototypes(ood_f, ood_p, id_f, id_p))  # the first is the paper's
+
+
+def test_a_class_shorter_than_k_repeats_its_ranking_from_the_nearest() -> None:
+    id_f = torch.tensor([[0.0], [1.0], [3.0], [10.0], [11.0]])
+    id_p = torch.tensor([0, 0, 0, 1, 1])
+    got = nearest_prototypes(torch.tensor([[0.9], [10.2]]), torch.tensor([0, 1]), id_f, id_p, k=4)
+    assert got.tolist() == [[1, 0, 2, 1], [3, 4, 3, 4]]
+
+
+def test_decoder_data_with_k_prototypes_targets_their_mean_image() -> None:
+    ood_f, ood_p, id_f, id_p = random_case(4, n_id=12, n_ood=9, classes=3)
+    logits_of = lambda p: torch.nn.functional.one_hot(p, 3).float()  # noqa: E731 - preds = argmax(logits)
+    id_images = (10 * torch.arange(12, dtype=torch.uint8))[:, None, None, None].expand(12, 3, 2, 2).contiguous()
+    ood_images = (200 + torch.arange(9, dtype=torch.uint8))[:, None, None, None].expand(9, 3, 2, 2).contiguous()
+    data, proto = build_decoder_data(
+        id_images, FeatureSet(id_f, logits_of(id_p)), ood_images, FeatureSet(ood_f, logits_of(ood_p)), torch.device("cpu"),
+        prototype_k=3,
+    )
+    assert proto.tolist() == brute_force_k(ood_f, ood_p, id_f, id_p, 3)
+    assert data.n_id == 12 and data.n_ood == 9 and len(data.target_idx) == 21
+    assert data.target_idx[:12].tolist() == list(range(12))  # ID rows stay their own targets
+    for i in range(9):
+        row = 12 + i
+        assert torch.equal(data.images[row], ood_images[i])  # the outlier itself is unchanged
+        want = round(sum(10 * int(j) for j in proto[i]) / 3)  # the mean of its 3 prototypes' grey levels
+        assert torch.equal(data.images[data.target_idx[row]], torch.full((3, 2, 2), want, dtype=torch.uint8))

@@ -56,7 +56,8 @@ class DecoderData:
 
     Rows ``0..n_id-1`` are ID images, the rest outliers: ``views`` blocks of ``n_ood`` rows, block ``v``
     holding view ``v`` of every outlier (block 0 = the outliers as sampled). ``target_idx[i]`` is the row
-    of the target image: ``i`` itself for ID, the row's own prototype (an ID row) for outliers.
+    of the target image: ``i`` itself for ID, the row's own prototype (an ID row) for outliers, or with
+    ``decoder.prototype_k`` > 1 its mean prototype image, stored in ``images`` after the outlier rows.
     """
 
     images: torch.Tensor  # (n_id + views * n_ood) x 3 x H x W uint8
@@ -99,6 +100,15 @@ def outlier_views(images: torch.Tensor, views: int, seed: int) -> torch.Tensor:
     return torch.cat(copies)
 
 
+def mean_images(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Per row of ``rows`` (``n x k`` indices into ``images``), the pixel mean of those ``k`` images,
+    rounded back to uint8 (half a grey level at most: far below anything the loss resolves)."""
+    out = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8)
+    for s in range(0, len(rows), 1024):  # bounds the float copy to 1024 x k images
+        out[s : s + 1024] = images[rows[s : s + 1024]].float().mean(1).round_().to(torch.uint8)
+    return out
+
+
 def build_decoder_data(
     id_images: torch.Tensor,
     id_feats: FeatureSet,
@@ -106,20 +116,31 @@ def build_decoder_data(
     ood_feats: FeatureSet,
     device: torch.device,
     views: int = 1,
+    prototype_k: int = 1,
 ) -> tuple[DecoderData, torch.Tensor]:
     """Pair each outlier (each view, see :func:`outlier_views`) with its prototype; returns the data and
-    the prototype index per outlier row."""
+    the prototype index per outlier row (``n x k`` with ``prototype_k`` k > 1).
+
+    With ``k > 1`` an outlier's target is the mean image of its ``k`` nearest same-class ID images: those
+    means are stored as extra rows after the outliers and ``target_idx`` points at them, so a training
+    step gathers its targets the same way for every ``k`` (and a CUDA graph of it stays the same).
+    """
     if len(ood_images) % views:
         raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
-    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features, id_feats.preds, device)
+    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features, id_feats.preds, device, k=prototype_k)
     n_id = len(id_images)
     feats = FeatureSet(
         torch.cat([id_feats.features, ood_feats.features]),
         torch.cat([id_feats.logits, ood_feats.logits]),
         None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps, strict=True)],
     )
-    target_idx = torch.cat([torch.arange(n_id), proto])
-    return DecoderData(torch.cat([id_images, ood_images]), feats, target_idx, n_id, views), proto
+    images = [id_images, ood_images]
+    if prototype_k == 1:
+        target_idx = torch.cat([torch.arange(n_id), proto])
+    else:
+        images.append(mean_images(id_images, proto))
+        target_idx = torch.cat([torch.arange(n_id), n_id + len(ood_images) + torch.arange(len(ood_images))])
+    return DecoderData(torch.cat(images), feats, target_idx, n_id, views), proto
 
 
 _REPORT_EVERY = 10  # steps between progress updates that read the loss value

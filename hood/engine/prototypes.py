@@ -1,4 +1,5 @@
-"""Prototype search: for each outlier, the nearest ID training image predicted as the same class.
+"""Prototype search: for each outlier, the nearest ID training image predicted as the same class
+(or its ``k`` nearest, whose mean image is the target with ``decoder.prototype_k`` k; issue 7).
 
 METHOD.md defects 1 and 4: every outlier is paired with *its own* prototype (the result is indexed by
 outlier), and the search is batched matrix algebra per predicted class, chunked to bound memory, instead
@@ -147,6 +148,21 @@ def _screened_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int, dtype: torch.
     return out
 
 
+def _chunked_topk(q: torch.Tensor, k: torch.Tensor, n: int, chunk: int) -> torch.Tensor:
+    """Indices into ``k`` of the ``n`` nearest rows (Euclidean) for every row of ``q``, nearest first.
+
+    Fewer than ``n`` rows in ``k``: the ranking repeats from the nearest, so every row has ``n`` entries
+    (an average over them then weights the nearest more, which is what a short class should do).
+    """
+    m = min(n, len(k))
+    k_sq = (k * k).sum(1)
+    out = torch.empty(len(q), m, dtype=torch.long, device=q.device)
+    for s in range(0, len(q), chunk):
+        d = k_sq[None, :] - 2.0 * (q[s : s + chunk] @ k.T)
+        out[s : s + chunk] = d.topk(m, dim=1, largest=False, sorted=True).indices
+    return out if m == n else out[:, torch.arange(n, device=q.device) % m]
+
+
 @torch.no_grad()
 def nearest_prototypes(
     ood_features: torch.Tensor,
@@ -155,29 +171,38 @@ def nearest_prototypes(
     id_preds: torch.Tensor,
     device: torch.device | None = None,
     chunk: int = 2048,
+    k: int = 1,
 ) -> torch.Tensor:
-    """For outlier ``i``, the index of the nearest ID sample with ``id_preds == ood_preds[i]``.
+    """For outlier ``i``, the index of the nearest ID sample with ``id_preds == ood_preds[i]``; with
+    ``k > 1`` the ``k`` nearest, nearest first, as an ``n x k`` array (``decoder.prototype_k``).
 
     A class that no ID training image is predicted as has no prototype of its own class; its outliers
     fall back to the nearest ID sample of any class (rare: only with a degenerate classifier).
     On the CPU the search is exact in float64; with bf16 matrix units it is screened (same result).
+    The ``k > 1`` search is a plain exact top-k (float64 on the CPU): it runs once per training run, and
+    the screen's certificate covers only the nearest row.
     """
     device = device or ood_features.device
-    screen = _screen_dtype() if device.type == "cpu" else None
+    screen = _screen_dtype() if device.type == "cpu" and k == 1 else None
     # screening upcasts per class and per candidate: the inputs stay in their own (smaller) dtype
     dtype = torch.float32 if device.type != "cpu" else (ood_features.dtype if screen is not None and ood_features.dtype in (torch.float32, torch.float64) else torch.float64)
     q_all = ood_features.to(device, dtype)
     k_all = id_features.to(device, dtype)
     ood_preds = ood_preds.to(device)
     id_preds = id_preds.to(device)
-    result = torch.empty(len(q_all), dtype=torch.long, device=device)
+    result = torch.empty((len(q_all),) if k == 1 else (len(q_all), k), dtype=torch.long, device=device)
     all_ids = torch.arange(len(k_all), device=device)
     for c in torch.unique(ood_preds).tolist():
         q_mask = ood_preds == c
         k_idx = all_ids[id_preds == c]
         if len(k_idx) == 0:
             k_idx = all_ids
-        q, k = q_all[q_mask], k_all[k_idx]
-        nearest = _screened_argmin(q, k, chunk, screen) if screen is not None else _chunked_argmin(q, k, chunk)
+        q, keys = q_all[q_mask], k_all[k_idx]
+        if k > 1:
+            nearest = _chunked_topk(q, keys, k, chunk)
+        elif screen is not None:
+            nearest = _screened_argmin(q, keys, chunk, screen)
+        else:
+            nearest = _chunked_argmin(q, keys, chunk)
         result[q_mask] = k_idx[nearest]
     return result.cpu()

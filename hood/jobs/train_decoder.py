@@ -155,7 +155,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     ood_images = outlier_views(pool.images, d.ood_views, cfg.run.seed)  # the same copies again on resume
     ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
     phases.mark("features")
-    data, proto = build_decoder_data(id_train.images, id_feats, ood_images, ood_feats, device, d.ood_views)
+    data, proto = build_decoder_data(id_train.images, id_feats, ood_images, ood_feats, device, d.ood_views, d.prototype_k)
     phases.mark("prototypes")
 
     spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
@@ -183,6 +183,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "indices": chosen["idx"].tolist() if "idx" in chosen else list(range(len(pool))),
                 "names": pool.names,
                 "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
+                "prototype_k": d.prototype_k,  # > 1: each row lists its k nearest, the target is their mean
                 "views": d.ood_views,
                 "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
                               "seed": synthetic_outlier_seed(cfg)},  # the rows after the pool's
