@@ -87,6 +87,10 @@ class DecoderConfig:
     # outlier augmentation: 1 = the paper (each outlier as sampled); V > 1 adds V-1 random crop+flip copies of
     # every outlier (seeded), each with its own features and prototype, and each epoch draws one view per outlier
     ood_views: int = 1
+    # ID augmentation: 1 = the paper; V > 1 adds V-1 seeded crop+flip copies of every ID image, each its own
+    # target (h = 0), one view drawn per image each epoch. Why: a classifier that memorized its training
+    # images gives unseen ID images less typical features, and the decoder learns "ID" from the memorized ones
+    id_views: int = 1
     # the outlier's target: 1 = its nearest same-predicted-class ID image (the paper); k > 1 = the pixel mean
     # of its k nearest (a smoother target that depends less on one neighbour; issue 7 lists it to try)
     prototype_k: int = 1
@@ -347,6 +351,7 @@ def validate(cfg: Config) -> Config:
     need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
     need(d.saturation_penalty >= 0, "decoder.saturation_penalty", f"must be non-negative, got {d.saturation_penalty}")
     need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
+    need(1 <= d.id_views <= 16, "decoder.id_views", f"must be 1 (no augmentation) to 16, got {d.id_views}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")

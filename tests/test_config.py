@@ -149,6 +149,8 @@ def test_wrong_type_in_yaml(tmp_path: Path) -> None:
         ("decoder.ood_views=0", "decoder.ood_views"),
         ("decoder.ood_views=17", "decoder.ood_views"),
         ("decoder.prototype_k=0", "decoder.prototype_k"),
+        ("decoder.id_views=0", "decoder.id_views"),
+        ("decoder.id_views=17", "decoder.id_views"),
         ("decoder.prototype_k=101", "decoder.prototype_k"),
         ("decoder.saturation_penalty=-1", "decoder.saturation_penalty"),
         ("evaluate.partner_weight=-1", "evaluate.partner_weight"),

@@ -249,14 +249,14 @@ def test_output_scale_widens_the_range_and_round_trips() -> None:
 def test_outlier_views_are_seeded_crop_flips_of_the_outliers() -> None:
     """View 0 is the outliers as sampled; every other view is a shifted (padded mid-grey) and possibly
     mirrored copy of its own outlier, the same for the same seed (a resumed run rebuilds them)."""
-    from hood.engine.decoder_training import outlier_views
+    from hood.engine.decoder_training import augmented_views
 
     g = torch.Generator().manual_seed(3)
     x = torch.randint(0, 256, (6, 3, 8, 8), generator=g, dtype=torch.uint8)
-    v = outlier_views(x, 3, seed=5)
+    v = augmented_views(x, 3, seed=5)
     assert v.shape == (18, 3, 8, 8) and v.dtype == torch.uint8
-    assert torch.equal(v[:6], x) and torch.equal(v, outlier_views(x, 3, seed=5))
-    assert not torch.equal(v[6:], outlier_views(x, 3, seed=6)[6:])
+    assert torch.equal(v[:6], x) and torch.equal(v, augmented_views(x, 3, seed=5))
+    assert not torch.equal(v[6:], augmented_views(x, 3, seed=6)[6:])
     padded = torch.nn.functional.pad(x.int(), (4, 4, 4, 4), value=128)
     for row in range(6, 18):
         src, img = row % 6, v[row].int()
@@ -266,7 +266,7 @@ def test_outlier_views_are_seeded_crop_flips_of_the_outliers() -> None:
             if torch.equal(img, (lambda c: c.flip(-1) if flip else c)(padded[src, :, dy:dy + 8, dx:dx + 8]))
         ]
         assert matches, f"view row {row} is no crop/flip of outlier {src}"
-    assert outlier_views(x, 1, seed=5) is x  # the paper: no copies
+    assert augmented_views(x, 1, seed=5) is x  # the paper: no copies
 
 
 def test_an_epoch_draws_every_id_row_and_one_view_per_outlier() -> None:
@@ -291,13 +291,80 @@ def test_an_epoch_draws_every_id_row_and_one_view_per_outlier() -> None:
     assert torch.equal(one.epoch_rows(torch.Generator().manual_seed(1)), torch.randperm(n, generator=torch.Generator().manual_seed(1)))
 
 
+def test_an_epoch_draws_one_view_of_every_id_image_and_of_every_outlier() -> None:
+    from hood.engine.decoder_training import DecoderData
+    from hood.engine.features import FeatureSet
+
+    n_id, id_views, n_ood, views = 4, 3, 5, 2
+    n = id_views * n_id + views * n_ood
+    data = DecoderData(torch.zeros(n, 3, 2, 2, dtype=torch.uint8), FeatureSet(torch.zeros(n, 2), torch.zeros(n, 2)),
+                       torch.zeros(n, dtype=torch.long), n_id, views, id_views)
+    assert data.n_ood == n_ood
+    seen_id_views, seen_views = set(), set()
+    for epoch in range(10):
+        rows = data.epoch_rows(torch.Generator().manual_seed(epoch)).tolist()
+        assert len(rows) == n_id + n_ood and len(set(rows)) == len(rows)
+        ids = [r for r in rows if r < id_views * n_id]
+        assert sorted(r % n_id for r in ids) == list(range(n_id))  # each ID image exactly once
+        outl = [r - id_views * n_id for r in rows if r >= id_views * n_id]
+        assert sorted(r % n_ood for r in outl) == list(range(n_ood))  # each outlier exactly once
+        seen_id_views |= {r // n_id for r in ids}
+        seen_views |= {r // n_ood for r in outl}
+    assert seen_id_views == {0, 1, 2} and seen_views == {0, 1}
+
+
+def test_id_views_are_their_own_targets_and_prototypes_come_from_the_images_as_sampled() -> None:
+    from hood.engine.decoder_training import ID_STREAM, augmented_views, build_decoder_data
+    from hood.engine.features import FeatureSet
+    from hood.engine.prototypes import nearest_prototypes
+
+    g = torch.Generator().manual_seed(0)
+    n_id, n_ood = 6, 4
+    id_images = augmented_views(torch.randint(0, 256, (n_id, 3, 8, 8), generator=g, dtype=torch.uint8), 2, 0, ID_STREAM)
+    assert not torch.equal(id_images[n_id:], augmented_views(id_images[:n_id], 2, 0)[n_id:])  # its own stream
+    id_f = torch.randn(2 * n_id, 3, generator=g)
+    id_f[n_id:] = id_f[:n_id] + 0.01  # the copies sit right next to their originals in feature space
+    ood_f = torch.randn(n_ood, 3, generator=g)
+    logits = torch.zeros(2 * n_id, 2)  # one predicted class for all
+    data, proto = build_decoder_data(id_images, FeatureSet(id_f, logits), torch.zeros(n_ood, 3, 8, 8, dtype=torch.uint8),
+                                     FeatureSet(ood_f, torch.zeros(n_ood, 2)), torch.device("cpu"), id_views=2)
+    assert data.n_id == n_id and data.id_views == 2 and data.n_ood == n_ood
+    assert data.target_idx[: 2 * n_id].tolist() == list(range(2 * n_id))  # every ID view: h = 0
+    assert proto.tolist() == nearest_prototypes(ood_f, torch.zeros(n_ood, dtype=torch.long), id_f[:n_id],
+                                                torch.zeros(n_id, dtype=torch.long)).tolist()
+    assert int(proto.max()) < n_id
+    assert torch.equal(data.images[data.target_idx[2 * n_id :]], id_images[proto])
+
+
+def test_train_decoder_with_id_views_records_them_and_keeps_the_true_feature_range(
+    id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from hood.data.sources import load_id_splits
+    from hood.jobs.train_decoder import train_decoder
+
+    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "idv", epochs=1)
+    cfg.decoder.id_views = 3
+    run = train_decoder(cfg)
+    saved = json.loads(run.file("ood_samples.json").read_text())
+    assert saved["id_views"] == 3 and run.info["status"] == "complete"
+    clf = load_classifier(tiny_classifier)
+    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
+    idf = extract_features(clf.model, train.images, torch.device("cpu"))
+    dec, _ = load_decoder(run.file("decoder.pt"), clf)
+    assert float(dec.feat_min) == pytest.approx(float(idf.features.min()), abs=1e-6)  # of the images as sampled
+    assert float(dec.feat_max) == pytest.approx(float(idf.features.max()), abs=1e-6)
+    assert all(r < len(train) for r in saved["prototype_id_rows"])
+
+
 def test_train_decoder_with_outlier_views_pairs_each_view_with_its_own_prototype(
     id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
 ) -> None:
     import json
 
     from hood.data.sources import load_id_splits, load_image_set
-    from hood.engine.decoder_training import outlier_views
+    from hood.engine.decoder_training import augmented_views
     from hood.engine.prototypes import nearest_prototypes
     from hood.jobs.train_decoder import train_decoder
 
@@ -311,7 +378,7 @@ def test_train_decoder_with_outlier_views_pairs_each_view_with_its_own_prototype
     train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
     pool = load_image_set(str(ood_folder), tmp_path, 32).subset(saved["indices"])
     idf = extract_features(clf.model, train.images, cpu)
-    oodf = extract_features(clf.model, outlier_views(pool.images, 2, 0), cpu)
+    oodf = extract_features(clf.model, augmented_views(pool.images, 2, 0), cpu)
     assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds).tolist()
     assert run.info["status"] == "complete"
 

@@ -38,6 +38,7 @@ def train_decoder(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
     fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add that many minus one classifier stage maps as skips.")] = None,
     ood_views: Annotated[int | None, typer.Option("--ood-views", help="Outlier augmentation: 1 = as sampled (the paper); V adds V-1 seeded crop+flip copies of each outlier, one drawn per epoch.")] = None,
+    id_views: Annotated[int | None, typer.Option("--id-views", help="ID augmentation: 1 = as sampled (the paper); V adds V-1 seeded crop+flip copies of each ID image (target h = 0), one drawn per epoch.")] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (hood's or the authors' layout); default: the latest pretrain run.")] = None,
     aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outlier set: a registry name, folder or archive.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
@@ -64,7 +65,7 @@ def train_decoder(
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
         "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "decoder.ood_views": ood_views,
-        "model.classifier": classifier,
+        "decoder.id_views": id_views, "model.classifier": classifier,
         "data.aux": aux, "data.id": dataset, "run.device": device, "run.compile": compile_, "run.seed": seed,
         "data.root": data_root, "run.out": out, "data.strict": strict,
     }

@@ -11,6 +11,9 @@
 Outlier augmentation (``decoder.ood_views`` V > 1, issue 7): V-1 seeded random crop+flip copies of every
 outlier are made once, each with its own features and prototype; each epoch draws one view per outlier,
 so an epoch keeps the paper's ID/outlier balance and length while the decoder sees V times the variety.
+ID augmentation (``decoder.id_views``) does the same for the ID images, each view its own target (h = 0):
+the classifier's features of unseen test images are less typical than those of the training images it
+memorized, and the decoder should not call that difference OOD.
 
 A checkpoint with optimizer and epoch is written atomically every ``checkpoint_every`` epochs, so an
 interrupted run resumes from its last completed epoch. Each epoch's shuffle comes from a generator
@@ -54,45 +57,60 @@ def sample_ood_indices(pool_size: int, num_ood: int, seed: int) -> torch.Tensor:
 class DecoderData:
     """Everything one decoder epoch reads, computed once: inputs, their features, and target indices.
 
-    Rows ``0..n_id-1`` are ID images, the rest outliers: ``views`` blocks of ``n_ood`` rows, block ``v``
-    holding view ``v`` of every outlier (block 0 = the outliers as sampled). ``target_idx[i]`` is the row
-    of the target image: ``i`` itself for ID, the row's own prototype (an ID row) for outliers, or with
-    ``decoder.prototype_k`` > 1 its mean prototype image, stored in ``images`` after the outlier rows.
+    The first ``id_views * n_id`` rows are ID images: ``id_views`` blocks of ``n_id`` rows, block 0 the
+    images as sampled. The rest are outliers: ``views`` blocks of ``n_ood`` rows, block ``v`` holding view
+    ``v`` of every outlier (block 0 = the outliers as sampled). ``target_idx[i]`` is the row of the target
+    image: ``i`` itself for ID (every view of an ID image is its own target: ``h = 0``), the row's own
+    prototype (a block-0 ID row) for outliers, or with ``decoder.prototype_k`` > 1 its mean prototype
+    image, stored in ``images`` after the outlier rows.
     """
 
-    images: torch.Tensor  # (n_id + views * n_ood) x 3 x H x W uint8
+    images: torch.Tensor  # (id_views * n_id + views * n_ood) x 3 x H x W uint8 (+ mean prototypes)
     feats: FeatureSet
     target_idx: torch.Tensor
     n_id: int
     views: int = 1
+    id_views: int = 1
 
     @property
     def n_ood(self) -> int:
-        return (len(self.target_idx) - self.n_id) // self.views
+        return (len(self.target_idx) - self.id_views * self.n_id) // self.views
 
     def epoch_rows(self, generator: torch.Generator) -> torch.Tensor:
-        """The rows one epoch trains on, shuffled: every ID row and one view of every outlier.
+        """The rows one epoch trains on, shuffled: one view of every ID image and of every outlier.
 
-        With one view this is a plain permutation of all rows (the same draw as before views existed).
+        With one view of each this is a plain permutation of all rows (the same draw as before views
+        existed); without ID views, the same draws as before ID views existed.
         """
-        if self.views == 1:
+        if self.views == 1 and self.id_views == 1:
             return torch.randperm(len(self.target_idx), generator=generator)
-        view = torch.randint(0, self.views, (self.n_ood,), generator=generator)
-        rows = torch.cat([torch.arange(self.n_id), self.n_id + view * self.n_ood + torch.arange(self.n_ood)])
+        ood = torch.arange(self.n_ood)
+        if self.views > 1:
+            ood = ood + torch.randint(0, self.views, (self.n_ood,), generator=generator) * self.n_ood
+        ids = torch.arange(self.n_id)
+        if self.id_views > 1:
+            ids = ids + torch.randint(0, self.id_views, (self.n_id,), generator=generator) * self.n_id
+        rows = torch.cat([ids, self.id_views * self.n_id + ood])
         return rows[torch.randperm(len(rows), generator=generator)]
 
     def to(self, device: torch.device) -> DecoderData:
-        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id, self.views)
+        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id,
+                           self.views, self.id_views)
 
 
-def outlier_views(images: torch.Tensor, views: int, seed: int) -> torch.Tensor:
+OUTLIER_STREAM, ID_STREAM = 0, 1  # augmented_views streams: ID and outlier copies never share crops
+
+
+def augmented_views(images: torch.Tensor, views: int, seed: int, stream: int = OUTLIER_STREAM) -> torch.Tensor:
     """``images`` followed by ``views - 1`` random crop+flip copies of them (uint8, seeded, made once).
 
     The crop pads with the normalized zero (mid-grey), as the classifier's own training augmentation does.
+    ``stream`` separates the draws for outliers (``decoder.ood_views``) from those for ID images
+    (``decoder.id_views``) of the same run seed.
     """
     if views == 1:
         return images
-    g = torch.Generator().manual_seed(seed * 7919 + 17)
+    g = torch.Generator().manual_seed(seed * 7919 + 17 + stream * 104_729)
     copies = [images]
     for _ in range(views - 1):
         x = random_crop_flip(normalize(images), generator=g)
@@ -117,9 +135,13 @@ def build_decoder_data(
     device: torch.device,
     views: int = 1,
     prototype_k: int = 1,
+    id_views: int = 1,
 ) -> tuple[DecoderData, torch.Tensor]:
-    """Pair each outlier (each view, see :func:`outlier_views`) with its prototype; returns the data and
+    """Pair each outlier (each view, see :func:`augmented_views`) with its prototype; returns the data and
     the prototype index per outlier row (``n x k`` with ``prototype_k`` k > 1).
+
+    ``id_images`` holds ``id_views`` blocks (block 0 as sampled); prototypes come from block 0 only: a
+    prototype is an ID image as the data set has it, never an augmented copy.
 
     With ``k > 1`` an outlier's target is the mean image of its ``k`` nearest same-class ID images: those
     means are stored as extra rows after the outliers and ``target_idx`` points at them, so a training
@@ -127,20 +149,24 @@ def build_decoder_data(
     """
     if len(ood_images) % views:
         raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
-    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features, id_feats.preds, device, k=prototype_k)
-    n_id = len(id_images)
+    if len(id_images) % id_views:
+        raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
+    n_id = len(id_images) // id_views
+    first = id_feats.take(torch.arange(n_id))
+    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, first.features, first.preds, device, k=prototype_k)
     feats = FeatureSet(
         torch.cat([id_feats.features, ood_feats.features]),
         torch.cat([id_feats.logits, ood_feats.logits]),
         None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps, strict=True)],
     )
     images = [id_images, ood_images]
+    id_targets = torch.arange(len(id_images))
     if prototype_k == 1:
-        target_idx = torch.cat([torch.arange(n_id), proto])
+        target_idx = torch.cat([id_targets, proto])
     else:
-        images.append(mean_images(id_images, proto))
-        target_idx = torch.cat([torch.arange(n_id), n_id + len(ood_images) + torch.arange(len(ood_images))])
-    return DecoderData(torch.cat(images), feats, target_idx, n_id, views), proto
+        images.append(mean_images(id_images[:n_id], proto))
+        target_idx = torch.cat([id_targets, len(id_images) + len(ood_images) + torch.arange(len(ood_images))])
+    return DecoderData(torch.cat(images), feats, target_idx, n_id, views, id_views), proto
 
 
 _REPORT_EVERY = 10  # steps between progress updates that read the loss value

@@ -19,7 +19,7 @@ from hood.data.images import ImageSet
 from hood.data.sources import load_id_splits, load_image_set
 from hood.data.validation import split_rows
 from hood.engine import distributed
-from hood.engine.decoder_training import build_decoder_data, fit_decoder, outlier_views, sample_ood_indices
+from hood.engine.decoder_training import ID_STREAM, augmented_views, build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
@@ -151,16 +151,18 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         raise ConfigError(f"--fw-layers {d.fw_layers} needs {num_maps} stage maps, but {classifier.arch} offers {available}; use at most {available + 1}")
     extra = f" + {len(pool) - natural} {cfg.data.aux_synthetic} (synthetic)" if len(pool) > natural else ""
     reporter.log(f"ID train {len(id_train)} images, outliers {natural} of {pool_size.get('n', natural)}{extra}")
-    id_feats = extract_features(model, id_train.images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
-    ood_images = outlier_views(pool.images, d.ood_views, cfg.run.seed)  # the same copies again on resume
+    id_images = augmented_views(id_train.images, d.id_views, cfg.run.seed, ID_STREAM)  # the same copies again on resume
+    id_feats = extract_features(model, id_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
+    ood_images = augmented_views(pool.images, d.ood_views, cfg.run.seed)
     ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
     phases.mark("features")
-    data, proto = build_decoder_data(id_train.images, id_feats, ood_images, ood_feats, device, d.ood_views, d.prototype_k)
+    data, proto = build_decoder_data(id_images, id_feats, ood_images, ood_feats, device, d.ood_views, d.prototype_k, d.id_views)
     phases.mark("prototypes")
 
     spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
     decoder = HeatmapDecoder(spec)
-    decoder.set_feature_range(float(id_feats.features.min()), float(id_feats.features.max()))
+    as_sampled = id_feats.features[: len(id_train)]  # the true ID extremes (defect 3): not the augmented copies'
+    decoder.set_feature_range(float(as_sampled.min()), float(as_sampled.max()))
     start_epoch = 0
     optimizer_state = None
     losses: list[float] = []
@@ -185,6 +187,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
                 "prototype_k": d.prototype_k,  # > 1: each row lists its k nearest, the target is their mean
                 "views": d.ood_views,
+                "id_views": d.id_views,
                 "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
                               "seed": synthetic_outlier_seed(cfg)},  # the rows after the pool's
             },
