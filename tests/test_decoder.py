@@ -339,72 +339,56 @@ def test_id_views_are_their_own_targets_and_prototypes_come_from_the_images_as_s
 def test_train_decoder_with_id_views_records_them_and_keeps_the_true_feature_range(
     id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
 ) -> None:
-    import json
-
-    from hood.data.sources import load_id_splits
-    from hood.jobs.train_decoder import train_decoder
-
-    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "idv", epochs=1)
-    cfg.decoder.id_views = 3
-    run = train_decoder(cfg)
-    saved = json.loads(run.file("ood_samples.json").read_text())
-    assert saved["id_views"] == 3 and run.info["status"] == "complete"
-    clf = load_classifier(tiny_classifier)
-    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
-    idf = extract_features(clf.model, train.images, torch.device("cpu"))
+    run, saved, clf, idf, _ = _trained_with(id_folder, ood_folder, tiny_classifier, tmp_path, id_views=3)
+    assert saved["id_views"] == 3
     dec, _ = load_decoder(run.file("decoder.pt"), clf)
     assert float(dec.feat_min) == pytest.approx(float(idf.features.min()), abs=1e-6)  # of the images as sampled
     assert float(dec.feat_max) == pytest.approx(float(idf.features.max()), abs=1e-6)
-    assert all(r < len(train) for r in saved["prototype_id_rows"])
+    assert all(r < len(idf.features) for r in saved["prototype_id_rows"])
+
+
+def _trained_with(id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path, **decoder: int):
+    """A one-epoch train-decoder run with ``decoder`` settings; returns the run, its ood_samples.json, and the
+    classifier features of the ID training images and of the sampled outliers (as sampled), recomputed."""
+    import json
+
+    from hood.data.sources import load_id_splits, load_image_set
+    from hood.jobs.train_decoder import train_decoder
+
+    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "run", epochs=1)
+    for key, value in decoder.items():
+        setattr(cfg.decoder, key, value)
+    run = train_decoder(cfg)
+    saved = json.loads(run.file("ood_samples.json").read_text())
+    clf = load_classifier(tiny_classifier)
+    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
+    pool = load_image_set(str(ood_folder), tmp_path, 32).subset(saved["indices"])
+    assert run.info["status"] == "complete"
+    return run, saved, clf, extract_features(clf.model, train.images, torch.device("cpu")), pool.images
 
 
 def test_train_decoder_with_outlier_views_pairs_each_view_with_its_own_prototype(
     id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
 ) -> None:
-    import json
-
-    from hood.data.sources import load_id_splits, load_image_set
     from hood.engine.decoder_training import augmented_views
     from hood.engine.prototypes import nearest_prototypes
-    from hood.jobs.train_decoder import train_decoder
 
-    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "views", epochs=1)
-    cfg.decoder.ood_views = 2
-    run = train_decoder(cfg)
-    saved = json.loads(run.file("ood_samples.json").read_text())
+    _, saved, clf, idf, outliers = _trained_with(id_folder, ood_folder, tiny_classifier, tmp_path, ood_views=2)
     assert saved["views"] == 2 and len(saved["prototype_id_rows"]) == 10
-    clf = load_classifier(tiny_classifier)
-    cpu = torch.device("cpu")
-    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
-    pool = load_image_set(str(ood_folder), tmp_path, 32).subset(saved["indices"])
-    idf = extract_features(clf.model, train.images, cpu)
-    oodf = extract_features(clf.model, augmented_views(pool.images, 2, 0), cpu)
+    oodf = extract_features(clf.model, augmented_views(outliers, 2, 0), torch.device("cpu"))
     assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds).tolist()
-    assert run.info["status"] == "complete"
 
 
 def test_train_decoder_with_k_prototypes_saves_each_outliers_k_nearest(
     id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
 ) -> None:
-    import json
-
-    from hood.data.sources import load_id_splits, load_image_set
     from hood.engine.prototypes import nearest_prototypes
-    from hood.jobs.train_decoder import train_decoder
 
-    cfg = _tiny_cfg(id_folder, ood_folder, tiny_classifier, tmp_path / "k3", epochs=1)
-    cfg.decoder.prototype_k = 3
-    run = train_decoder(cfg)
-    saved = json.loads(run.file("ood_samples.json").read_text())
+    run, saved, clf, idf, outliers = _trained_with(id_folder, ood_folder, tiny_classifier, tmp_path, prototype_k=3)
     assert saved["prototype_k"] == 3 and all(len(row) == 3 for row in saved["prototype_id_rows"])
-    clf = load_classifier(tiny_classifier)
-    cpu = torch.device("cpu")
-    train = load_id_splits(str(id_folder), tmp_path, 32)["train"]
-    pool = load_image_set(str(ood_folder), tmp_path, 32).subset(saved["indices"])
-    idf = extract_features(clf.model, train.images, cpu)
-    oodf = extract_features(clf.model, pool.images, cpu)
+    oodf = extract_features(clf.model, outliers, torch.device("cpu"))
     assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds, k=3).tolist()
-    assert run.info["status"] == "complete" and math.isfinite(run.info["losses"][-1])
+    assert math.isfinite(run.info["losses"][-1])
 
 
 def test_saturation_loss_hand_case() -> None:
