@@ -11,14 +11,19 @@ from hood.engine.features import FeatureSet
 from hood.engine.prototypes import nearest_prototypes
 
 
-def brute_force(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor) -> torch.Tensor:
-    """One outlier at a time: the nearest same-predicted-class ID sample (any class if there is none)."""
+def brute_force_k(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor, k: int) -> list[list[int]]:
+    """One outlier at a time: the k nearest same-predicted-class ID samples (any class if there is none),
+    nearest first; the lower index first on exact ties (a stable sort)."""
     out = []
     for f, p in zip(ood_f, ood_p, strict=True):
         cand = [j for j in range(len(id_f)) if id_p[j] == p] or list(range(len(id_f)))
-        d = [float(((f - id_f[j]) ** 2).sum()) for j in cand]
-        out.append(cand[min(range(len(d)), key=d.__getitem__)])
-    return torch.tensor(out)
+        out.append(sorted(cand, key=lambda j: float(((f - id_f[j]) ** 2).sum()))[:k])
+    return out
+
+
+def brute_force(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor) -> torch.Tensor:
+    """One outlier at a time: the nearest same-predicted-class ID sample (any class if there is none)."""
+    return torch.tensor([row[0] for row in brute_force_k(ood_f, ood_p, id_f, id_p, 1)])
 
 
 def scrambled(ood_p: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
@@ -154,15 +159,6 @@ def test_larger_search_is_exact(kind: str, screen, monkeypatch: pytest.MonkeyPat
     got = nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=50)
     ref = exact_nearest(ood_f, ood_p, id_f, id_p)
     assert torch.equal(got, ref), f"{int((got != ref).sum())} of {n_ood} outliers paired with a farther prototype"
-
-
-def brute_force_k(ood_f: torch.Tensor, ood_p: torch.Tensor, id_f: torch.Tensor, id_p: torch.Tensor, k: int) -> list[list[int]]:
-    """One outlier at a time: the k nearest same-predicted-class ID samples, nearest first."""
-    out = []
-    for f, p in zip(ood_f, ood_p, strict=True):
-        cand = [j for j in range(len(id_f)) if id_p[j] == p] or list(range(len(id_f)))
-        out.append(sorted(cand, key=lambda j: float(((f - id_f[j]) ** 2).sum()))[:k])
-    return out
 
 
 @pytest.mark.parametrize("k", [2, 5])

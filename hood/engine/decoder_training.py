@@ -152,8 +152,8 @@ def build_decoder_data(
     if len(id_images) % id_views:
         raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
     n_id = len(id_images) // id_views
-    first = id_feats.take(torch.arange(n_id))
-    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, first.features, first.preds, device, k=prototype_k)
+    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features[:n_id], id_feats.preds[:n_id],
+                               device, k=prototype_k)
     feats = FeatureSet(
         torch.cat([id_feats.features, ood_feats.features]),
         torch.cat([id_feats.logits, ood_feats.logits]),

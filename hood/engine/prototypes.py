@@ -8,6 +8,7 @@ of one distance call per outlier.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -15,17 +16,21 @@ import torch
 from hood.engine.runtime import cpu_has_bf16
 
 
-def _chunked_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Index into ``k`` of the nearest row (Euclidean) for every row of ``q``; the first on exact ties.
+def _distance_blocks(q: torch.Tensor, k: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, d)`` per block of ``chunk`` rows of ``q``: ``d[i, j] = |q_i - k_j|^2 - |q_i|^2``.
 
-    ``|q - k|^2 = |q|^2 - 2 q.k + |k|^2``; ``|q|^2`` is constant per row and is dropped. Called in
-    float64 on the CPU so near-ties resolve as an exact search would.
+    ``|q - k|^2 = |q|^2 - 2 q.k + |k|^2``; ``|q|^2`` is constant per row and is dropped, which leaves every
+    row's ranking of ``k`` unchanged. Called in float64 on the CPU so near-ties resolve as an exact search would.
     """
     k_sq = (k * k).sum(1)
-    out = torch.empty(len(q), dtype=torch.long, device=q.device)
     for s in range(0, len(q), chunk):
-        block = q[s : s + chunk]
-        d = k_sq[None, :] - 2.0 * (block @ k.T)
+        yield s, k_sq[None, :] - 2.0 * (q[s : s + chunk] @ k.T)
+
+
+def _chunked_argmin(q: torch.Tensor, k: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Index into ``k`` of the nearest row (Euclidean) for every row of ``q``; the first on exact ties."""
+    out = torch.empty(len(q), dtype=torch.long, device=q.device)
+    for s, d in _distance_blocks(q, k, chunk):
         out[s : s + chunk] = d.argmin(dim=1)
     return out
 
@@ -155,10 +160,8 @@ def _chunked_topk(q: torch.Tensor, k: torch.Tensor, n: int, chunk: int) -> torch
     (an average over them then weights the nearest more, which is what a short class should do).
     """
     m = min(n, len(k))
-    k_sq = (k * k).sum(1)
     out = torch.empty(len(q), m, dtype=torch.long, device=q.device)
-    for s in range(0, len(q), chunk):
-        d = k_sq[None, :] - 2.0 * (q[s : s + chunk] @ k.T)
+    for s, d in _distance_blocks(q, k, chunk):
         out[s : s + chunk] = d.topk(m, dim=1, largest=False, sorted=True).indices
     return out if m == n else out[:, torch.arange(n, device=q.device) % m]
 
