@@ -1,7 +1,8 @@
 """CUDA paths: skipped without a GPU (CI has none); `bench/gpu.sh` runs this file first on a lent GPU.
 
 What only a GPU can check: the decoder step replayed as a CUDA graph trains the same model as the eager
-step, the fused optimizers are chosen there, and a short pretrain and feature extraction run on the device.
+step, the fused optimizers are chosen there, a short pretrain and feature extraction run on the device, and the
+prototype searches (float32 there) pick what the CPU's exact float64 search picks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hood.engine.cuda_graph import GraphedStep
 from hood.engine.decoder_training import DecoderData, decoder_step, make_optimizer, prepare_decoder, run_epoch
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.pretrain import fit_classifier
+from hood.engine.prototypes import nearest_prototypes
 from hood.models.decoder import HeatmapDecoder, decoder_spec_for
 from hood.models.registry import build_classifier
 
@@ -95,3 +97,15 @@ def test_graphed_pretrain_steps_train_like_eager_steps(monkeypatch: pytest.Monke
     assert len(made) == 1 and made[0].graph is not None and made[0].eager_steps == 3  # 11 full batches + 1 partial
     for k, v in states[0].items():
         assert torch.allclose(states[1][k], v, rtol=1e-2, atol=2e-3), k
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_prototype_search_on_cuda_matches_the_cpu(k: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    id_f, ood_f = torch.rand(3000, 64, generator=g), torch.rand(700, 64, generator=g)
+    id_p, ood_p = torch.randint(0, 10, (3000,), generator=g), torch.randint(0, 10, (700,), generator=g)
+    cpu = nearest_prototypes(ood_f, ood_p, id_f, id_p, chunk=256, k=k)
+    got = nearest_prototypes(ood_f, ood_p, id_f, id_p, device=CUDA, chunk=256, k=k)
+    assert not got.is_cuda and got.shape == cpu.shape
+    assert (got == cpu).float().mean() > 0.995  # float32 may swap a near-tie, nothing more
+    assert torch.equal(id_p[got.reshape(len(ood_p), -1)[:, 0]], ood_p)  # always the outlier's own class
