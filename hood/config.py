@@ -94,6 +94,10 @@ class DecoderConfig:
     # the outlier's target: 1 = its nearest same-predicted-class ID image (the paper); k > 1 = the pixel mean
     # of its k nearest (a smoother target that depends less on one neighbour; issue 7 lists it to try)
     prototype_k: int = 1
+    # where "nearest" is measured: features = the classifier's penultimate features (the paper); pixels = the
+    # normalized images themselves, the prototype then being the same-class ID image that needs the smallest
+    # heatmap h = t - x (issue 7's "pixel-space nearest"); both keep the same-predicted-class restriction
+    prototype_space: str = "features"
     # weight of a penalty on pre-tanh values beyond |3| (engine/decoder_training.saturation_loss); 0 = the paper
     saturation_penalty: float = 0.0
     checkpoint_every: int = 1
@@ -353,6 +357,7 @@ def validate(cfg: Config) -> Config:
     need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
     need(1 <= d.id_views <= 16, "decoder.id_views", f"must be 1 (no augmentation) to 16, got {d.id_views}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
+    need(d.prototype_space in ("features", "pixels"), "decoder.prototype_space", f"must be features (the paper) or pixels, got '{d.prototype_space}'")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
     need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")

@@ -347,7 +347,7 @@ def test_train_decoder_with_id_views_records_them_and_keeps_the_true_feature_ran
     assert all(r < len(idf.features) for r in saved["prototype_id_rows"])
 
 
-def _trained_with(id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path, **decoder: int):
+def _trained_with(id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path, **decoder: int | str):
     """A one-epoch train-decoder run with ``decoder`` settings; returns the run, its ood_samples.json, and the
     classifier features of the ID training images and of the sampled outliers (as sampled), recomputed."""
     import json
@@ -388,6 +388,21 @@ def test_train_decoder_with_k_prototypes_saves_each_outliers_k_nearest(
     assert saved["prototype_k"] == 3 and all(len(row) == 3 for row in saved["prototype_id_rows"])
     oodf = extract_features(clf.model, outliers, torch.device("cpu"))
     assert saved["prototype_id_rows"] == nearest_prototypes(oodf.features, oodf.preds, idf.features, idf.preds, k=3).tolist()
+    assert math.isfinite(run.info["losses"][-1])
+
+
+def test_train_decoder_with_pixel_prototypes_records_the_space_and_pairs_by_pixels(
+    id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path
+) -> None:
+    from hood.data.sources import load_id_splits
+    from hood.engine.prototypes import nearest_prototypes
+
+    run, saved, clf, idf, outliers = _trained_with(id_folder, ood_folder, tiny_classifier, tmp_path, prototype_space="pixels")
+    assert saved["prototype_space"] == "pixels"
+    oodf = extract_features(clf.model, outliers, torch.device("cpu"))
+    id_images = load_id_splits(str(id_folder), tmp_path, 32)["train"].images
+    want = nearest_prototypes(outliers.flatten(1).double(), oodf.preds, id_images.flatten(1).double(), idf.preds)
+    assert saved["prototype_id_rows"] == want.tolist()
     assert math.isfinite(run.info["losses"][-1])
 
 

@@ -194,3 +194,22 @@ def test_decoder_data_with_k_prototypes_targets_their_mean_image() -> None:
         assert torch.equal(data.images[row], ood_images[i])  # the outlier itself is unchanged
         want = round(sum(10 * int(j) for j in proto[i]) / 3)  # the mean of its 3 prototypes' grey levels
         assert torch.equal(data.images[data.target_idx[row]], torch.full((3, 2, 2), want, dtype=torch.uint8))
+
+
+def test_pixel_space_prototypes_are_the_nearest_images_of_the_same_class() -> None:
+    g = torch.Generator().manual_seed(5)
+    id_images = torch.randint(0, 256, (30, 3, 4, 4), generator=g, dtype=torch.uint8)
+    ood_images = torch.randint(0, 256, (12, 3, 4, 4), generator=g, dtype=torch.uint8)
+    id_p, ood_p = torch.arange(30) % 3, torch.arange(12) % 3
+    # features that rank the ID images the other way round, so the two spaces disagree
+    id_f, ood_f = -id_images.flatten(1).float(), ood_images.flatten(1).float()
+    logits_of = lambda p: torch.nn.functional.one_hot(p, 3).float()  # noqa: E731 - preds = argmax(logits)
+    args = (id_images, FeatureSet(id_f, logits_of(id_p)), ood_images, FeatureSet(ood_f, logits_of(ood_p)), torch.device("cpu"))
+    _, by_pixels = build_decoder_data(*args, prototype_space="pixels")
+    _, by_features = build_decoder_data(*args)
+    assert by_pixels.tolist() == brute_force(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p).tolist()
+    assert torch.equal(by_features, brute_force(ood_f.double(), ood_p, id_f.double(), id_p))
+    assert not torch.equal(by_pixels, by_features)
+    assert torch.equal(id_p[by_pixels], ood_p)  # still the outlier's predicted class
+    _, k_nearest = build_decoder_data(*args, prototype_k=4, prototype_space="pixels")
+    assert k_nearest.tolist() == brute_force_k(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p, 4)

@@ -136,6 +136,7 @@ def build_decoder_data(
     views: int = 1,
     prototype_k: int = 1,
     id_views: int = 1,
+    prototype_space: str = "features",
 ) -> tuple[DecoderData, torch.Tensor]:
     """Pair each outlier (each view, see :func:`augmented_views`) with its prototype; returns the data and
     the prototype index per outlier row (``n x k`` with ``prototype_k`` k > 1).
@@ -146,14 +147,21 @@ def build_decoder_data(
     With ``k > 1`` an outlier's target is the mean image of its ``k`` nearest same-class ID images: those
     means are stored as extra rows after the outliers and ``target_idx`` points at them, so a training
     step gathers its targets the same way for every ``k`` (and a CUDA graph of it stays the same).
+
+    ``prototype_space`` "pixels" measures "nearest" between the normalized images instead of the features
+    (still among ID images of the outlier's predicted class): the prototype is then the image the decoder
+    can reach with the smallest heatmap.
     """
     if len(ood_images) % views:
         raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
     if len(id_images) % id_views:
         raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
     n_id = len(id_images) // id_views
-    proto = nearest_prototypes(ood_feats.features, ood_feats.preds, id_feats.features[:n_id], id_feats.preds[:n_id],
-                               device, k=prototype_k)
+    if prototype_space == "pixels":
+        queries, keys = normalize(ood_images).flatten(1), normalize(id_images[:n_id]).flatten(1)
+    else:
+        queries, keys = ood_feats.features, id_feats.features[:n_id]
+    proto = nearest_prototypes(queries, ood_feats.preds, keys, id_feats.preds[:n_id], device, k=prototype_k)
     feats = FeatureSet(
         torch.cat([id_feats.features, ood_feats.features]),
         torch.cat([id_feats.logits, ood_feats.logits]),

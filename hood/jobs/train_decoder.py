@@ -156,7 +156,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     ood_images = augmented_views(pool.images, d.ood_views, cfg.run.seed)
     ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
     phases.mark("features")
-    data, proto = build_decoder_data(id_images, id_feats, ood_images, ood_feats, device, d.ood_views, d.prototype_k, d.id_views)
+    data, proto = build_decoder_data(id_images, id_feats, ood_images, ood_feats, device, d.ood_views, d.prototype_k, d.id_views,
+                                     d.prototype_space)
     phases.mark("prototypes")
 
     spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
@@ -186,6 +187,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "names": pool.names,
                 "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
                 "prototype_k": d.prototype_k,  # > 1: each row lists its k nearest, the target is their mean
+                "prototype_space": d.prototype_space,  # where "nearest" was measured
                 "views": d.ood_views,
                 "id_views": d.id_views,
                 "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
