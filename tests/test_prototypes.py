@@ -213,3 +213,5 @@ def test_pixel_space_prototypes_are_the_nearest_images_of_the_same_class() -> No
     assert torch.equal(id_p[by_pixels], ood_p)  # still the outlier's predicted class
     _, k_nearest = build_decoder_data(*args, prototype_k=4, prototype_space="pixels")
     assert k_nearest.tolist() == brute_force_k(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p, 4)
+    with pytest.raises(ValueError, match="prototype_space"):
+        build_decoder_data(*args, prototype_space="pixel")

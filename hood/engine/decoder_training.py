@@ -157,6 +157,8 @@ def build_decoder_data(
     if len(id_images) % id_views:
         raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
     n_id = len(id_images) // id_views
+    if prototype_space not in ("features", "pixels"):
+        raise ValueError(f"prototype_space must be features or pixels, got '{prototype_space}'")
     if prototype_space == "pixels":
         queries, keys = normalize(ood_images).flatten(1), normalize(id_images[:n_id]).flatten(1)
     else:
