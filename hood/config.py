@@ -21,6 +21,8 @@ import yaml
 from hood.errors import ConfigError
 from hood.models.registry import ARCHITECTURES
 
+PROTOTYPE_SPACES = ("features", "pixels")  # decoder.prototype_space: where "nearest" is measured; the first is the paper's
+
 
 @dataclass
 class DataConfig:
@@ -357,7 +359,7 @@ def validate(cfg: Config) -> Config:
     need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
     need(1 <= d.id_views <= 16, "decoder.id_views", f"must be 1 (no augmentation) to 16, got {d.id_views}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
-    need(d.prototype_space in ("features", "pixels"), "decoder.prototype_space", f"must be features (the paper) or pixels, got '{d.prototype_space}'")
+    need(d.prototype_space in PROTOTYPE_SPACES, "decoder.prototype_space", f"must be features (the paper) or pixels, got '{d.prototype_space}'")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
     need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")

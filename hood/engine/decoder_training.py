@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from hood.config import DecoderConfig
+from hood.config import PROTOTYPE_SPACES, DecoderConfig
 from hood.data.transforms import denormalize, normalize, random_crop_flip
 from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
@@ -157,7 +157,7 @@ def build_decoder_data(
     if len(id_images) % id_views:
         raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
     n_id = len(id_images) // id_views
-    if prototype_space not in ("features", "pixels"):
+    if prototype_space not in PROTOTYPE_SPACES:
         raise ValueError(f"prototype_space must be features or pixels, got '{prototype_space}'")
     if prototype_space == "pixels":
         queries, keys = normalize(ood_images).flatten(1), normalize(id_images[:n_id]).flatten(1)
