@@ -100,6 +100,10 @@ class DecoderConfig:
     # normalized images themselves, the prototype then being the same-class ID image that needs the smallest
     # heatmap h = t - x (issue 7's "pixel-space nearest"); both keep the same-predicted-class restriction
     prototype_space: str = "features"
+    # how the outliers are sampled: 1 = the paper (num_ood at random from the pool); C > 1 draws C * num_ood at
+    # random and keeps the num_ood the classifier is most confident about, the near-ID outliers that outlier
+    # mining (ATOM, POEM) finds informative (engine/outlier_mining.py; issue 7's "how the pool is sampled")
+    ood_candidates: int = 1
     # weight of a penalty on pre-tanh values beyond |3| (engine/decoder_training.saturation_loss); 0 = the paper
     saturation_penalty: float = 0.0
     checkpoint_every: int = 1
@@ -359,6 +363,7 @@ def validate(cfg: Config) -> Config:
     need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
     need(1 <= d.id_views <= 16, "decoder.id_views", f"must be 1 (no augmentation) to 16, got {d.id_views}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
+    need(1 <= d.ood_candidates <= 50, "decoder.ood_candidates", f"must be 1 (a random sample, the paper) to 50, got {d.ood_candidates}")
     need(d.prototype_space in PROTOTYPE_SPACES, "decoder.prototype_space", f"must be features (the paper) or pixels, got '{d.prototype_space}'")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")

@@ -153,6 +153,8 @@ def test_wrong_type_in_yaml(tmp_path: Path) -> None:
         ("decoder.id_views=17", "decoder.id_views"),
         ("decoder.prototype_k=101", "decoder.prototype_k"),
         ("decoder.prototype_space=pixel", "decoder.prototype_space"),
+        ("decoder.ood_candidates=0", "decoder.ood_candidates"),
+        ("decoder.ood_candidates=51", "decoder.ood_candidates"),
         ("decoder.saturation_penalty=-1", "decoder.saturation_penalty"),
         ("evaluate.partner_weight=-1", "evaluate.partner_weight"),
         ("decoder.batch_size=1", "decoder.batch_size"),

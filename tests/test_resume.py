@@ -350,3 +350,20 @@ def test_optimizer_state_keeps_this_process_kernel_choice(make) -> None:
     v.grad = torch.full((4,), 0.5)
     opt.step()  # a CPU step with the loaded state runs
     assert torch.isfinite(v).all()
+
+
+def test_a_mined_run_resumes_on_its_kept_outliers_without_mining_again(
+    id_folder: Path, ood_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hood.jobs import train_decoder as job
+
+    clf = _random_classifier(tmp_path / "clf.pt")
+    job.train_decoder(_cfg(id_folder, ood_folder, clf, "m", epochs=2, ood_candidates=2))
+    samples = (tmp_path / "m" / "ood_samples.json").read_text()
+    assert len(json.loads(samples)["indices"]) == 6  # num_ood of the 12 candidates
+    (tmp_path / "m" / "run.json").write_text(json.dumps({**run_info(tmp_path / "m"), "status": "running"}))
+    monkeypatch.setattr(job, "sample_ood_indices", lambda *a: pytest.fail("resume must not draw outliers again"))
+    monkeypatch.setattr(job, "most_confident", lambda *a: pytest.fail("resume must not mine again"))
+    done = job.train_decoder(_cfg(id_folder, ood_folder, clf, "m", epochs=3, ood_candidates=2), run=open_run(tmp_path / "m"))
+    assert done.info["status"] == "complete" and len(done.info["losses"]) == 3
+    assert (tmp_path / "m" / "ood_samples.json").read_text() == samples

@@ -21,6 +21,7 @@ from hood.data.validation import split_rows
 from hood.engine import distributed
 from hood.engine.decoder_training import ID_STREAM, augmented_views, build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
+from hood.engine.outlier_mining import candidate_count, most_confident
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
@@ -129,8 +130,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         if "idx" not in chosen:
             if state is not None:  # the indices the run drew, never a new draw
                 chosen["idx"] = _saved_indices(run, n, d.num_ood)
-            else:
-                chosen["idx"] = sample_ood_indices(n, d.num_ood, cfg.run.seed)
+            else:  # with outlier mining, the candidates; mine_pool keeps num_ood of them
+                chosen["idx"] = sample_ood_indices(n, candidate_count(n, d.num_ood, d.ood_candidates), cfg.run.seed)
         return chosen["idx"]
 
     pool = load_image_set(cfg.data.aux, root, size, cfg.data.strict, select=select, hold_out_classes=cfg.data.val_aux_classes)
@@ -139,13 +140,18 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         reporter.log(note)
     if len(pool) < 1:
         raise DataError(f"auxiliary set '{cfg.data.aux}' yielded no images")
-    natural = len(pool)
-    if cfg.data.aux_synthetic_count:  # after the sample, so ood_samples.json's indices still name pool rows
-        pool = pool.join(synthetic_outliers(cfg))
     phases.mark("data")
 
     num_maps = d.fw_layers - 1
     model = classifier.model.to(device)
+    if len(pool) > d.num_ood and "idx" in chosen:  # a fresh run with d.ood_candidates > 1 (a resumed one reads the kept rows)
+        keep = most_confident(extract_features(model, pool.images, device, cfg.evaluate.batch_size, reporter=reporter,
+                                               description="outlier mining").logits, d.num_ood)
+        reporter.log(f"outlier mining: kept the {d.num_ood} of {len(pool)} candidates the classifier is most confident about")
+        pool, chosen["idx"] = pool.subset(keep), chosen["idx"][keep]
+    natural = len(pool)
+    if cfg.data.aux_synthetic_count:  # after the sample, so ood_samples.json's indices still name pool rows
+        pool = pool.join(synthetic_outliers(cfg))
     available = len(model.stage_maps(torch.zeros(1, 3, size, size, device=device)))
     if num_maps > available:
         raise ConfigError(f"--fw-layers {d.fw_layers} needs {num_maps} stage maps, but {classifier.arch} offers {available}; use at most {available + 1}")
@@ -188,6 +194,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
                 "prototype_k": d.prototype_k,  # > 1: each row lists its k nearest, the target is their mean
                 "prototype_space": d.prototype_space,  # where "nearest" was measured
+                "ood_candidates": d.ood_candidates,  # > 1: the indices are the mined outliers of that many times num_ood drawn
                 "views": d.ood_views,
                 "id_views": d.id_views,
                 "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
