@@ -130,7 +130,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         if "idx" not in chosen:
             if state is not None:  # the indices the run drew, never a new draw
                 chosen["idx"] = _saved_indices(run, n, d.num_ood)
-            else:  # with outlier mining, the candidates; mine_pool keeps num_ood of them
+            else:  # with decoder.ood_candidates > 1 the candidates: most_confident keeps num_ood of them below
                 chosen["idx"] = sample_ood_indices(n, candidate_count(n, d.num_ood, d.ood_candidates), cfg.run.seed)
         return chosen["idx"]
 
