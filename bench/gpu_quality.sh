@@ -86,14 +86,14 @@ EOF
 finish() { echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/quality.md" >&2; exit 0; }
 
 if [ "${VALIDATE:-1}" = 0 ]; then
-  # validation already chose the config's settings for this classifier at this budget (README, "Detection
-  # quality"): only the test phase runs
+  # validation already chose the config's settings for this classifier at this budget
+  # (bench/QUALITY.md): only the test phase runs
   phase test_chosen "${SEEDS:-0 1 2}" 1 "" "${TEST_SPLIT:-0}"
   finish
 fi
 if [ "${VALIDATE:-1}" = alt ]; then
-  # one setting against the config's recorded validation figures at this budget (README): its validation
-  # seed 0 first, then its test seeds on everything; the test table counts only where validation won
+  # one setting against the config's recorded validation figures at this budget (bench/QUALITY.md): its
+  # validation seed 0 first, then its test seeds on everything; the test table counts only where validation won
   phase val_alt 0 0 "$ALT"
   phase test_alt "${SEEDS:-0}" 1 "$ALT" "${TEST_SPLIT:-0}"
   finish

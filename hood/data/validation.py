@@ -9,9 +9,10 @@ Settings are chosen on data the decoder never trains on and that is not an OOD t
   of the pool the decoder samples from (the issue's "a fifth of tin32-pool's 80 classes").
 
 ``hood train-decoder`` leaves both out; ``hood evaluate --validation`` scores exactly them (plus any
-built-in noise set among the OOD sets) and never touches an OOD test set. Caveat (measured, see the
-README): the classifier was trained on its training images, so validation ID images look more typical
-to it than unseen test images do; figures on this split are optimistic for every feature-based score.
+built-in noise set among the OOD sets) and never touches an OOD test set. Caveat (measured,
+bench/QUALITY.md, "the heatmap's ID tail"): the classifier was trained on its training images, so
+validation ID images look more typical to it than unseen test images do; figures on this split are
+optimistic for every feature-based score.
 """
 
 from __future__ import annotations
