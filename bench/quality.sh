@@ -16,28 +16,57 @@
 # TRAIN_SET (extra train-decoder overrides, e.g. "decoder.fw_layers=2 decoder.lr=0.001"; part of the run name),
 # EVAL_SET (extra evaluate overrides, e.g. "evaluate.partner_weight=2"; the decoders are reused),
 # TEST (1; 0 = validation table only, for choosing settings without looking at the test sets),
-# PY (.venv/bin/python when present, else python3).
+# PY (.venv/bin/python when present, else python3),
+# CONFIG (a config by path or bundled name; default configs/cifar10_$ARCH.yaml with the budget above): its
+# architecture, budget (decoder.epochs / num_id / num_ood / output_scale) and validation split
+# (data.val_id_per_class / val_aux_classes) become the defaults of those knobs, e.g.
+#   CONFIG=cifar10_wrn40_2_cpu SEEDS="0 1 2 3 4" bench/quality.sh   # the CPU profile's table (README)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # python3: a GPU machine's own PyTorch
+CONFIG=${CONFIG:-}
+if [ -n "$CONFIG" ]; then
+  # a config that holds its own budget (e.g. cifar10_wrn40_2_cpu): its values are the knobs' defaults below
+  cfg_sh=$("$PY" - "$CONFIG" <<'PYEOF'
+import shlex, sys
+from hood.cli.options import config_path
+from hood.config import resolve
+from hood.errors import ConfigError
+try:
+    c = resolve(config_path(sys.argv[1]))
+except ConfigError as e:
+    sys.exit(f"error: {e}")
+d = c.decoder
+for k, v in {"CFG_FILE": config_path(sys.argv[1]), "CFG_NAME": c.name, "CFG_ARCH": c.model.arch, "CFG_EPOCHS": d.epochs,
+             "CFG_NUM_ID": d.num_id or "", "CFG_NUM_OOD": d.num_ood, "CFG_OUTPUT_SCALE": f"{d.output_scale:g}",
+             "CFG_VAL_ID": c.data.val_id_per_class, "CFG_VAL_AUX": c.data.val_aux_classes}.items():
+    print(f"{k}={shlex.quote(str(v))}")
+PYEOF
+)
+  eval "$cfg_sh"
+  if [ -n "${ARCH:-}" ] && [ "$ARCH" != "$CFG_ARCH" ]; then
+    echo "error: ARCH=$ARCH but $CONFIG is for $CFG_ARCH (drop ARCH or pick the $ARCH config)" >&2; exit 2
+  fi
+fi
 SHARED=${SHARED:-../shared}
-ARCH=${ARCH:-wrn40_2}
+ARCH=${ARCH:-${CFG_ARCH:-wrn40_2}}
+CFG_FILE=${CFG_FILE:-configs/cifar10_$ARCH.yaml}
 DEVICE=${DEVICE:-auto}
-EPOCHS=${EPOCHS:-25}
-NUM_ID=${NUM_ID-10000}
-NUM_OOD=${NUM_OOD:-5000}
+EPOCHS=${EPOCHS:-${CFG_EPOCHS:-25}}
+NUM_ID=${NUM_ID-${CFG_NUM_ID-10000}}
+NUM_OOD=${NUM_OOD:-${CFG_NUM_OOD:-5000}}
 SEEDS=${SEEDS:-0}
-OUTPUT_SCALE=${OUTPUT_SCALE:-1}
+OUTPUT_SCALE=${OUTPUT_SCALE:-${CFG_OUTPUT_SCALE:-1}}
 METHODS=${METHODS:-heatmap,heatmap+energy,heatmap+knn,heatmap+vim,msp,energy,maxlogit,mahalanobis,knn,react,vim}
 ID_TEST_COUNT=${ID_TEST_COUNT:-}
 OOD_COUNT=${OOD_COUNT:-2000}
 OUT_DIR=${OUT_DIR:-runs/quality}
-VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-0}
-VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-0}
+VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-${CFG_VAL_ID:-0}}
+VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-${CFG_VAL_AUX:-0}}
 TRAIN_SET=${TRAIN_SET:-}
 VAL_OOD=${VAL_OOD:-uniform-noise,blobs}
 EVAL_SET=${EVAL_SET:-}
 TEST=${TEST:-1}
-PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # python3: a GPU machine's own PyTorch
 HOOD=("$PY" -m hood)
 D=$SHARED/data
 for f in "$D/cifar10-jpg.tar.gz" "$D/tin32-pool.tar.gz" "$SHARED/models/cifar10_$ARCH.pt"; do
@@ -52,22 +81,23 @@ eval_extra=()
 for kv in $EVAL_SET; do eval_extra+=(--set "$kv"); done
 tag="$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD-s$OUTPUT_SCALE"
 [ "$VAL_ID_PER_CLASS" != 0 ] && tag="$tag-val$VAL_ID_PER_CLASS-$VAL_AUX_CLASSES"
+[ -n "$CONFIG" ] && tag="$tag-$CFG_NAME"
 [ -n "$TRAIN_SET" ] && tag="$tag-$(echo "$TRAIN_SET" | sed 's/decoder\.//g; s/[^A-Za-z0-9.=_-]\+/_/g; s/=//g')"
 start=$(date +%s)
 for seed in $SEEDS; do
   run="$OUT_DIR/$tag-seed$seed"
   if [ ! -f "$run/decoder.pt" ]; then
-    "${HOOD[@]}" train-decoder --config "configs/cifar10_$ARCH.yaml" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
+    "${HOOD[@]}" train-decoder --config "$CFG_FILE" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
       --dataset "$D/cifar10-jpg.tar.gz" --aux "$D/tin32-pool.tar.gz" --num-ood "$NUM_OOD" "${extra[@]}" \
       --epochs "$EPOCHS" --seed "$seed" --set "decoder.output_scale=$OUTPUT_SCALE" --device "$DEVICE" --out "$run" \
       --set "data.val_id_per_class=$VAL_ID_PER_CLASS" --set "data.val_aux_classes=$VAL_AUX_CLASSES" --quiet
   fi
   if [ "$VAL_ID_PER_CLASS" != 0 ]; then
-    "${HOOD[@]}" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
+    "${HOOD[@]}" evaluate --config "$CFG_FILE" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
       --ood "$VAL_OOD" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
   fi
   [ "$TEST" = 0 ] && continue
-  "${HOOD[@]}" evaluate --config "configs/cifar10_$ARCH.yaml" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
+  "${HOOD[@]}" evaluate --config "$CFG_FILE" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
     --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
 done
 if [ "$VAL_ID_PER_CLASS" != 0 ]; then
