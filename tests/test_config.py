@@ -71,24 +71,25 @@ def test_set_parses_values(tmp_path: Path) -> None:
 def test_bundled_configs_load_and_validate() -> None:
     bundled = bundled_configs()
     expected = {"cifar10_resnet18", "cifar10_wrn40_2", "cifar100_resnet18", "cifar100_wrn40_2", "tinyimagenet_resnet50", "demo"}
-    expected |= {"cifar10_wrn40_2_cpu"}
+    expected |= {"cifar10_wrn40_2_cpu", "cifar10_resnet18_cpu"}
     assert expected <= set(bundled)
     for name, path in bundled.items():
         cfg = resolve(path)
         assert isinstance(cfg, Config) and cfg.name == name
         assert cfg.data.id and cfg.data.aux and cfg.data.ood and cfg.model.arch
-    paper = {n: resolve(bundled[n]) for n in expected - {"demo", "cifar10_wrn40_2_cpu"}}
+    paper = {n: resolve(bundled[n]) for n in expected - {"demo", "cifar10_wrn40_2_cpu", "cifar10_resnet18_cpu"}}
     assert paper["tinyimagenet_resnet50"].model.arch == "resnet50" and paper["tinyimagenet_resnet50"].data.image_size == 64
     assert paper["cifar100_wrn40_2"].data.id == "cifar100" and paper["cifar10_resnet18"].model.arch == "resnet18"
     for cfg in paper.values():
         assert cfg.decoder.lr == 2e-4 and cfg.decoder.betas == [0.5, 0.999] and cfg.decoder.epochs == 150
 
 
-def test_cpu_profile_differs_from_the_paper_config_only_where_validation_chose() -> None:
-    """The CPU profile is the WRN-40-2 config at the CPU budget with the settings validation chose there
+@pytest.mark.parametrize("paper_name", ["cifar10_wrn40_2", "cifar10_resnet18"])
+def test_cpu_profile_differs_from_the_paper_config_only_where_validation_chose(paper_name: str) -> None:
+    """A CPU profile is its paper config at the CPU budget with the settings validation chose there
     (bench/QUALITY.md); any other difference would make its documented table irreproducible from it."""
     bundled = bundled_configs()
-    paper, cpu = (dataclasses.asdict(resolve(bundled[n])) for n in ("cifar10_wrn40_2", "cifar10_wrn40_2_cpu"))
+    paper, cpu = (dataclasses.asdict(resolve(bundled[n])) for n in (paper_name, f"{paper_name}_cpu"))
     chosen = {
         ("decoder", "epochs"): 25,
         ("decoder", "num_id"): 10000,
