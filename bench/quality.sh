@@ -32,12 +32,13 @@ import shlex, sys
 from hood.cli.options import config_path
 from hood.config import resolve
 from hood.errors import ConfigError
+path = config_path(sys.argv[1])
 try:
-    c = resolve(config_path(sys.argv[1]))
+    c = resolve(path)
 except ConfigError as e:
     sys.exit(f"error: {e}")
 d = c.decoder
-for k, v in {"CFG_FILE": config_path(sys.argv[1]), "CFG_NAME": c.name, "CFG_ARCH": c.model.arch, "CFG_EPOCHS": d.epochs,
+for k, v in {"CFG_FILE": path, "CFG_NAME": c.name, "CFG_ARCH": c.model.arch, "CFG_EPOCHS": d.epochs,
              "CFG_NUM_ID": d.num_id or "", "CFG_NUM_OOD": d.num_ood, "CFG_OUTPUT_SCALE": f"{d.output_scale:g}",
              "CFG_VAL_ID": c.data.val_id_per_class, "CFG_VAL_AUX": c.data.val_aux_classes}.items():
     print(f"{k}={shlex.quote(str(v))}")

@@ -69,13 +69,13 @@ def main(paths: list[str]) -> None:
         f, a = _per_seed(runs, m, TARGET_SETS, "fpr95").mean(), _per_seed(runs, m, TARGET_SETS, "auroc").mean()
         lost, tied = [], []
         for s in TARGET_SETS:
-            mine = np.mean([r["results"][m][s]["fpr95"] for r in runs])
-            best = min(baselines, key=lambda b, s=s: np.mean([r["results"][b][s]["fpr95"] for r in runs]), default=None)
+            mine = _mean(runs, m, s, "fpr95")
+            best = min(baselines, key=lambda b, s=s: _mean(runs, b, s, "fpr95"), default=None)
             if best is None:
                 continue
-            theirs = np.mean([r["results"][best][s]["fpr95"] for r in runs])
+            theirs = _mean(runs, best, s, "fpr95")
             if theirs == mine == 0:  # nothing is lower than 0: a tie at the floor, broken by AUROC and said as such
-                floor = [b for b in baselines if np.mean([r["results"][b][s]["fpr95"] for r in runs]) == 0]
+                floor = [b for b in baselines if _mean(runs, b, s, "fpr95") == 0]
                 top = max(floor, key=lambda b, s=s: _mean(runs, b, s, "auroc"))
                 a_mine, a_top = _mean(runs, m, s, "auroc") * 100, _mean(runs, top, s, "auroc") * 100
                 side = "ahead" if a_mine > a_top else "behind" if a_mine < a_top else "level"
