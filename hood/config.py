@@ -1,6 +1,7 @@
 """Configuration: dataclasses with the paper's defaults, YAML loading, overrides, validation.
 
-Precedence, lowest first: dataclass defaults < YAML file < named CLI options < ``--set section.key=value``.
+Precedence, lowest first: dataclass defaults < YAML file (after the config it names as ``base:``) < named CLI
+options < ``--set section.key=value``.
 The resolved config is validated before any work starts; each problem is one line naming the key.
 """
 
@@ -247,7 +248,7 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
             cfg.name = str(values)
             continue
         if section not in _SECTION_CLASSES:
-            raise ConfigError(f"{source}: unknown section '{_short(section)[1:-1] if isinstance(section, str) else _short(section)}'{_closest(str(section), list(_SECTION_CLASSES))}")
+            raise ConfigError(f"{source}: unknown section '{_short(section)[1:-1] if isinstance(section, str) else _short(section)}'{_closest(str(section), [*_SECTION_CLASSES, BASE_KEY])}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section}' must be a mapping")
         for key, value in values.items():
@@ -301,6 +302,35 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
     return {} if data is None else data
+
+
+BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
+
+
+def config_chain(path: str | Path) -> list[tuple[Path, Any]]:
+    """The file and the configs it builds on through ``base:``, furthest base first, each with its mapping
+    (``base`` removed). A derived config holds only what differs from its base, so a change to the base
+    (the paper's settings) reaches every profile built on it instead of drifting in a copy."""
+    chain: list[tuple[Path, Any]] = []
+    seen: set[Path] = set()
+    current = Path(path)
+    while True:
+        seen.add(current.resolve())
+        mapping = load_yaml(current)
+        base = mapping.pop(BASE_KEY, None) if isinstance(mapping, dict) else None
+        chain.append((current, mapping))
+        if base is None:
+            return chain[::-1]
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{current}: '{BASE_KEY}' must name another config file, e.g. {BASE_KEY}: cifar10_wrn40_2.yaml, got {_short(base)}")
+        parent = current.parent / base.strip()
+        if not parent.suffix:
+            parent = parent.with_suffix(".yaml")
+        if not parent.is_file():
+            raise ConfigError(f"{current}: its base config {parent} does not exist ('{BASE_KEY}' is relative to the file's folder)")
+        if parent.resolve() in seen:
+            raise ConfigError(f"{current}: '{BASE_KEY}: {base}' loops back to a config already in the chain; remove one '{BASE_KEY}' line")
+        current = parent
 
 
 def unknown_dataset(spec: str) -> str | None:
@@ -399,10 +429,15 @@ def resolve(
     named: dict[str, Any] | None = None,
     sets: list[str] | None = None,
 ) -> Config:
-    """Defaults < YAML < named CLI options (``{'decoder.num_ood': 5000}``, None = not given) < ``--set``."""
+    """Defaults < YAML (its ``base:`` chain first) < named CLI options (``{'decoder.num_ood': 5000}``, None =
+    not given) < ``--set``."""
     cfg = Config()
     if config_path is not None:
-        apply_mapping(cfg, load_yaml(config_path), str(config_path))
+        chain = config_chain(config_path)
+        for depth, (path, mapping) in enumerate(chain, start=1):
+            if depth < len(chain) and isinstance(mapping, dict):
+                mapping = {k: v for k, v in mapping.items() if k != "name"}  # a base's name is not the run's
+            apply_mapping(cfg, mapping, str(path))
         if cfg.name == "default":
             cfg.name = Path(config_path).stem
     for key, value in (named or {}).items():

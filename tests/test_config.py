@@ -1,4 +1,4 @@
-"""Configuration: precedence (defaults < YAML < named CLI options < --set), validation errors as one-line
+"""Configuration: precedence (defaults < YAML and its base: chain < named CLI options < --set), validation errors as one-line
 ConfigErrors naming the key, and every bundled config loading and validating."""
 
 from __future__ import annotations
@@ -107,6 +107,41 @@ def test_cpu_profile_differs_from_the_paper_config_only_where_validation_chose(p
         for key in paper[section]:
             if (section, key) not in chosen:
                 assert cpu[section][key] == paper[section][key], (section, key)
+
+
+def test_cpu_profiles_build_on_their_paper_config() -> None:
+    """The profiles hold only their differences (``base:``), so a change to a paper config reaches its profile."""
+    bundled = bundled_configs()
+    for paper_name in ("cifar10_wrn40_2", "cifar10_resnet18"):
+        text = bundled[f"{paper_name}_cpu"].read_text()
+        assert f"base: {paper_name}.yaml" in text
+        assert "partner_weight" not in text.split("base:")[1]  # inherited, not copied
+
+
+def test_base_config_is_applied_first_and_can_be_chained(tmp_path: Path) -> None:
+    write_yaml(tmp_path, "name: root\ndecoder:\n  epochs: 7\n  lr: 0.001\nevaluate:\n  partner_weight: 3\n", "root.yaml")
+    write_yaml(tmp_path, "base: root\nname: middle\ndecoder:\n  epochs: 9\n", "middle.yaml")
+    leaf = write_yaml(tmp_path, "base: middle.yaml\ndecoder:\n  fw_layers: 2\n", "leaf.yaml")
+    cfg = resolve(leaf, {"decoder.num_ood": 11}, ["evaluate.partner_weight=0.5"])
+    assert (cfg.decoder.epochs, cfg.decoder.lr, cfg.decoder.fw_layers) == (9, 0.001, 2)
+    assert cfg.decoder.num_ood == 11 and cfg.evaluate.partner_weight == 0.5  # CLI still above every file
+    assert cfg.name == "leaf"  # a base's name never names the derived run
+    assert resolve(tmp_path / "middle.yaml").name == "middle"
+
+
+def test_base_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    missing = write_yaml(tmp_path, "base: nowhere.yaml\n", "a.yaml")
+    msg = config_error(missing)
+    assert "a.yaml" in msg and "nowhere.yaml" in msg and "does not exist" in msg
+    write_yaml(tmp_path, "base: c.yaml\n", "b.yaml")
+    loop = write_yaml(tmp_path, "base: b.yaml\n", "c.yaml")
+    assert "loops back" in config_error(loop)
+    assert "loops back" in config_error(write_yaml(tmp_path, "base: self.yaml\n", "self.yaml"))
+    assert "must name another config" in config_error(write_yaml(tmp_path, "base: [x]\n", "d.yaml"))
+    write_yaml(tmp_path, "decoder:\n  epochz: 3\n", "bad_base.yaml")
+    msg = config_error(write_yaml(tmp_path, "base: bad_base.yaml\n", "e.yaml"))
+    assert "bad_base.yaml" in msg and "'decoder.epochz'" in msg and "/e.yaml" not in msg  # the file that holds it
+    assert "did you mean 'base'" in config_error(write_yaml(tmp_path, "bsae: x.yaml\n", "f.yaml"))
 
 
 def test_bundled_config_by_name() -> None:
