@@ -22,6 +22,7 @@ import yaml
 from hood.errors import ConfigError
 from hood.models.registry import ARCHITECTURES
 
+VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is issue 7's rule
 PROTOTYPE_SPACES = ("features", "pixels")  # decoder.prototype_space: where "nearest" is measured; the first is the paper's
 
 
@@ -39,6 +40,10 @@ class DataConfig:
     strict: bool = False  # unreadable images are fatal instead of skipped
     # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
     val_id_per_class: int = 0  # the last N training images of every class
+    # where validation ID images come from: "last" (the val_id_per_class rule above, issue 7's) or "classifier"
+    # (the training images `hood pretrain` held out of the classifier's training, which it never saw: the
+    # unbiased choice, since a classifier's own training images look more typical to it than unseen ones)
+    val_id_source: str = "last"
     val_aux_classes: int = 0  # the last K class folders of the auxiliary set
     # synthetic outliers beside the auxiliary set (Outlier Exposure's recipe): a draw of a built-in synthetic set
     # (blobs) of its own, never the images of the test or validation sets of that name
@@ -369,6 +374,10 @@ def validate(cfg: Config) -> Config:
     need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")
     need(cfg.data.val_id_per_class >= 0, "data.val_id_per_class", f"must be 0 or more, got {cfg.data.val_id_per_class}")
     need(cfg.data.val_aux_classes >= 0, "data.val_aux_classes", f"must be 0 or more, got {cfg.data.val_aux_classes}")
+    need(cfg.data.val_id_source in VAL_ID_SOURCES, "data.val_id_source",
+         f"must be last (the last val_id_per_class images of every class) or classifier (the images hood pretrain held out), got '{cfg.data.val_id_source}'")
+    need(cfg.data.val_id_source != "classifier" or cfg.data.val_id_per_class == 0, "data.val_id_per_class",
+         f"must be 0 with data.val_id_source=classifier (the classifier's held-out images are the validation ID set), got {cfg.data.val_id_per_class}")
     _validate_synthetic_outliers(cfg, need)
     p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
     need(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")

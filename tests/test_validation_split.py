@@ -103,3 +103,63 @@ def test_validation_needs_a_run_with_a_split(tmp_path: Path, id_folder: Path, oo
     run = train_decoder(resolve(None, named, None), None, create_run(resolve(None, named, None), "train-decoder"))
     with pytest.raises(ConfigError, match="holds no validation split.*val_id_per_class"):
         evaluate(resolve(None, {**named, "evaluate.validation": True}, None), str(run.path))
+
+
+def test_validation_on_the_images_the_classifier_never_saw(tmp_path: Path, id_folder: Path) -> None:
+    """data.val_id_source=classifier: pretrain records the rows it held out, train-decoder keeps them out
+    too, and evaluate --validation scores exactly them as the validation ID set."""
+    from hood.cli.app import app
+    from hood.jobs.pretrain import pretrain
+    from hood.jobs.train_decoder import train_decoder
+    from hood.models.checkpoint import safe_load
+    from hood.runs import create_run
+
+    base = {"data.id": str(id_folder), "model.arch": "wrn10_2", "run.device": "cpu", "run.num_threads": 1}
+    pcfg = resolve(None, {**base, "pretrain.epochs": 1, "pretrain.batch_size": 12, "pretrain.val_fraction": 0.25,
+                          "run.out": str(tmp_path / "clf")}, None)
+    clf = pretrain(pcfg, None, create_run(pcfg, "pretrain")).file("classifier.pt")
+    clf_meta = safe_load(clf)["meta"]
+    held = clf_meta["held_out_rows"]
+    assert clf_meta["n_train"] == 36 and len(held) == 9 == len(set(held)) and all(0 <= r < 36 for r in held)
+
+    aux = write_image_folder(tmp_path / "pool", classes=4, per_class=5, offset=500)
+    named = {**base, "data.aux": str(aux), "data.ood": ["uniform-noise"], "model.classifier": str(clf),
+             "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15, "data.val_id_source": "classifier",
+             "data.val_aux_classes": 1, "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap"]}
+    cfg = resolve(None, named, None)
+    run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
+    id_rows = safe_load(run.file("decoder.pt"))["meta"]["id_rows"].tolist()
+    assert len(id_rows) == 27 and not set(held) & set(id_rows)
+
+    args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(clf), "-d", str(id_folder),
+            "--ood", "uniform-noise", "--methods", "heatmap", "--device", "cpu", "--json", "-q",
+            "--set", "model.arch=wrn10_2", "--set", "run.num_threads=1"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["n_id"] == 9 and res["validation"]["val_id_source"] == "classifier" and res["validation"]["n_fit"] == 27
+
+
+def test_classifier_source_needs_a_classifier_that_recorded_its_held_out_rows(tmp_path: Path, id_folder: Path,
+                                                                               tiny_classifier: Path) -> None:
+    from hood.data.validation import classifier_held_out_rows, validation_rows
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    named = {"data.id": str(id_folder), "data.aux": str(id_folder), "data.ood": ["uniform-noise"], "model.arch": "wrn10_2",
+             "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.num_ood": 6, "run.device": "cpu",
+             "data.val_id_source": "classifier", "run.out": str(tmp_path / "dec")}
+    cfg = resolve(None, named, None)
+    with pytest.raises(ConfigError, match="does not record which training images it never saw.*val_id_per_class") as info:
+        train_decoder(cfg, None, create_run(cfg, "train-decoder"))  # a classifier from elsewhere (e.g. the authors')
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="held out rows of a 50-image training split and this ID set has 36"):
+        classifier_held_out_rows({"held_out_rows": [1, 2], "n_train": 50}, 36, "clf.pt")
+    with pytest.raises(ConfigError, match="no usable training images"):
+        classifier_held_out_rows({"held_out_rows": [], "n_train": 36}, 36, "clf.pt")
+    kept, held = validation_rows(_set([0] * 6, 1), "classifier", 0, {"held_out_rows": [4, 1, 4], "n_train": 6}, "c")
+    assert held.tolist() == [1, 4] and kept.tolist() == [0, 2, 3, 5]
+    with pytest.raises(ConfigError, match="data.val_id_per_class.*must be 0 with data.val_id_source=classifier"):
+        resolve(None, {"data.val_id_source": "classifier", "data.val_id_per_class": 100}, None)
+    with pytest.raises(ConfigError, match="data.val_id_source.*got 'test'"):
+        resolve(None, {"data.val_id_source": "test"}, None)

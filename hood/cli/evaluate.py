@@ -41,7 +41,7 @@ def evaluate(
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
-    validation: Annotated[bool, typer.Option("--validation", help="Score the run's validation split instead of the test sets: the ID training images and auxiliary classes train-decoder held out (data.val_id_per_class, data.val_aux_classes), plus a fresh draw of any synthetic set (uniform-noise, gaussian-noise, blobs) in --ood; writes validation.json.")] = False,
+    validation: Annotated[bool, typer.Option("--validation", help="Score the run's validation split instead of the test sets: the ID training images and auxiliary classes train-decoder held out (data.val_id_per_class or data.val_id_source=classifier, data.val_aux_classes), plus a fresh draw of any synthetic set (uniform-noise, gaussian-noise, blobs) in --ood; writes validation.json.")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

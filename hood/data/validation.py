@@ -4,7 +4,8 @@ Settings are chosen on data the decoder never trains on and that is not an OOD t
 
 - validation ID: the last ``data.val_id_per_class`` training images of every class, held out of decoder
   training (the issue's "last 1,000 CIFAR-10 training images", spread evenly over the classes so that a
-  class-sorted folder does not hand all of them to one class);
+  class-sorted folder does not hand all of them to one class); or, with ``data.val_id_source: classifier``,
+  the training images ``hood pretrain`` held out of the classifier's own training (``pretrain.val_fraction``);
 - validation OOD: the last ``data.val_aux_classes`` class folders of the auxiliary outlier set, held out
   of the pool the decoder samples from (the issue's "a fifth of tin32-pool's 80 classes").
 
@@ -12,10 +13,13 @@ Settings are chosen on data the decoder never trains on and that is not an OOD t
 built-in noise set among the OOD sets) and never touches an OOD test set. Caveat (measured,
 bench/QUALITY.md, "the heatmap's ID tail"): the classifier was trained on its training images, so
 validation ID images look more typical to it than unseen test images do; figures on this split are
-optimistic for every feature-based score.
+optimistic for every feature-based score. ``data.val_id_source: classifier`` removes that bias for a
+classifier trained by ``hood pretrain`` (the shared classifiers were trained on every training image).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -43,8 +47,43 @@ def split_rows(train: ImageSet, per_class: int) -> tuple[torch.Tensor, torch.Ten
         return torch.arange(len(train)), torch.zeros(0, dtype=torch.long)
     if train.labels is None:
         raise ConfigError("config key 'data.val_id_per_class' needs an ID set with class folders")
-    held = held_out_id_rows(train.labels, per_class)
-    keep = torch.ones(len(train), dtype=torch.bool)
+    return _complement(len(train), held_out_id_rows(train.labels, per_class))
+
+
+def classifier_held_out_rows(meta: dict[str, Any], n_train: int, classifier: str) -> torch.Tensor:
+    """Sorted training rows that ``hood pretrain`` kept out of the classifier's training (its checkpoint
+    records them): ID images the classifier never saw, so their scores are as atypical as a test image's."""
+    rows, n = meta.get("held_out_rows"), meta.get("n_train")
+    if rows is None or n is None:
+        raise ConfigError(
+            f"config key 'data.val_id_source' is classifier, but {classifier} does not record which training images it "
+            "never saw (classifiers from hood pretrain do); use data.val_id_source=last with data.val_id_per_class"
+        )
+    if int(n) != n_train:
+        raise ConfigError(
+            f"config key 'data.val_id_source' is classifier, but {classifier} held out rows of a {n}-image training "
+            f"split and this ID set has {n_train} training images: pass the data set it was trained on"
+        )
+    held = torch.as_tensor(list(rows), dtype=torch.long).unique()
+    if len(held) == 0 or int(held[0]) < 0 or int(held[-1]) >= n_train:
+        raise ConfigError(
+            f"config key 'data.val_id_source' is classifier, but {classifier} held out no usable training images "
+            "(pretrain.val_fraction 0?); use data.val_id_source=last with data.val_id_per_class"
+        )
+    return held
+
+
+def validation_rows(train: ImageSet, source: str, per_class: int, classifier_meta: dict[str, Any],
+                    classifier: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows kept for decoder training, validation ID rows)`` by ``data.val_id_source``: the last
+    ``per_class`` images of every class, or the images the classifier's pretraining held out."""
+    if source == "classifier":
+        return _complement(len(train), classifier_held_out_rows(classifier_meta, len(train), classifier))
+    return split_rows(train, per_class)
+
+
+def _complement(n: int, held: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = torch.ones(n, dtype=torch.bool)
     keep[held] = False
     return torch.nonzero(keep).flatten(), held
 

@@ -29,7 +29,7 @@ from hood.config import Config
 from hood.data.builtin import SYNTHETIC_NAMES, VAL_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
-from hood.data.validation import split_rows
+from hood.data.validation import validation_rows
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
@@ -190,7 +190,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
         meta = ckpt.get("meta", {})
         options["decoder_rows"] = decoder_train_ids(meta, cfg.data.id, len(splits["train"]))
-    split = _validation_split(meta, run, cfg, splits, options, root, size) if cfg.evaluate.validation else None
+    split = (_validation_split(meta, run, cfg, splits, options, root, size, classifier.meta, str(clf_path))
+             if cfg.evaluate.validation else None)
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options=options)
     detectors: dict[str, Detector] = {m: DETECTORS[m](ctx) for m in methods}
     num_maps = max(d.num_maps for d in detectors.values())
@@ -271,17 +272,19 @@ class ValidationSplit:
 
 
 def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[str, ImageSet], options: dict[str, Any],
-                      root: Path, size: int) -> ValidationSplit:
+                      root: Path, size: int, classifier_meta: dict[str, Any], classifier: str) -> ValidationSplit:
     """The split the decoder run held out (its config, stored in decoder.pt, names it)."""
     data = (meta.get("config") or {}).get("data", {})
     per_class, aux_classes, aux = int(data.get("val_id_per_class", 0)), int(data.get("val_aux_classes", 0)), data.get("aux")
-    if per_class <= 0:
+    source = str(data.get("val_id_source", "last"))  # decoders from before the key held out the last rows
+    if per_class <= 0 and source != "classifier":
         raise ConfigError(
-            f"{run.path} holds no validation split; train the decoder with --set data.val_id_per_class=100 "
-            f"(and --set data.val_aux_classes=16 for held-out outlier classes), then evaluate --validation"
+            f"{run.path} holds no validation split; train the decoder with --set data.val_id_per_class=100 or, for a "
+            f"classifier from hood pretrain, --set data.val_id_source=classifier (and --set data.val_aux_classes=16 "
+            f"for held-out outlier classes), then evaluate --validation"
         )
     train = splits["train"]
-    kept, held = split_rows(train, per_class)
+    kept, held = validation_rows(train, source, per_class, classifier_meta, classifier)
     rows = options.get("decoder_rows")
     if rows is not None:  # the combinations' held-out statistics index the fit set, not the whole split
         pos = torch.full((len(train),), -1, dtype=torch.long)
@@ -301,7 +304,8 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
             f"{run.path} held out no auxiliary classes and no synthetic set ({', '.join(SYNTHETIC_NAMES)}) is among --ood; "
             "nothing to validate against"
         )
-    describe = {"val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux, "n_fit": len(fit)}
+    describe = {"val_id_source": source, "val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux,
+                "n_fit": len(fit)}
     return ValidationSplit(fit, val_id, ood, describe)
 
 

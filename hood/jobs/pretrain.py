@@ -80,7 +80,10 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
             state = {**state, "optimizer": _with_lr(state["optimizer"], cfg.pretrain.lr)}  # logged by resume_state
         reporter.log(f"resuming {run.path} after epoch {start_epoch}")
     run.update(status="running", epochs_done=start_epoch, history=history, skipped_images=notes)
-    meta: dict[str, Any] = {"dataset": cfg.data.id, "config": cfg.to_dict(), "seed": cfg.run.seed}
+    # held_out_rows: the training images this classifier never trains on, so that a decoder's validation split
+    # can use unseen ID images (data.val_id_source: classifier); n_train ties those rows to this training split
+    meta: dict[str, Any] = {"dataset": cfg.data.id, "config": cfg.to_dict(), "seed": cfg.run.seed,
+                            "n_train": len(train), "held_out_rows": val_idx.tolist()}
     ckpt = Checkpointer(run, COMMAND, cfg.pretrain.checkpoint_every, cfg.pretrain.epochs, cfg.run.checkpoint_interval_s)
     ckpt.saved_epoch = start_epoch or None
     last_lr = {"lr": cfg.pretrain.lr}

@@ -17,7 +17,7 @@ from hood.config import Config
 from hood.data.builtin import TRAIN_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
 from hood.data.sources import load_id_splits, load_image_set
-from hood.data.validation import split_rows
+from hood.data.validation import validation_rows
 from hood.engine import distributed
 from hood.engine.decoder_training import ID_STREAM, augmented_views, build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
@@ -119,7 +119,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
             f"(fingerprint {state.get('classifier_fingerprint')} != {classifier.fingerprint}); pass the original --classifier"
         )
     run.update(classifier=str(Path(clf_path).resolve()))
-    kept = split_rows(splits["train"], cfg.data.val_id_per_class)[0]  # the validation ID rows stay out
+    kept = validation_rows(splits["train"], cfg.data.val_id_source, cfg.data.val_id_per_class, classifier.meta,
+                           str(clf_path))[0]  # the validation ID rows stay out
     id_rows = kept[seeded_indices(len(kept), d.num_id, cfg.run.seed)]  # rows of the whole training split
     id_train = splits["train"] if len(id_rows) == len(splits["train"]) else splits["train"].subset(id_rows)
     pool_size: dict[str, int] = {}
