@@ -3,6 +3,7 @@ is asserted here; the targets are checked by ``make bench``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,29 @@ def test_bench_scripts_run(script: str) -> None:
     proc = _run(script, *args, "--target" if script == "bench_decoder_epoch.py" else "--target-speed", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "RESULT" in proc.stdout
+
+
+def test_unseen_id_check_separates_memorized_from_unseen_id(tmp_path: Path) -> None:
+    """A run whose validation ID rows score lower than its test ID images (what memorization does): the
+    validation figure against the test stand-ins must come out higher than against the memorized rows."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    run = tmp_path / "run-seed0"
+    sets = {"id": (0.0, 10000), "val-id": (-2.0, 1000), "val-tin32-pool-val": (2.0, 500), "val-uniform-noise-val": (1.0, 500),
+            "tin32-test": (2.5, 300), "mnist-test": (3.0, 300), "textures10": (2.0, 300), "uniform-noise": (4.0, 300)}
+    for method in ("heatmap", "vim"):
+        (run / "scores" / method).mkdir(parents=True)
+        for name, (loc, n) in sets.items():
+            np.savez(run / "scores" / method / f"{name}.npz", scores=rng.normal(loc, 1.0, n))
+    (run / "fits").mkdir()
+    torch.save({"state": {"mean": torch.zeros(2), "std": torch.ones(2)}}, run / "fits" / "heatmap+vim.pt")
+    proc = subprocess.run([sys.executable, str(BENCH / "unseen_id_check.py"), str(run)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "WS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 1 |"))
+    memorized, unseen = float(row.split("|")[2]), float(row.split("|")[3].split("(")[0])
+    assert memorized < 10 < unseen  # ID 2 sigma lower on the memorized rows: nearly nothing passes there
+    empty = subprocess.run([sys.executable, str(BENCH / "unseen_id_check.py"), str(tmp_path)], capture_output=True, text=True)
+    assert empty.returncode != 0 and "no run with test scores" in empty.stderr
