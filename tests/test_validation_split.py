@@ -138,6 +138,13 @@ def test_validation_on_the_images_the_classifier_never_saw(tmp_path: Path, id_fo
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
     assert res["n_id"] == 9 and res["validation"]["val_id_source"] == "classifier" and res["validation"]["n_fit"] == 27
+    from rich.console import Console
+
+    from hood.cli.render import results_table
+
+    console = Console(record=True, width=200)
+    console.print(results_table(res))
+    assert "(9 held-out images" in console.export_text()  # not "test images": these are training images
 
 
 def test_classifier_source_needs_a_classifier_that_recorded_its_held_out_rows(tmp_path: Path, id_folder: Path,

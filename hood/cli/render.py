@@ -64,7 +64,8 @@ def _table(results: dict[str, Any], methods: list[str], metrics: tuple[str, ...]
     acc = results.get("id_test_accuracy")
     from hood.data.sources import dataset_label  # the short name; results.json keeps the exact spec
 
-    title = f"OOD detection — ID {dataset_label(results['id_dataset'])} ({results['n_id']} test images"
+    kind = "held-out" if "validation" in results else "test"  # evaluate --validation scores held-out training images
+    title = f"OOD detection — ID {dataset_label(results['id_dataset'])} ({results['n_id']} {kind} images"
     title += f", accuracy {acc * 100:.1f}%)" if acc is not None else ")"
     table = Table(title=title if first else None, caption=cap, title_justify="left",
                   caption_justify="left")
