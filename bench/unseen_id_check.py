@@ -30,8 +30,10 @@ TEST_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
 STAND_INS, STAND_IN_SEED = 1000, 12345
 
 
-def _scores(run: Path, method: str, name: str) -> np.ndarray:
-    return np.load(run / "scores" / method / f"{name}.npz")["scores"].astype(np.float64)
+def _z(run: Path, name: str, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The standardized heatmap and ViM scores of one stored set (the fit's statistics, as the evaluation)."""
+    h, v = (np.load(run / "scores" / m / f"{name}.npz")["scores"].astype(np.float64) for m in ("heatmap", "vim"))
+    return (h - mean[0]) / std[0], (v - mean[1]) / std[1]
 
 
 def _fpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
@@ -43,16 +45,15 @@ def check(run: Path, weights: list[float]) -> dict[float, list[float]]:
     test mean on the other 9,000, then each test set]."""
     fit = safe_load(run / "fits" / "heatmap+vim.pt")["state"]
     mean, std = fit["mean"].double().numpy(), fit["std"].double().numpy()
-    perm = np.random.default_rng(STAND_IN_SEED).permutation(len(_scores(run, "heatmap", "id")))
+    z = {name: _z(run, name, mean, std) for name in ("id", "val-id", *VAL_SETS, *TEST_SETS)}  # read once, every weight
+    perm = np.random.default_rng(STAND_IN_SEED).permutation(len(z["id"][0]))
     unseen, test = perm[:STAND_INS], perm[STAND_INS:]
     out = {}
     for w in weights:
-        def score(name: str, w: float = w) -> np.ndarray:
-            return (_scores(run, "heatmap", name) - mean[0]) / std[0] + w * (_scores(run, "vim", name) - mean[1]) / std[1]
-        test_id = score("id")
-        memorized = np.mean([_fpr(score("val-id"), score(s)) for s in VAL_SETS])
-        val = [_fpr(test_id[unseen], score(s)) for s in VAL_SETS]
-        per_set = [_fpr(test_id[test], score(s)) for s in TEST_SETS]
+        score = {name: zh + w * zv for name, (zh, zv) in z.items()}
+        memorized = np.mean([_fpr(score["val-id"], score[s]) for s in VAL_SETS])
+        val = [_fpr(score["id"][unseen], score[s]) for s in VAL_SETS]
+        per_set = [_fpr(score["id"][test], score[s]) for s in TEST_SETS]
         out[w] = [memorized, float(np.mean(val)), *val, float(np.mean(per_set)), *per_set]
     return out
 
