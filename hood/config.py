@@ -22,6 +22,7 @@ import yaml
 from hood.errors import ConfigError
 from hood.models.registry import ARCHITECTURES
 
+BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is issue 7's rule
 PROTOTYPE_SPACES = ("features", "pixels")  # decoder.prototype_space: where "nearest" is measured; the first is the paper's
 
@@ -307,9 +308,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
     return {} if data is None else data
-
-
-BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 
 
 def config_chain(path: str | Path) -> list[tuple[Path, Any]]:
