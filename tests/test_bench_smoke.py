@@ -34,22 +34,28 @@ def test_bench_scripts_run(script: str) -> None:
     assert "RESULT" in proc.stdout
 
 
-def test_unseen_id_check_separates_memorized_from_unseen_id(tmp_path: Path) -> None:
-    """A run whose validation ID rows score lower than its test ID images (what memorization does): the
-    validation figure against the test stand-ins must come out higher than against the memorized rows."""
+def _score_run(folder: Path, sets: dict[str, tuple[float, int]]) -> Path:
+    """A stored ``bench/quality.sh`` run with synthetic heatmap and ViM scores: N(loc, 1) of n images per set."""
     import numpy as np
     import torch
 
     rng = np.random.default_rng(0)
-    run = tmp_path / "run-seed0"
-    sets = {"id": (0.0, 10000), "val-id": (-2.0, 1000), "val-tin32-pool-val": (2.0, 500), "val-uniform-noise-val": (1.0, 500),
-            "tin32-test": (2.5, 300), "mnist-test": (3.0, 300), "textures10": (2.0, 300), "uniform-noise": (4.0, 300)}
+    run = folder / "run-seed0"
     for method in ("heatmap", "vim"):
         (run / "scores" / method).mkdir(parents=True)
         for name, (loc, n) in sets.items():
             np.savez(run / "scores" / method / f"{name}.npz", scores=rng.normal(loc, 1.0, n))
     (run / "fits").mkdir()
     torch.save({"state": {"mean": torch.zeros(2), "std": torch.ones(2)}}, run / "fits" / "heatmap+vim.pt")
+    return run
+
+
+def test_unseen_id_check_separates_memorized_from_unseen_id(tmp_path: Path) -> None:
+    """A run whose validation ID rows score lower than its test ID images (what memorization does): the
+    validation figure against the test stand-ins must come out higher than against the memorized rows."""
+    run = _score_run(tmp_path, {"id": (0.0, 10000), "val-id": (-2.0, 1000), "val-tin32-pool-val": (2.0, 500),
+                                "val-uniform-noise-val": (1.0, 500), "tin32-test": (2.5, 300), "mnist-test": (3.0, 300),
+                                "textures10": (2.0, 300), "uniform-noise": (4.0, 300)})
     proc = subprocess.run([sys.executable, str(BENCH / "unseen_id_check.py"), str(run)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "WS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -58,3 +64,34 @@ def test_unseen_id_check_separates_memorized_from_unseen_id(tmp_path: Path) -> N
     assert memorized < 10 < unseen  # ID 2 sigma lower on the memorized rows: nearly nothing passes there
     empty = subprocess.run([sys.executable, str(BENCH / "unseen_id_check.py"), str(tmp_path)], capture_output=True, text=True)
     assert empty.returncode != 0 and "no run with test scores" in empty.stderr
+
+
+def test_fusion_check_tail_probability() -> None:
+    """Below the fit's (1 - t) quantile the score is the empirical -log tail share; beyond it the
+    exponential tail keeps ranking scores that no fit image reaches (an ECDF would tie them all)."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("fusion_check", BENCH / "fusion_check.py")
+    fusion = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fusion)  # type: ignore[union-attr]
+    fit = np.arange(1.0, 101.0)  # 100 fit scores 1..100; q at t 0.1 is 90.1
+    nlp = fusion.tail_nlp(fit, np.array([0.5, 50.0, 200.0, 300.0]), 0.1)
+    assert np.isclose(nlp[0], -np.log(101 / 101)) and np.isclose(nlp[1], -np.log(52 / 101))
+    assert nlp[1] < nlp[2] < nlp[3] and np.isclose(nlp[3] - nlp[2], 100 / np.mean(fit[fit > 90.1] - 90.1))
+
+
+def test_fusion_check_runs(tmp_path: Path) -> None:
+    far = {"id": (0.0, 4000), "val-id": (0.0, 1000), "val-tin32-pool-val": (5.0, 500), "val-uniform-noise-val": (5.0, 500),
+           "tin32-test": (5.0, 300), "mnist-test": (5.0, 300), "textures10": (5.0, 300), "uniform-noise": (5.0, 300)}
+    run = _score_run(tmp_path, far)
+    for stand_ins in ("0", "1"):  # validation ID: half the validation rows, or unseen_id_check's test stand-ins
+        proc = subprocess.run([sys.executable, str(BENCH / "fusion_check.py"), str(run)], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "WS": "1 2", "TAILS": "0.05", "STAND_INS": stand_ins})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("stand-ins" in proc.stdout) == (stand_ins == "1")
+        rows = [line for line in proc.stdout.splitlines() if line.startswith(("| z-sum", "| tail-probability"))]
+        assert len(rows) == 3
+        for row in rows:  # OOD 5 sigma out on both components: every rule accepts almost none of it
+            assert float(row.split("|")[2]) < 1 and float(row.split("|")[3].split("(")[0]) < 1

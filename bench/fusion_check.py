@@ -1,0 +1,105 @@
+"""Is a weighted z-sum the right way to join the heatmap and ViM? A screen on stored scores that changes nothing.
+
+``heatmap+vim`` adds the two scores standardized by their ID mean and spread, with a partner weight chosen
+on validation data. The heatmap's ID scores are heavily skewed (median near its floor, a long upper tail), so
+a spread-based scale mis-weights exactly the tail that sets FPR95. The alternative screened here is the
+textbook way to join two detectors calibrated on ID data: turn each score into its ID tail probability p
+(empirical below the ID fit's (1 - t) quantile, an exponential tail fitted to the excesses above it, so
+scores beyond every fit image still rank) and add -log p (Fisher's method). It has no weight to choose.
+
+Both rules get the same ID fit: the even rows of each run's validation ID set; the odd rows are the
+validation ID, the validation figure is the mean FPR95 of pool-val and uniform-val as in issue 7's rule,
+and the test figures (tin32-test, mnist-test, textures10, uniform noise) are a record that chooses nothing.
+It reads the per-image scores that ``bench/quality.sh`` runs store (``scores/heatmap``, ``scores/vim``).
+
+    python bench/fusion_check.py /tmp/runs/resnet18-*-cifar10_resnet18_cpu-seed*    # WS="1 2 3" TAILS="0.05 0.2"
+    STAND_INS=1 python bench/fusion_check.py ...    # validation against unseen_id_check's unseen ID stand-ins
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hood.metrics import ood_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from unseen_id_check import STAND_IN_SEED, STAND_INS  # noqa: E402 - the same stand-ins as that diagnosis
+
+VAL_SETS = ("val-tin32-pool-val", "val-uniform-noise-val")
+TEST_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
+Rule = Callable[[list[np.ndarray]], np.ndarray]  # the two components of one set -> its joint score
+
+
+def tail_nlp(fit: np.ndarray, s: np.ndarray, tail: float) -> np.ndarray:
+    """-log P(ID score >= s): the fit's empirical tail up to its (1 - tail) quantile q, beyond it
+    tail * exp(-(s - q) / beta) with beta the mean excess of the fit scores above q."""
+    fit = np.sort(fit)
+    q = float(np.quantile(fit, 1 - tail))
+    excess = fit[fit > q] - q
+    beta = max(float(excess.mean()) if len(excess) else 0.0, 1e-12)
+    empirical = (len(fit) - np.searchsorted(fit, s, side="left") + 1) / (len(fit) + 1)
+    return -np.log(np.where(s > q, tail * np.exp(-(s - q) / beta), empirical))
+
+
+def rules(fit: list[np.ndarray], weights: list[float], tails: list[float]) -> dict[str, Rule]:
+    """Every rule screened, each fitted on the same ID rows (one array per component)."""
+    mean, std = [f.mean() for f in fit], [max(f.std(), 1e-12) for f in fit]
+    out: dict[str, Rule] = {}
+    for w in weights:
+        out[f"z-sum, w {w:g}"] = lambda c, w=w: (c[0] - mean[0]) / std[0] + w * (c[1] - mean[1]) / std[1]
+    for t in tails:
+        out[f"tail-probability, t {t:g}"] = lambda c, t=t: tail_nlp(fit[0], c[0], t) + tail_nlp(fit[1], c[1], t)
+    return out
+
+
+def _fpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    return 100 * ood_metrics(id_scores, ood_scores)["fpr95"]
+
+
+def check(run: Path, weights: list[float], tails: list[float], stand_ins: bool = False) -> dict[str, list[float]]:
+    """Per rule: [validation mean, test mean, then each test set]. With ``stand_ins`` the fit takes every
+    validation ID row and validation ID is ``unseen_id_check``'s 1,000 seeded test images (the test figures
+    then use the other 9,000): what a split of ID images the classifier never saw would say."""
+    comp = {name: [np.load(run / "scores" / m / f"{name}.npz")["scores"].astype(np.float64) for m in ("heatmap", "vim")]
+            for name in ("id", "val-id", *VAL_SETS, *TEST_SETS)}
+    if stand_ins:
+        perm = np.random.default_rng(STAND_IN_SEED).permutation(len(comp["id"][0]))
+        fit = comp["val-id"]
+        val_id, test_id = ([c[rows] for c in comp["id"]] for rows in (perm[:STAND_INS], perm[STAND_INS:]))
+    else:
+        fit, val_id, test_id = [c[0::2] for c in comp["val-id"]], [c[1::2] for c in comp["val-id"]], comp["id"]
+    out = {}
+    for name, rule in rules(fit, weights, tails).items():
+        val = np.mean([_fpr(rule(val_id), rule(comp[s])) for s in VAL_SETS])
+        test = [_fpr(rule(test_id), rule(comp[s])) for s in TEST_SETS]
+        out[name] = [float(val), float(np.mean(test)), *test]
+    return out
+
+
+def main(paths: list[str]) -> None:
+    runs = [Path(p) for p in paths if (Path(p) / "scores" / "heatmap" / "id.npz").is_file()]
+    if not runs:
+        sys.exit("error: no run with test scores among the arguments (run bench/quality.sh with TEST=1 first)")
+    weights = [float(w) for w in os.environ.get("WS", "1 1.5 2 3").split()]
+    tails = [float(t) for t in os.environ.get("TAILS", "0.02 0.05 0.1 0.2").split()]
+    stand_ins = os.environ.get("STAND_INS", "0") == "1"
+    table = [check(r, weights, tails, stand_ins) for r in runs]
+    split = ("fit = every validation ID row, validation ID = 1,000 unseen test stand-ins, test on the other 9,000" if stand_ins
+             else "fit = even validation ID rows, validation ID = odd rows")
+    print(f"{len(runs)} runs; {split}; validation = mean FPR95 of pool-val and uniform-val")
+    print("| rule | validation | test mean (tin32 / MNIST / textures / uniform) | test per seed |")
+    print("| --- | --- | --- | --- |")
+    for name in table[0]:
+        a = np.array([t[name] for t in table])
+        m = a.mean(axis=0)
+        seeds = " ".join(f"{v:.1f}" for v in a[:, 1])
+        print(f"| {name} | {m[0]:.2f} | {m[1]:.2f} ({m[2]:.1f} / {m[3]:.1f} / {m[4]:.1f} / {m[5]:.1f}) | {seeds} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
