@@ -25,13 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hood.metrics import ood_metrics
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unseen_id_check import STAND_IN_SEED, STAND_INS  # noqa: E402 - the same stand-ins as that diagnosis
+from unseen_id_check import STAND_IN_SEED, STAND_INS, TEST_SETS, VAL_SETS, fpr95, scored_runs  # noqa: E402 - its sets and stand-ins
 
-VAL_SETS = ("val-tin32-pool-val", "val-uniform-noise-val")
-TEST_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
 Rule = Callable[[list[np.ndarray]], np.ndarray]  # the two components of one set -> its joint score
 
 
@@ -57,10 +53,6 @@ def rules(fit: list[np.ndarray], weights: list[float], tails: list[float]) -> di
     return out
 
 
-def _fpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
-    return 100 * ood_metrics(id_scores, ood_scores)["fpr95"]
-
-
 def check(run: Path, weights: list[float], tails: list[float], stand_ins: bool = False) -> dict[str, list[float]]:
     """Per rule: [validation mean, test mean, then each test set]. With ``stand_ins`` the fit takes every
     validation ID row and validation ID is ``unseen_id_check``'s 1,000 seeded test images (the test figures
@@ -75,16 +67,14 @@ def check(run: Path, weights: list[float], tails: list[float], stand_ins: bool =
         fit, val_id, test_id = [c[0::2] for c in comp["val-id"]], [c[1::2] for c in comp["val-id"]], comp["id"]
     out = {}
     for name, rule in rules(fit, weights, tails).items():
-        val = np.mean([_fpr(rule(val_id), rule(comp[s])) for s in VAL_SETS])
-        test = [_fpr(rule(test_id), rule(comp[s])) for s in TEST_SETS]
+        val = np.mean([fpr95(rule(val_id), rule(comp[s])) for s in VAL_SETS])
+        test = [fpr95(rule(test_id), rule(comp[s])) for s in TEST_SETS]
         out[name] = [float(val), float(np.mean(test)), *test]
     return out
 
 
 def main(paths: list[str]) -> None:
-    runs = [Path(p) for p in paths if (Path(p) / "scores" / "heatmap" / "id.npz").is_file()]
-    if not runs:
-        sys.exit("error: no run with test scores among the arguments (run bench/quality.sh with TEST=1 first)")
+    runs = scored_runs(paths)
     weights = [float(w) for w in os.environ.get("WS", "1 1.5 2 3").split()]
     tails = [float(t) for t in os.environ.get("TAILS", "0.02 0.05 0.1 0.2").split()]
     stand_ins = os.environ.get("STAND_INS", "0") == "1"

@@ -36,8 +36,17 @@ def _z(run: Path, name: str, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndar
     return (h - mean[0]) / std[0], (v - mean[1]) / std[1]
 
 
-def _fpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+def fpr95(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """FPR95 in %, ID positive, as the evaluation reports it."""
     return 100 * ood_metrics(id_scores, ood_scores)["fpr95"]
+
+
+def scored_runs(paths: list[str]) -> list[Path]:
+    """The stored runs among ``paths`` that hold test scores; exits with one line when there are none."""
+    runs = [Path(p) for p in paths if (Path(p) / "scores" / "heatmap" / "id.npz").is_file()]
+    if not runs:
+        sys.exit("error: no run with test scores among the arguments (run bench/quality.sh with TEST=1 first)")
+    return runs
 
 
 def check(run: Path, weights: list[float]) -> dict[float, list[float]]:
@@ -51,17 +60,15 @@ def check(run: Path, weights: list[float]) -> dict[float, list[float]]:
     out = {}
     for w in weights:
         score = {name: zh + w * zv for name, (zh, zv) in z.items()}
-        memorized = np.mean([_fpr(score["val-id"], score[s]) for s in VAL_SETS])
-        val = [_fpr(score["id"][unseen], score[s]) for s in VAL_SETS]
-        per_set = [_fpr(score["id"][test], score[s]) for s in TEST_SETS]
+        memorized = np.mean([fpr95(score["val-id"], score[s]) for s in VAL_SETS])
+        val = [fpr95(score["id"][unseen], score[s]) for s in VAL_SETS]
+        per_set = [fpr95(score["id"][test], score[s]) for s in TEST_SETS]
         out[w] = [memorized, float(np.mean(val)), *val, float(np.mean(per_set)), *per_set]
     return out
 
 
 def main(paths: list[str]) -> None:
-    runs = [Path(p) for p in paths if (Path(p) / "scores" / "heatmap" / "id.npz").is_file()]
-    if not runs:
-        sys.exit("error: no run with test scores among the arguments (run bench/quality.sh with TEST=1 first)")
+    runs = scored_runs(paths)
     weights = [float(w) for w in os.environ.get("WS", "1 1.5 2 3 5 8").split()]
     table = [check(r, weights) for r in runs]
     print(f"{len(runs)} runs; validation = mean FPR95 of pool-val and uniform-val; test = mean of the four sets on 9,000 ID")
