@@ -5,7 +5,8 @@ on validation data. The heatmap's ID scores are heavily skewed (median near its 
 a spread-based scale mis-weights exactly the tail that sets FPR95. The alternative screened here is the
 textbook way to join two detectors calibrated on ID data: turn each score into its ID tail probability p
 (empirical below the ID fit's (1 - t) quantile, an exponential tail fitted to the excesses above it, so
-scores beyond every fit image still rank) and add -log p (Fisher's method). It has no weight to choose.
+scores beyond every fit image still rank) and add -log p (Fisher's method). It has no weight to choose;
+the product has it as ``evaluate.fusion: tail`` (this script uses the same function).
 
 Both rules get the same ID fit: the even rows of each run's validation ID set; the odd rows are the
 validation ID, the validation figure is the mean FPR95 of pool-val and uniform-val as in issue 7's rule,
@@ -25,21 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hood.detectors.combined import tail_nlp  # the product's rule (evaluate.fusion: tail)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unseen_id_check import STAND_IN_SEED, STAND_INS, TEST_SETS, VAL_SETS, fpr95, scored_runs  # noqa: E402 - its sets and stand-ins
 
 Rule = Callable[[list[np.ndarray]], np.ndarray]  # the two components of one set -> its joint score
-
-
-def tail_nlp(fit: np.ndarray, s: np.ndarray, tail: float) -> np.ndarray:
-    """-log P(ID score >= s): the fit's empirical tail up to its (1 - tail) quantile q, beyond it
-    tail * exp(-(s - q) / beta) with beta the mean excess of the fit scores above q."""
-    fit = np.sort(fit)
-    q = float(np.quantile(fit, 1 - tail))
-    excess = fit[fit > q] - q
-    beta = max(float(excess.mean()) if len(excess) else 0.0, 1e-12)
-    empirical = (len(fit) - np.searchsorted(fit, s, side="left") + 1) / (len(fit) + 1)
-    return -np.log(np.where(s > q, tail * np.exp(-(s - q) / beta), empirical))
 
 
 def rules(fit: list[np.ndarray], weights: list[float], tails: list[float]) -> dict[str, Rule]:

@@ -24,6 +24,7 @@ from hood.models.registry import ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is issue 7's rule
+FUSIONS = ("zscore", "tail")  # evaluate.fusion: how heatmap+X joins its two scores; the first is the default
 PROTOTYPE_SPACES = ("features", "pixels")  # decoder.prototype_space: where "nearest" is measured; the first is the paper's
 
 
@@ -133,6 +134,11 @@ class EvaluateConfig:
     react_percentile: float = 90.0
     # heatmap+X: score = z_heatmap + partner_weight * z_partner (detectors/combined.py); 1 = the plain sum
     partner_weight: float = 1.0
+    # zscore: that sum; tail: -log of each score's ID tail probability instead of its z-score (Fisher's
+    # method; needs no weight, 1 = the plain sum), the ID fit's empirical tail up to its 1 - tail_fraction
+    # quantile and an exponential one above it (detectors/combined.py, bench/fusion_check.py)
+    fusion: str = "zscore"
+    tail_fraction: float = 0.2
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 
@@ -405,6 +411,8 @@ def validate(cfg: Config) -> Config:
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
     need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")
+    need(e.fusion in FUSIONS, "evaluate.fusion", f"must be zscore (the weighted z-sum) or tail, got '{e.fusion}'")
+    need(0 < e.tail_fraction <= 0.5, "evaluate.tail_fraction", f"must be in (0, 0.5], got {e.tail_fraction}")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")

@@ -66,22 +66,6 @@ def test_unseen_id_check_separates_memorized_from_unseen_id(tmp_path: Path) -> N
     assert empty.returncode != 0 and "no run with test scores" in empty.stderr
 
 
-def test_fusion_check_tail_probability() -> None:
-    """Below the fit's (1 - t) quantile the score is the empirical -log tail share; beyond it the
-    exponential tail keeps ranking scores that no fit image reaches (an ECDF would tie them all)."""
-    import importlib.util
-
-    import numpy as np
-
-    spec = importlib.util.spec_from_file_location("fusion_check", BENCH / "fusion_check.py")
-    fusion = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fusion)  # type: ignore[union-attr]
-    fit = np.arange(1.0, 101.0)  # 100 fit scores 1..100; q at t 0.1 is 90.1
-    nlp = fusion.tail_nlp(fit, np.array([0.5, 50.0, 200.0, 300.0]), 0.1)
-    assert np.isclose(nlp[0], -np.log(101 / 101)) and np.isclose(nlp[1], -np.log(52 / 101))
-    assert nlp[1] < nlp[2] < nlp[3] and np.isclose(nlp[3] - nlp[2], 100 / np.mean(fit[fit > 90.1] - 90.1))
-
-
 def test_fusion_check_runs(tmp_path: Path) -> None:
     far = {"id": (0.0, 4000), "val-id": (0.0, 1000), "val-tin32-pool-val": (5.0, 500), "val-uniform-noise-val": (5.0, 500),
            "tin32-test": (5.0, 300), "mnist-test": (5.0, 300), "textures10": (5.0, 300), "uniform-noise": (5.0, 300)}

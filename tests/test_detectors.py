@@ -280,3 +280,42 @@ def test_combination_standardizes_on_id_rows_the_decoder_never_saw() -> None:
     almost_all.fit(train)
     everything = -torch.logsumexp(train.logits.double(), dim=1)
     assert float(almost_all.mean[1]) == pytest.approx(float(everything.mean()))
+
+
+def test_tail_probability_is_empirical_below_the_quantile_and_exponential_above() -> None:
+    """Below the fit's (1 - t) quantile the score is the add-one smoothed -log tail share; beyond it the
+    exponential tail keeps ranking scores that no fit row reaches (an ECDF would tie them all)."""
+    from hood.detectors.combined import tail_nlp
+
+    fit = np.arange(100.0, 0.0, -1.0)  # 100 fit scores 1..100, unsorted; q at t 0.1 is 90.1
+    nlp = tail_nlp(fit, np.array([0.5, 50.0, 200.0, 300.0]), 0.1)
+    assert nlp[0] == pytest.approx(0.0) and nlp[1] == pytest.approx(-np.log(52 / 101))
+    beta = np.mean(np.arange(91.0, 101.0) - 90.1)
+    assert nlp[2] == pytest.approx(-np.log(0.1) + (200 - 90.1) / beta)
+    assert nlp[1] < nlp[2] < nlp[3] and nlp[3] - nlp[2] == pytest.approx(100 / beta)
+
+
+def test_tail_fusion_sums_both_tail_scores_from_the_same_fit_rows(tmp_path) -> None:
+    from hood.detectors.combined import tail_nlp
+    from hood.models.checkpoint import safe_load
+
+    rng = np.random.default_rng(5)
+    train = fs(rng.normal(size=(60, 4)), rng.normal(size=(60, 3)) * 3)
+    test = fs(rng.normal(size=(9, 4)) * 4, rng.normal(size=(9, 3)) * 6)
+    d = _combined("energy", _tiny_decoder())
+    d.fusion, d.tail_fraction, d.partner_weight = "tail", 0.2, 1.5
+    d.fit(train)
+    h_tr, h_te = d.heatmap.score(train).astype(np.float64), d.heatmap.score(test).astype(np.float64)
+    e_tr = -np.log(np.exp(train.logits.double().numpy()).sum(1))
+    e_te = -np.log(np.exp(test.logits.double().numpy()).sum(1))
+    expected = tail_nlp(h_tr, h_te, 0.2) + 1.5 * tail_nlp(e_tr, e_te, 0.2)
+    assert d.score(test) == pytest.approx(expected, rel=1e-6)
+    torch.save(d.state(), tmp_path / "fit.pt")  # the fit rows' scores travel with the cached fit
+    again = _combined("energy", _tiny_decoder())
+    again.heatmap = d.heatmap
+    again.fusion, again.tail_fraction, again.partner_weight = "tail", 0.2, 1.5
+    again.load_state(safe_load(tmp_path / "fit.pt"))
+    assert again.score(test) == pytest.approx(expected, rel=1e-6)
+    built = DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu"),
+                                                        decoder=_tiny_decoder(), options={"fusion": "tail", "tail_fraction": 0.05}))
+    assert (built.fusion, built.tail_fraction) == ("tail", 0.05)

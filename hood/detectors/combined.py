@@ -13,6 +13,13 @@ Standardization: ``z_i(x) = (s_i(x) - mu_i) / sigma_i`` with ``mu_i, sigma_i`` t
 ``z_heatmap + lambda * z_partner`` with ``lambda = evaluate.partner_weight`` (1, the plain sum, by default;
 a setting to choose on validation data, see the README). The mean only shifts every score alike; the
 spreads set the relative weight.
+``evaluate.fusion: tail`` joins the two through their ID tail probabilities instead (Fisher's method):
+``-log P_ID(heatmap >= h) - lambda log P_ID(partner >= p)``, each P empirical over the same fit rows up to
+their ``1 - evaluate.tail_fraction`` quantile and exponential above it (fitted to the excesses), so scores
+beyond every fit row still rank. Why offer it: the heatmap's ID scores are far from Gaussian (a floor and a
+long upper tail), so a spread is a poor scale for the tail that sets FPR95, and the weight that repairs
+that has to be chosen on validation data; the tail rule needs none (``bench/QUALITY.md``, "Tail
+probabilities instead of a weighted z-sum").
 Why held out: the decoder fits its own training images closely, so their heatmap spread is too narrow
 and would inflate ``z_heatmap`` until the partner no longer counts (measured on a 60-epoch decoder:
 standardized on all training images, a max of the two z-scores was the heatmap alone). A partner that learns from ID data (KNN, ViM)
@@ -37,6 +44,19 @@ _FIT_ROWS = 10_000  # enough for a mean and a spread; bounds the decoder pass ov
 PARTNERS = ("energy", "knn", "vim")  # baselines that score features (ODIN needs images and gradients)
 
 
+def tail_nlp(fit: np.ndarray, s: np.ndarray, tail: float) -> np.ndarray:
+    """-log P(ID score >= s) from the ID fit scores ``fit``: their empirical tail share (add-one smoothed) up
+    to their ``1 - tail`` quantile q; above it ``tail * exp(-(s - q) / beta)``, beta the fit's mean excess
+    over q (a peaks-over-threshold tail), so that the score keeps growing past the largest fit score."""
+    fit = np.sort(np.asarray(fit, dtype=np.float64))
+    s = np.asarray(s, dtype=np.float64)
+    q = float(np.quantile(fit, 1 - tail))
+    excess = fit[fit > q] - q
+    beta = max(float(excess.mean()) if len(excess) else 0.0, 1e-12)
+    empirical = (len(fit) - np.searchsorted(fit, s, side="left") + 1) / (len(fit) + 1)
+    return -np.log(np.where(s > q, tail * np.exp(-(s - q) / beta), empirical))
+
+
 def decoder_fingerprint(decoder: torch.nn.Module) -> str:
     """A short hash of the decoder's weights and buffers: what a cached fit on its scores depends on."""
     h = hashlib.sha256()
@@ -50,21 +70,24 @@ class CombinedDetector(Detector):
     needs_fit = True
 
     def __init__(self, heatmap: HeatmapDetector, partner: Detector, partner_name: str, seed: int = 0,
-                 decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0) -> None:
+                 decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0, fusion: str = "zscore",
+                 tail_fraction: float = 0.2) -> None:
         self.name = f"heatmap+{partner_name}"  # type: ignore[misc]  # one class, several registered names
         self.heatmap, self.partner, self.partner_name = heatmap, partner, partner_name
         self.num_maps = max(heatmap.num_maps, partner.num_maps)
         self.seed = seed
         self.decoder_rows = decoder_rows  # ID training rows the decoder saw: kept out of the statistics
         self.partner_weight = partner_weight  # used when scoring only: the fit (means, spreads) does not depend on it
+        self.fusion, self.tail_fraction = fusion, tail_fraction  # scoring only, likewise
         self.fingerprint = decoder_fingerprint(heatmap.decoder)
         self.mean: torch.Tensor | None = None  # (heatmap, partner)
         self.std: torch.Tensor | None = None
+        self.fit_scores: torch.Tensor | None = None  # the fit rows' two scores, for the tail fusion
 
     def params(self) -> dict[str, Any]:
         # the rows held out follow from the decoder (its metadata), which the fingerprint already names
         return {"decoder": self.fingerprint, "partner": self.partner.params(), "fit_rows": _FIT_ROWS, "seed": self.seed,
-                "held_out": 1}
+                "held_out": 1, "keeps": "scores"}  # "keeps": fits cached before fit_scores existed are refitted
 
     def _components(self, feats: FeatureSet) -> torch.Tensor:
         """N x 2 float64: the heatmap score and the partner's, both larger = more OOD."""
@@ -84,22 +107,29 @@ class CombinedDetector(Detector):
         rows = rows[seeded_indices(len(rows), _FIT_ROWS, self.seed)]
         id_train = id_train.take(rows)
         s = self._components(id_train)
+        self.fit_scores = s
         self.mean = s.mean(0)
         # a component constant on ID data (degenerate decoder) must not divide by zero: unit spread
         std = s.std(0) if len(s) > 1 else torch.ones(2, dtype=torch.float64)
         self.std = torch.where(std > 0, std, torch.ones_like(std))
 
     def score(self, feats: FeatureSet) -> np.ndarray:
-        if self.mean is None or self.std is None:
+        if self.mean is None or self.std is None or self.fit_scores is None:
             raise RuntimeError(f"{self.name} is not fitted")
-        z = (self._components(feats) - self.mean) / self.std
+        c = self._components(feats)
+        if self.fusion == "tail":
+            fit = self.fit_scores.numpy()
+            h, p = (tail_nlp(fit[:, i], c[:, i].numpy(), self.tail_fraction) for i in (0, 1))
+            return h + self.partner_weight * p
+        z = (c - self.mean) / self.std
         return (z[:, 0] + self.partner_weight * z[:, 1]).numpy()
 
     def state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "partner": self.partner.state()}
+        return {"mean": self.mean, "std": self.std, "scores": self.fit_scores, "partner": self.partner.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"].double(), state["std"].double()
+        self.fit_scores = state["scores"].double()
         self.partner.load_state(state["partner"])
 
 
@@ -112,7 +142,8 @@ def _factory(partner_name: str):  # noqa: ANN202 - a detector factory for the re
         heatmap = HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]
         rows = ctx.options.get("decoder_rows")
         weight = float(ctx.param("partner_weight", 1.0))
-        return CombinedDetector(heatmap, DETECTORS[partner_name](ctx), partner_name, seed, rows, weight)
+        fusion, tail = str(ctx.param("fusion", "zscore")), float(ctx.param("tail_fraction", 0.2))
+        return CombinedDetector(heatmap, DETECTORS[partner_name](ctx), partner_name, seed, rows, weight, fusion, tail)
 
     return build
 
