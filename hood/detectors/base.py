@@ -62,6 +62,11 @@ class Detector(ABC):
         """The parameters :meth:`fit` depends on; a cached fit with other parameters is refitted."""
         return {}
 
+    def score_params(self) -> dict[str, Any]:
+        """The parameters that change the scores but not the fit. With :meth:`params` they are what a
+        stored threshold was set under: ``hood score`` refuses a threshold set under others."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """What :meth:`fit` learned, as tensors and numbers, so a run can cache it."""
         return {}

@@ -89,6 +89,12 @@ class CombinedDetector(Detector):
         return {"decoder": self.fingerprint, "partner": self.partner.params(), "fit_rows": _FIT_ROWS, "seed": self.seed,
                 "held_out": 1, "keeps": "scores"}  # "keeps": fits cached before fit_scores existed are refitted
 
+    def score_params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"partner_weight": self.partner_weight, "fusion": self.fusion}
+        if self.fusion == "tail":
+            out["tail_fraction"] = self.tail_fraction
+        return out
+
     def _components(self, feats: FeatureSet) -> torch.Tensor:
         """N x 2 float64: the heatmap score and the partner's, both larger = more OOD."""
         h = torch.from_numpy(np.asarray(self.heatmap.score(feats), dtype=np.float64))

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ class ODINDetector(Detector):
         self.temperature = float(temperature)
         self.epsilon = float(epsilon)
         self.batch_size = batch_size
+
+    def score_params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "epsilon": self.epsilon}
 
     def score(self, feats: FeatureSet) -> np.ndarray:
         raise NotImplementedError("ODIN perturbs the input images; call score_images")

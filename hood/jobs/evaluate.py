@@ -242,6 +242,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
             for m, per_set in per_method.items() if per_set
         },
         "thresholds": {m: id_threshold(s, THRESHOLD_KEEP) for m, s in id_scores.items()},
+        # what each threshold was set under beyond the cached fit (hood score refuses it under other settings)
+        "threshold_params": {m: detectors[m].score_params() for m in id_scores},
         "threshold_rule": f"OOD score above which an image is called out; keeps {THRESHOLD_KEEP:.0%} of ID test images",
         "score_seconds": {m: round(s, 3) for m, s in seconds.items()},
         "notes": notes,

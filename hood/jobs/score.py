@@ -100,18 +100,31 @@ def _why(err: Exception) -> str:
     return f"not a readable image ({text or type(err).__name__})"
 
 
-def _threshold(run: Run, method: str, given: float | None) -> tuple[float | None, str]:
+def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tuple[float | None, str]:
+    """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
+    was set under the scoring settings in force now (a partner weight or fusion changes every score)."""
     if given is not None:
         return float(given), "--threshold"
     f = run.file("results.json")
     if f.is_file():
         try:
-            stored = json.loads(f.read_text()).get("thresholds", {})
+            results = json.loads(f.read_text())
         except json.JSONDecodeError:
-            stored = {}
+            results = {}
+        stored = results.get("thresholds", {})
         if method in stored:
+            then = results.get("threshold_params", {}).get(method)  # absent in results from before it was kept
+            now = det.score_params()
+            if then is not None and then != now:
+                raise RunError(
+                    f"the {method} threshold in {f} was set with {_settings(then)}, this scoring uses {_settings(now)}; "
+                    f"run `hood evaluate --run {run.path} --methods {method}` with these settings, or pass --threshold")
             return float(stored[method]), f"{f} (keeps 95% of ID test)"
     return None, "none: run `hood evaluate` on this run or pass --threshold"
+
+
+def _settings(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in params.items()) or "defaults"
 
 
 def _load_fit(run: Run, method: str, d: Detector, fingerprint: str) -> None:
@@ -159,7 +172,7 @@ def score_images(
         _load_fit(run, method, det, classifier.fingerprint)
     drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
     num_maps = max(det.num_maps, drawer.num_maps if drawer else 0)
-    thr, source = _threshold(run, method, threshold)
+    thr, source = _threshold(run, method, det, threshold)
     result = ScoreResult(str(run.path), method, thr, source)
     if thr is None:
         result.notes.append(f"no threshold for {method}: verdicts are '?'; {source}")
