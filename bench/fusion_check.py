@@ -29,7 +29,7 @@ import numpy as np
 from hood.detectors.combined import tail_nlp  # the product's rule (evaluate.fusion: tail)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unseen_id_check import STAND_IN_SEED, STAND_INS, TEST_SETS, VAL_SETS, fpr95, scored_runs  # noqa: E402 - its sets and stand-ins
+from unseen_id_check import STAND_IN_SEED, STAND_INS, TEST_SETS, VAL_SETS, components, fpr95, scored_runs  # noqa: E402 - its sets, stand-ins and score reading
 
 Rule = Callable[[list[np.ndarray]], np.ndarray]  # the two components of one set -> its joint score
 
@@ -49,8 +49,7 @@ def check(run: Path, weights: list[float], tails: list[float], stand_ins: bool =
     """Per rule: [validation mean, test mean, then each test set]. With ``stand_ins`` the fit takes every
     validation ID row and validation ID is ``unseen_id_check``'s 1,000 seeded test images (the test figures
     then use the other 9,000): what a split of ID images the classifier never saw would say."""
-    comp = {name: [np.load(run / "scores" / m / f"{name}.npz")["scores"].astype(np.float64) for m in ("heatmap", "vim")]
-            for name in ("id", "val-id", *VAL_SETS, *TEST_SETS)}
+    comp = {name: components(run, name) for name in ("id", "val-id", *VAL_SETS, *TEST_SETS)}
     if stand_ins:
         perm = np.random.default_rng(STAND_IN_SEED).permutation(len(comp["id"][0]))
         fit = comp["val-id"]
