@@ -154,7 +154,7 @@ def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_registry_order_and_method_names() -> None:
-    assert all_methods() == ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
+    assert all_methods() == ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
     assert resolve_methods(["all"]) == all_methods()
     assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
     with pytest.raises(ConfigError, match="did you mean 'knn'"):
@@ -181,11 +181,13 @@ def _tiny_decoder(seed: int = 0) -> torch.nn.Module:
 
 
 def _combined(partner: str, dec: torch.nn.Module, seed: int = 0, head: torch.nn.Module | None = None):  # noqa: ANN202
+    """``partner`` may name several, joined by '+' (``"vim+mahalanobis"``)."""
     from hood.detectors.combined import CombinedDetector
     from hood.detectors.heatmap import HeatmapDetector
 
     ctx = DetectorContext(classifier=head or nn.Identity(), device=torch.device("cpu"), options={"knn_k": 3, "vim_dim": 2})
-    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), DETECTORS[partner](ctx), partner, seed)
+    partners = {p: DETECTORS[p](ctx) for p in partner.split("+")}
+    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), partners, seed)
 
 
 def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
@@ -208,7 +210,7 @@ def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
     assert built.partner_weight == 1.5
 
 
-@pytest.mark.parametrize("partner", ["knn", "vim"])
+@pytest.mark.parametrize("partner", ["knn", "vim", "mahalanobis"])
 def test_combinations_fit_their_partner_and_round_trip(partner: str, tmp_path) -> None:
     from hood.models.checkpoint import safe_load
 
@@ -228,6 +230,44 @@ def test_combinations_fit_their_partner_and_round_trip(partner: str, tmp_path) -
     torch.save({"state": a.state()}, tmp_path / "fit.pt")
     b.load_state(safe_load(tmp_path / "fit.pt")["state"])  # the partner's fit travels with it, weights_only
     assert b.score(test) == pytest.approx(a.score(test))
+
+
+def test_two_partners_each_count_the_partner_weight_under_both_fusions(tmp_path) -> None:
+    """``heatmap+vim+mahalanobis``: the heatmap's term plus w times each partner's, z-scores or tail scores,
+    every statistic from the same fit rows; the fit keeps each partner's state under its name, while a
+    single partner's stays unnested (fits cached by the pairs before trios existed still load)."""
+    from hood.detectors.combined import tail_nlp
+    from hood.models.checkpoint import safe_load
+
+    rng = np.random.default_rng(6)
+    train = fs(rng.normal(size=(60, 4)), rng.normal(size=(60, 3)) * 3, rng.integers(0, 3, 60).tolist())
+    test = fs(rng.normal(size=(9, 4)) * 3, rng.normal(size=(9, 3)) * 3)
+    head = Head(rng.normal(size=(3, 4)).tolist(), [0.1, 0.2, 0.3])
+    d = _combined("vim+mahalanobis", _tiny_decoder(), head=head)
+    assert d.name == "heatmap+vim+mahalanobis"
+    d.fit(train)
+    ctx = DetectorContext(classifier=head, device=torch.device("cpu"), options={"vim_dim": 2})
+    alone = {n: DETECTORS[n](ctx) for n in ("vim", "mahalanobis")}
+    for a in alone.values():
+        a.fit(train)
+    parts = [(d.heatmap.score(train), d.heatmap.score(test)), *((a.score(train), a.score(test)) for a in alone.values())]
+    parts = [(np.asarray(tr, np.float64), np.asarray(te, np.float64)) for tr, te in parts]
+    z = [(te - tr.mean()) / tr.std(ddof=1) for tr, te in parts]
+    d.partner_weight = 2.0
+    assert d.score(test) == pytest.approx(z[0] + 2.0 * (z[1] + z[2]), rel=1e-5)
+    d.fusion = "tail"
+    tails = [tail_nlp(tr, te, 0.2) for tr, te in parts]
+    assert d.score(test) == pytest.approx(tails[0] + 2.0 * (tails[1] + tails[2]), rel=1e-5)
+    state = d.state()
+    assert set(state["partner"]) == {"vim", "mahalanobis"} and set(d.params()["partner"]) == {"vim", "mahalanobis"}
+    torch.save(state, tmp_path / "fit.pt")
+    again = _combined("vim+mahalanobis", _tiny_decoder(), head=head)
+    again.heatmap, again.fusion, again.partner_weight = d.heatmap, "tail", 2.0
+    again.load_state(safe_load(tmp_path / "fit.pt"))
+    assert again.score(test) == pytest.approx(d.score(test))
+    pair = _combined("vim", _tiny_decoder(), head=head)
+    pair.fit(train)
+    assert pair.params()["partner"] == alone["vim"].params() and set(pair.state()["partner"]) == {"residual_basis", "alpha"}
 
 
 def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,7 +291,7 @@ def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pyte
 def test_combinations_need_a_decoder() -> None:
     from hood.detectors import NEEDS_DECODER, uses_decoder
 
-    assert NEEDS_DECODER == {"heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim"}
+    assert NEEDS_DECODER == {"heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis"}
     assert uses_decoder(["msp", "heatmap+knn"]) and not uses_decoder(["msp", "knn"])
     with pytest.raises(ValueError, match="needs a trained decoder"):
         DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")))

@@ -7,7 +7,7 @@ combinations with a baseline, then the output-space baselines, then the feature-
 from hood.detectors import combined, energy, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, vim  # noqa: F401  (registers)
 from hood.detectors.base import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, uses_decoder
 
-ORDER = ("heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
+ORDER = ("heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
 
 
 def all_methods() -> list[str]:

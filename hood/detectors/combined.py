@@ -1,5 +1,5 @@
-"""``heatmap+energy``, ``heatmap+knn``, ``heatmap+vim``: the paper's heatmap score plus one baseline's,
-each standardized on ID data, summed.
+"""``heatmap+energy``, ``heatmap+knn``, ``heatmap+vim``, ``heatmap+mahalanobis``, ``heatmap+vim+mahalanobis``:
+the paper's heatmap score plus one or two baselines', each standardized on ID data, summed.
 
 Why combinations: they look at different things. The heatmap reads the classifier's features through a
 decoder trained on outliers; energy reads the logits, KNN the feature geometry, ViM the part of the
@@ -11,15 +11,19 @@ better than either (issue 7's validation runs). Each is a method of its own, not
 Standardization: ``z_i(x) = (s_i(x) - mu_i) / sigma_i`` with ``mu_i, sigma_i`` taken over (at most
 ``_FIT_ROWS``, seeded) ID training images *the decoder was not trained on*; the score is
 ``z_heatmap + lambda * z_partner`` with ``lambda = evaluate.partner_weight`` (1, the plain sum, by default;
-a setting to choose on validation data, see the README). The mean only shifts every score alike; the
-spreads set the relative weight.
-``evaluate.fusion: tail`` joins the two through their ID tail probabilities instead (Fisher's method):
+a setting to choose on validation data, see the README); with two partners each counts ``lambda`` times.
+The mean only shifts every score alike; the spreads set the relative weight.
+``evaluate.fusion: tail`` joins them through their ID tail probabilities instead (Fisher's method):
 ``-log P_ID(heatmap >= h) - lambda log P_ID(partner >= p)``, each P empirical over the same fit rows up to
 their ``1 - evaluate.tail_fraction`` quantile and exponential above it (fitted to the excesses), so scores
 beyond every fit row still rank. Why offer it: the heatmap's ID scores are far from Gaussian (a floor and a
 long upper tail), so a spread is a poor scale for the tail that sets FPR95, and the weight that repairs
 that has to be chosen on validation data; the tail rule needs none (``bench/QUALITY.md``, "Tail
 probabilities instead of a weighted z-sum").
+Why a second partner: ViM and Mahalanobis fail on different far-OOD images (on ResNet18, ViM accepts a
+quarter of MNIST, Mahalanobis none of the uniform noise), and the heatmap fails on both kinds; Mahalanobis
+alone is near chance on near-OOD photographs, so it costs there what it gains far out
+(``bench/QUALITY.md``, "A second partner: Mahalanobis").
 Why held out: the decoder fits its own training images closely, so their heatmap spread is too narrow
 and would inflate ``z_heatmap`` until the partner no longer counts (measured on a 60-epoch decoder:
 standardized on all training images, a max of the two z-scores was the heatmap alone). A partner that learns from ID data (KNN, ViM)
@@ -41,7 +45,8 @@ from hood.engine.features import FeatureSet
 from hood.engine.runtime import seeded_indices
 
 _FIT_ROWS = 10_000  # enough for a mean and a spread; bounds the decoder pass over the ID training set
-PARTNERS = ("energy", "knn", "vim")  # baselines that score features (ODIN needs images and gradients)
+PARTNERS = ("energy", "knn", "vim", "mahalanobis")  # baselines that score features (ODIN needs images and gradients)
+TRIOS = (("vim", "mahalanobis"),)  # two partners: the subspace residual and the class-conditional distance
 
 
 def tail_nlp(fit: np.ndarray, s: np.ndarray, tail: float) -> np.ndarray:
@@ -69,24 +74,29 @@ def decoder_fingerprint(decoder: torch.nn.Module) -> str:
 class CombinedDetector(Detector):
     needs_fit = True
 
-    def __init__(self, heatmap: HeatmapDetector, partner: Detector, partner_name: str, seed: int = 0,
+    def __init__(self, heatmap: HeatmapDetector, partners: dict[str, Detector], seed: int = 0,
                  decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0, fusion: str = "zscore",
                  tail_fraction: float = 0.2) -> None:
-        self.name = f"heatmap+{partner_name}"  # type: ignore[misc]  # one class, several registered names
-        self.heatmap, self.partner, self.partner_name = heatmap, partner, partner_name
-        self.num_maps = max(heatmap.num_maps, partner.num_maps)
+        self.name = "+".join(("heatmap", *partners))  # type: ignore[misc]  # one class, several registered names
+        self.heatmap, self.partners = heatmap, dict(partners)
+        self.num_maps = max(heatmap.num_maps, *(p.num_maps for p in self.partners.values()))
         self.seed = seed
         self.decoder_rows = decoder_rows  # ID training rows the decoder saw: kept out of the statistics
         self.partner_weight = partner_weight  # used when scoring only: the fit (means, spreads) does not depend on it
         self.fusion, self.tail_fraction = fusion, tail_fraction  # scoring only, likewise
         self.fingerprint = decoder_fingerprint(heatmap.decoder)
-        self.mean: torch.Tensor | None = None  # (heatmap, partner)
+        self.mean: torch.Tensor | None = None  # (heatmap, *partners)
         self.std: torch.Tensor | None = None
-        self.fit_scores: torch.Tensor | None = None  # the fit rows' two scores, for the tail fusion
+        self.fit_scores: torch.Tensor | None = None  # the fit rows' scores, for the tail fusion
+
+    def _per_partner(self, values: dict[str, Any]) -> Any:
+        """One partner's entry as it is, several keyed by name: the pairs' cached fits keep their layout."""
+        return next(iter(values.values())) if len(values) == 1 else values
 
     def params(self) -> dict[str, Any]:
         # the rows held out follow from the decoder (its metadata), which the fingerprint already names
-        return {"decoder": self.fingerprint, "partner": self.partner.params(), "fit_rows": _FIT_ROWS, "seed": self.seed,
+        partner = self._per_partner({n: p.params() for n, p in self.partners.items()})
+        return {"decoder": self.fingerprint, "partner": partner, "fit_rows": _FIT_ROWS, "seed": self.seed,
                 "held_out": 1, "keeps": "scores"}  # "keeps": fits cached before fit_scores existed are refitted
 
     def score_params(self) -> dict[str, Any]:
@@ -96,14 +106,14 @@ class CombinedDetector(Detector):
         return out
 
     def _components(self, feats: FeatureSet) -> torch.Tensor:
-        """N x 2 float64: the heatmap score and the partner's, both larger = more OOD."""
-        h = torch.from_numpy(np.asarray(self.heatmap.score(feats), dtype=np.float64))
-        p = torch.from_numpy(np.asarray(self.partner.score(feats), dtype=np.float64))
-        return torch.stack([h, p], dim=1)
+        """N x (1 + partners) float64: the heatmap score, then each partner's, all larger = more OOD."""
+        scores = [self.heatmap.score(feats), *(p.score(feats) for p in self.partners.values())]
+        return torch.stack([torch.from_numpy(np.asarray(s, dtype=np.float64)) for s in scores], dim=1)
 
     def fit(self, id_train: FeatureSet) -> None:
-        if self.partner.needs_fit:
-            self.partner.fit(id_train)
+        for partner in self.partners.values():
+            if partner.needs_fit:
+                partner.fit(id_train)
         rows = torch.arange(len(id_train))
         if self.decoder_rows is not None:
             unseen = torch.ones(len(id_train), dtype=torch.bool)
@@ -116,7 +126,7 @@ class CombinedDetector(Detector):
         self.fit_scores = s
         self.mean = s.mean(0)
         # a component constant on ID data (degenerate decoder) must not divide by zero: unit spread
-        std = s.std(0) if len(s) > 1 else torch.ones(2, dtype=torch.float64)
+        std = s.std(0) if len(s) > 1 else torch.ones(s.shape[1], dtype=torch.float64)
         self.std = torch.where(std > 0, std, torch.ones_like(std))
 
     def score(self, feats: FeatureSet) -> np.ndarray:
@@ -125,34 +135,39 @@ class CombinedDetector(Detector):
         c = self._components(feats)
         if self.fusion == "tail":
             fit = self.fit_scores.numpy()
-            h, p = (tail_nlp(fit[:, i], c[:, i].numpy(), self.tail_fraction) for i in (0, 1))
-            return h + self.partner_weight * p
-        z = (c - self.mean) / self.std
-        return (z[:, 0] + self.partner_weight * z[:, 1]).numpy()
+            each = np.stack([tail_nlp(fit[:, i], c[:, i].numpy(), self.tail_fraction) for i in range(c.shape[1])], axis=1)
+        else:
+            each = ((c - self.mean) / self.std).numpy()
+        return each[:, 0] + self.partner_weight * each[:, 1:].sum(axis=1)
 
     def state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "scores": self.fit_scores, "partner": self.partner.state()}
+        partner = self._per_partner({n: p.state() for n, p in self.partners.items()})
+        return {"mean": self.mean, "std": self.std, "scores": self.fit_scores, "partner": partner}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"].double(), state["std"].double()
         self.fit_scores = state["scores"].double()
-        self.partner.load_state(state["partner"])
+        partner = state["partner"]
+        for name, p in self.partners.items():
+            p.load_state(partner if len(self.partners) == 1 else partner[name])
 
 
-def _factory(partner_name: str):  # noqa: ANN202 - a detector factory for the registry
+def _factory(partner_names: tuple[str, ...]):  # noqa: ANN202 - a detector factory for the registry
     def build(ctx: DetectorContext) -> Detector:
+        name = "+".join(("heatmap", *partner_names))
         if ctx.decoder is None:
-            raise ValueError(f"heatmap+{partner_name} needs a trained decoder")
+            raise ValueError(f"{name} needs a trained decoder")
         cfg = ctx.options.get("config")
         seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
         heatmap = HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]
         rows = ctx.options.get("decoder_rows")
         weight = float(ctx.param("partner_weight", 1.0))
         fusion, tail = str(ctx.param("fusion", "zscore")), float(ctx.param("tail_fraction", 0.2))
-        return CombinedDetector(heatmap, DETECTORS[partner_name](ctx), partner_name, seed, rows, weight, fusion, tail)
+        partners = {p: DETECTORS[p](ctx) for p in partner_names}
+        return CombinedDetector(heatmap, partners, seed, rows, weight, fusion, tail)
 
     return build
 
 
-for _partner in PARTNERS:
-    register(f"heatmap+{_partner}", needs_decoder=True)(_factory(_partner))
+for _partners in (*((p,) for p in PARTNERS), *TRIOS):
+    register("+".join(("heatmap", *_partners)), needs_decoder=True)(_factory(_partners))
