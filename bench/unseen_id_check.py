@@ -30,9 +30,9 @@ TEST_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
 STAND_INS, STAND_IN_SEED = 1000, 12345
 
 
-def components(run: Path, name: str) -> list[np.ndarray]:
-    """The stored heatmap and ViM scores of one set (the two components of ``heatmap+vim``), as float64."""
-    return [np.load(run / "scores" / m / f"{name}.npz")["scores"].astype(np.float64) for m in ("heatmap", "vim")]
+def components(run: Path, name: str, methods: tuple[str, ...] = ("heatmap", "vim")) -> list[np.ndarray]:
+    """The stored scores of one set by ``methods`` (by default the two components of ``heatmap+vim``), as float64."""
+    return [np.load(run / "scores" / m / f"{name}.npz")["scores"].astype(np.float64) for m in methods]
 
 
 def _z(run: Path, name: str, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,13 +35,14 @@ def test_bench_scripts_run(script: str) -> None:
 
 
 def _score_run(folder: Path, sets: dict[str, tuple[float, int]]) -> Path:
-    """A stored ``bench/quality.sh`` run with synthetic heatmap and ViM scores: N(loc, 1) of n images per set."""
+    """A stored ``bench/quality.sh`` run with synthetic heatmap, ViM and Mahalanobis scores: N(loc, 1) of n
+    images per set."""
     import numpy as np
     import torch
 
     rng = np.random.default_rng(0)
     run = folder / "run-seed0"
-    for method in ("heatmap", "vim"):
+    for method in ("heatmap", "vim", "mahalanobis"):
         (run / "scores" / method).mkdir(parents=True)
         for name, (loc, n) in sets.items():
             np.savez(run / "scores" / method / f"{name}.npz", scores=rng.normal(loc, 1.0, n))
@@ -70,11 +71,13 @@ def test_fusion_check_runs(tmp_path: Path) -> None:
     far = {"id": (0.0, 4000), "val-id": (0.0, 1000), "val-tin32-pool-val": (5.0, 500), "val-uniform-noise-val": (5.0, 500),
            "tin32-test": (5.0, 300), "mnist-test": (5.0, 300), "textures10": (5.0, 300), "uniform-noise": (5.0, 300)}
     run = _score_run(tmp_path, far)
-    for stand_ins in ("0", "1"):  # validation ID: half the validation rows, or unseen_id_check's test stand-ins
+    for stand_ins, partners in (("0", "vim"), ("1", "vim"), ("0", "vim mahalanobis")):
+        # validation ID: half the validation rows, or unseen_id_check's test stand-ins; one partner or two
         proc = subprocess.run([sys.executable, str(BENCH / "fusion_check.py"), str(run)], capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "WS": "1 2", "TAILS": "0.05", "STAND_INS": stand_ins})
+                              timeout=120, env={**os.environ, "WS": "1 2", "TAILS": "0.05", "STAND_INS": stand_ins, "PARTNERS": partners})
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert ("stand-ins" in proc.stdout) == (stand_ins == "1")
+        assert f"heatmap+{partners.replace(' ', '+')};" in proc.stdout
         rows = [line for line in proc.stdout.splitlines() if line.startswith(("| z-sum", "| tail-probability"))]
         assert len(rows) == 3
         for row in rows:  # OOD 5 sigma out on both components: every rule accepts almost none of it
