@@ -48,7 +48,8 @@ def main(paths: list[str]) -> None:
           f" {runs[0].get('caption', '')}")
     have_target = all(s in sets for s in TARGET_SETS)
     head = [*sets, *(["target mean (4 sets)"] if have_target else [])]
-    print(f"{'method':15s}" + "".join(f"{s:>24s}" for s in head))
+    width = max(15, *(len(m) + 1 for m in methods))
+    print(f"{'method':{width}s}" + "".join(f"{s:>24s}" for s in head))
     for m in methods:
         cells = []
         for s in sets:
@@ -58,7 +59,7 @@ def main(paths: list[str]) -> None:
         if have_target:
             f, a = _per_seed(runs, m, TARGET_SETS, "fpr95") * 100, _per_seed(runs, m, TARGET_SETS, "auroc") * 100
             cells.append(f"{f.mean():5.1f}±{f.std():3.1f} / {a.mean():5.1f}±{a.std():3.1f}")
-        print(f"{m:15s}" + "".join(f"{c:>24s}" for c in cells))
+        print(f"{m:{width}s}" + "".join(f"{c:>24s}" for c in cells))
     if not have_target:
         return
     baselines = [m for m in methods if _is_baseline(m)]

@@ -132,7 +132,7 @@ class EvaluateConfig:
     odin_epsilon: float = 0.0014  # input perturbation, in [0, 1] pixel units
     knn_k: int = 50
     react_percentile: float = 90.0
-    # heatmap+X: score = z_heatmap + partner_weight * z_partner (detectors/combined.py); 1 = the plain sum
+    # heatmap+X: score = z_heatmap + partner_weight * z_partner (detectors/combined.py; each partner of a trio); 1 = the plain sum
     partner_weight: float = 1.0
     # zscore: that sum; tail: -log of each score's ID tail probability instead of its z-score (Fisher's
     # method; needs no weight, 1 = the plain sum), the ID fit's empirical tail up to its 1 - tail_fraction
