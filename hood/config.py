@@ -24,7 +24,7 @@ from hood.models.registry import ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is issue 7's rule
-FUSIONS = ("zscore", "tail")  # evaluate.fusion: how heatmap+X joins its two scores; the first is the default
+FUSIONS = ("zscore", "tail")  # evaluate.fusion: how heatmap+X joins its scores; the first is the default
 PROTOTYPE_SPACES = ("features", "pixels")  # decoder.prototype_space: where "nearest" is measured; the first is the paper's
 
 

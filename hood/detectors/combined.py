@@ -34,6 +34,7 @@ fingerprint is part of the parameters: a retrained decoder is refitted, never se
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,11 @@ from hood.engine.runtime import seeded_indices
 _FIT_ROWS = 10_000  # enough for a mean and a spread; bounds the decoder pass over the ID training set
 PARTNERS = ("energy", "knn", "vim", "mahalanobis")  # baselines that score features (ODIN needs images and gradients)
 TRIOS = (("vim", "mahalanobis"),)  # two partners: the subspace residual and the class-conditional distance
+
+
+def combined_name(partners: Iterable[str]) -> str:
+    """The method name of the heatmap joined with ``partners``: ``heatmap+vim``, ``heatmap+vim+mahalanobis``."""
+    return "+".join(("heatmap", *partners))
 
 
 def tail_nlp(fit: np.ndarray, s: np.ndarray, tail: float) -> np.ndarray:
@@ -77,7 +83,7 @@ class CombinedDetector(Detector):
     def __init__(self, heatmap: HeatmapDetector, partners: dict[str, Detector], seed: int = 0,
                  decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0, fusion: str = "zscore",
                  tail_fraction: float = 0.2) -> None:
-        self.name = "+".join(("heatmap", *partners))  # type: ignore[misc]  # one class, several registered names
+        self.name = combined_name(partners)  # type: ignore[misc]  # one class, several registered names
         self.heatmap, self.partners = heatmap, dict(partners)
         self.num_maps = max(heatmap.num_maps, *(p.num_maps for p in self.partners.values()))
         self.seed = seed
@@ -154,9 +160,8 @@ class CombinedDetector(Detector):
 
 def _factory(partner_names: tuple[str, ...]):  # noqa: ANN202 - a detector factory for the registry
     def build(ctx: DetectorContext) -> Detector:
-        name = "+".join(("heatmap", *partner_names))
         if ctx.decoder is None:
-            raise ValueError(f"{name} needs a trained decoder")
+            raise ValueError(f"{combined_name(partner_names)} needs a trained decoder")
         cfg = ctx.options.get("config")
         seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
         heatmap = HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]
@@ -170,4 +175,4 @@ def _factory(partner_names: tuple[str, ...]):  # noqa: ANN202 - a detector facto
 
 
 for _partners in (*((p,) for p in PARTNERS), *TRIOS):
-    register("+".join(("heatmap", *_partners)), needs_decoder=True)(_factory(_partners))
+    register(combined_name(_partners), needs_decoder=True)(_factory(_partners))
