@@ -359,3 +359,44 @@ def test_tail_fusion_sums_both_tail_scores_from_the_same_fit_rows(tmp_path) -> N
     built = DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu"),
                                                         decoder=_tiny_decoder(), options={"fusion": "tail", "tail_fraction": 0.05}))
     assert (built.fusion, built.tail_fraction) == ("tail", 0.05)
+
+
+def test_score_memo_is_keyed_by_content_bounded_and_read_only() -> None:
+    """Two FeatureSets holding the same rows (each combination takes its fit rows anew) share one entry;
+    other rows, other labels or another detector do not; the oldest entry goes first."""
+    from hood.detectors.memo import ScoreMemo, content_key
+
+    rng = np.random.default_rng(8)
+    feats = fs(rng.normal(size=(6, 4)), rng.normal(size=(6, 3)), [0, 1, 2, 0, 1, 2])
+    rows = torch.tensor([1, 3, 4])
+    assert content_key(feats.take(rows)) == content_key(feats.take(rows.clone()))
+    assert content_key(feats.take(rows)) != content_key(feats.take(torch.tensor([1, 3, 5])))
+    relabelled = fs(feats.features, feats.logits, [2, 1, 2, 0, 1, 2])
+    assert content_key(relabelled) != content_key(feats)
+    memo, calls = ScoreMemo(max_entries=2), []
+    a, b = EnergyDetector(), EnergyDetector()
+
+    def count(d):  # noqa: ANN001, ANN202
+        return lambda f: calls.append(d) or d.score(f)
+
+    first = memo.score(a, feats.take(rows), count(a))
+    again = memo.score(a, feats.take(rows), count(a))
+    assert calls == [a] and again is first and not first.flags.writeable
+    assert memo.score(b, feats.take(rows), count(b)) == pytest.approx(first) and calls == [a, b]
+    memo.score(a, feats, count(a))  # a third entry pushes out the oldest, a's on those rows
+    memo.score(a, feats.take(rows), count(a))
+    assert calls == [a, b, a, a] and (memo.hits, memo.misses) == (1, 4)
+    memo.clear()
+    memo.score(b, feats.take(rows), count(b))
+    assert calls[-1] is b and memo.misses == 5
+
+
+def test_a_context_builds_each_detector_once_and_combinations_share_it() -> None:
+    ctx = DetectorContext(classifier=Head([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), device=torch.device("cpu"),
+                          decoder=_tiny_decoder(), options={"vim_dim": 1})
+    pair, trio = ctx.detector("heatmap+vim"), ctx.detector("heatmap+vim+mahalanobis")
+    assert ctx.detector("vim") is pair.partners["vim"] is trio.partners["vim"]
+    assert ctx.detector("heatmap") is pair.heatmap is trio.heatmap
+    assert ctx.detector("mahalanobis") is trio.partners["mahalanobis"]
+    assert pair.memo is trio.memo is ctx.memo
+    assert DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")).detector("msp") is not ctx.detector("msp")

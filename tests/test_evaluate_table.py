@@ -136,6 +136,33 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
     assert np.load(run / "scores" / "knn" / "id.npz")["scores"] != pytest.approx(before)
 
 
+def test_one_evaluation_runs_the_decoder_once_per_image_and_scores_as_methods_alone(pipeline: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
+    """The heatmap and the partners are shared between the methods that read them: with the fits to redo,
+    ``heatmap``, ``heatmap+vim`` and ``heatmap+vim+mahalanobis`` together run the decoder over the fit rows
+    once and over each scored set once (before: 36 + 2 x (36 + 36) rows), and every method's scores are
+    the ones it gets evaluated alone."""
+    import shutil
+
+    from hood.detectors.heatmap import HeatmapDetector
+
+    root = pipeline["root"]
+    run = Path(shutil.copytree(pipeline["run"], tmp_path / "copy"))
+    shutil.rmtree(run / "fits")
+    monkeypatch.setenv("HOOD_CACHE", str(root / "_cache"))
+    rows: list[int] = []
+    real = HeatmapDetector.score
+    monkeypatch.setattr(HeatmapDetector, "score", lambda self, feats: rows.append(len(feats)) or real(self, feats))
+    methods = ["heatmap", "heatmap+vim", "heatmap+vim+mahalanobis", "vim", "mahalanobis"]
+    together = evaluate(tiny_config(root, **{"evaluate.methods": methods}), str(run))
+    assert sorted(rows) == [12, 12, 12, 36]  # ID test, the two OOD sets, the 36 fit rows
+    for m in methods:
+        shutil.rmtree(run / "fits", ignore_errors=True)  # each alone fits afresh (heatmap keeps no fit)
+        alone = evaluate(tiny_config(root, **{"evaluate.methods": [m]}), str(run))
+        assert alone.results["results"][m] == together.results["results"][m]
+        assert alone.results["thresholds"][m] == together.results["thresholds"][m]
+        assert together.results["results"][m] == pipeline["results"]["results"][m]  # and as in --methods all
+
+
 def _text(renderable: Any, width: int) -> str:
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)

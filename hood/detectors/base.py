@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from hood.detectors.memo import ScoreMemo
 from hood.engine.features import FeatureSet
 
 
@@ -32,6 +33,23 @@ class DetectorContext:
     device: torch.device
     decoder: torch.nn.Module | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    memo: ScoreMemo = field(default_factory=ScoreMemo)  # the shared detectors' scores, see :meth:`detector`
+    _built: dict[str, Detector] = field(default_factory=dict, repr=False)
+
+    def detector(self, name: str) -> Detector:
+        """The one detector called ``name`` in this context, built on first use.
+
+        Why one: a combination (``heatmap+vim``) is built from the heatmap and ViM detectors, and an
+        evaluation of ``heatmap``, ``vim`` and ``heatmap+vim`` should, through :attr:`memo`, run the
+        decoder and ViM once per image rather than once per method that reads them.
+        """
+        if name not in self._built:
+            self._built[name] = DETECTORS[name](self)
+        return self._built[name]
+
+    def score(self, detector: Detector, feats: FeatureSet) -> np.ndarray:
+        """``detector.score(feats)`` through :attr:`memo`: what another method already computed is reused."""
+        return self.memo.score(detector, feats, detector.score)
 
     def param(self, name: str, default: Any) -> Any:
         if name in self.options:

@@ -40,8 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hood.detectors.base import DETECTORS, Detector, DetectorContext, register
+from hood.detectors.base import Detector, DetectorContext, register
 from hood.detectors.heatmap import HeatmapDetector
+from hood.detectors.memo import ScoreMemo
 from hood.engine.features import FeatureSet
 from hood.engine.runtime import seeded_indices
 
@@ -82,7 +83,7 @@ class CombinedDetector(Detector):
 
     def __init__(self, heatmap: HeatmapDetector, partners: dict[str, Detector], seed: int = 0,
                  decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0, fusion: str = "zscore",
-                 tail_fraction: float = 0.2) -> None:
+                 tail_fraction: float = 0.2, memo: ScoreMemo | None = None) -> None:
         self.name = combined_name(partners)  # type: ignore[misc]  # one class, several registered names
         self.heatmap, self.partners = heatmap, dict(partners)
         self.num_maps = max(heatmap.num_maps, *(p.num_maps for p in self.partners.values()))
@@ -94,6 +95,9 @@ class CombinedDetector(Detector):
         self.mean: torch.Tensor | None = None  # (heatmap, *partners)
         self.std: torch.Tensor | None = None
         self.fit_scores: torch.Tensor | None = None  # the fit rows' scores, for the tail fusion
+        # the context's memo when the heatmap and partners are shared with other methods (evaluate): their
+        # scores of the same rows are computed once, here or by the methods of their names
+        self.memo = memo or ScoreMemo()
 
     def _per_partner(self, values: dict[str, Any]) -> Any:
         """One partner's entry as it is, several keyed by name: the pairs' cached fits keep their layout."""
@@ -113,8 +117,9 @@ class CombinedDetector(Detector):
 
     def _components(self, feats: FeatureSet) -> torch.Tensor:
         """N x (1 + partners) float64: the heatmap score, then each partner's, all larger = more OOD."""
-        scores = [self.heatmap.score(feats), *(p.score(feats) for p in self.partners.values())]
-        return torch.stack([torch.from_numpy(np.asarray(s, dtype=np.float64)) for s in scores], dim=1)
+        parts = [self.heatmap, *self.partners.values()]
+        scores = [self.memo.score(d, feats, d.score) for d in parts]
+        return torch.stack([torch.tensor(s, dtype=torch.float64) for s in scores], dim=1)
 
     def fit(self, id_train: FeatureSet) -> None:
         for partner in self.partners.values():
@@ -164,12 +169,15 @@ def _factory(partner_names: tuple[str, ...]):  # noqa: ANN202 - a detector facto
             raise ValueError(f"{combined_name(partner_names)} needs a trained decoder")
         cfg = ctx.options.get("config")
         seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
-        heatmap = HeatmapDetector(ctx.decoder, ctx.device)  # type: ignore[arg-type]
+        heatmap = ctx.detector("heatmap")
+        if not isinstance(heatmap, HeatmapDetector):
+            raise TypeError(f"{combined_name(partner_names)} reads the heatmap detector's decoder; 'heatmap' is registered as {type(heatmap).__name__}")
         rows = ctx.options.get("decoder_rows")
         weight = float(ctx.param("partner_weight", 1.0))
         fusion, tail = str(ctx.param("fusion", "zscore")), float(ctx.param("tail_fraction", 0.2))
-        partners = {p: DETECTORS[p](ctx) for p in partner_names}
-        return CombinedDetector(heatmap, partners, seed, rows, weight, fusion, tail)
+        # the context's instances: shared with the methods of the same names, fitted and scored once
+        partners = {p: ctx.detector(p) for p in partner_names}
+        return CombinedDetector(heatmap, partners, seed, rows, weight, fusion, tail, ctx.memo)
 
     return build
 

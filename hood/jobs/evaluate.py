@@ -1,7 +1,10 @@
 """``hood evaluate``: score the ID test set and each OOD set with every requested detector.
 
 The classifier runs once per data set; every detector reads the same :class:`FeatureSet` (ODIN alone
-re-runs the classifier, because it perturbs the input). Detectors that learn from ID data fit once on
+re-runs the classifier, because it perturbs the input). The combinations share one instance of the
+heatmap and of each partner with the methods of those names, and their scores go through the context's
+memo, so ``--methods all`` runs the decoder once per image, not once per method that reads it (a
+combination's ``score_seconds`` is what it adds to the parts scored before it). Detectors that learn from ID data fit once on
 the ID training features and cache the fit in the run directory (``fits/<method>.pt``, keyed by the
 classifier's fingerprint, the ID set and the detector's parameters), so a later evaluate of the same run
 skips the ID-train pass. OOD sets are streamed: one is loaded, featurized, scored and released before
@@ -193,19 +196,20 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     split = (_validation_split(meta, run, cfg, splits, options, root, size, classifier.meta, str(clf_path))
              if cfg.evaluate.validation else None)
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options=options)
-    detectors: dict[str, Detector] = {m: DETECTORS[m](ctx) for m in methods}
+    detectors: dict[str, Detector] = {m: ctx.detector(m) for m in methods}  # combinations share their parts' instances
     num_maps = max(d.num_maps for d in detectors.values())
     seconds = dict.fromkeys(methods, 0.0)
     tag = "val-" if split else ""  # validation scores never overwrite the test scores
 
     _fit_detectors(detectors, run, model, split.fit if split else splits["train"], classifier.fingerprint, cfg, device, reporter)
+    ctx.memo.clear()  # the fit rows' scores served the combinations' fits; scoring starts afresh
     id_test = split.id if split else splits["test"]
     if cfg.data.id_test_count is not None:
         id_test = id_test.subset(slice(0, cfg.data.id_test_count))
     del splits
     id_feats = extract_features(model, id_test.images, device, cfg.evaluate.batch_size, num_maps, id_test.labels, reporter, "ID test features")
     acc = float((id_feats.preds == id_test.labels).float().mean()) if id_test.labels is not None else None
-    id_scores = {m: _score(d, id_feats, id_test.images, seconds) for m, d in detectors.items()}
+    id_scores = {m: _score(ctx, d, id_feats, id_test.images, seconds) for m, d in detectors.items()}
     for m, s in id_scores.items():
         save_scores(run, m, f"{tag}id", s)
     del id_feats
@@ -223,7 +227,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         ood = ood.subset(slice(0, ood_count))
         feats = extract_features(model, ood.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, f"{name} features")
         for m, d in detectors.items():
-            scores = _score(d, feats, ood.images, seconds)
+            scores = _score(ctx, d, feats, ood.images, seconds)
             save_scores(run, m, f"{tag}{name}", scores)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores, cfg.evaluate.fpr_convention), "n": len(scores)}
         del ood, feats
@@ -311,8 +315,9 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
     return ValidationSplit(fit, val_id, ood, describe)
 
 
-def _score(d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:
+def _score(ctx: DetectorContext, d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:
+    """A method's scores and its time; a combination's time is what it adds to the parts scored before it."""
     start = time.perf_counter()
-    scores = d.score_images(images) if d.needs_images else d.score(feats)
+    scores = d.score_images(images) if d.needs_images else ctx.score(d, feats)
     seconds[d.name] += time.perf_counter() - start
     return np.asarray(scores, dtype=np.float64)

@@ -167,7 +167,7 @@ def score_images(
     if (method in NEEDS_DECODER or heatmaps_dir) and decoder is None:
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
-    det = DETECTORS[method](ctx)
+    det = ctx.detector(method)
     if det.needs_fit:
         _load_fit(run, method, det, classifier.fingerprint)
     drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
