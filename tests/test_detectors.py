@@ -400,3 +400,40 @@ def test_a_context_builds_each_detector_once_and_combinations_share_it() -> None
     assert ctx.detector("mahalanobis") is trio.partners["mahalanobis"]
     assert pair.memo is trio.memo is ctx.memo
     assert DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")).detector("msp") is not ctx.detector("msp")
+
+
+def test_evaluate_fits_read_the_stage_maps_of_the_fit_rows_only(tmp_path, monkeypatch) -> None:
+    """With a skip-input decoder, the ID-train pass keeps the maps of the combinations' fit rows alone
+    (the baselines read features and logits) and the fits equal those made with every row's maps."""
+    from types import SimpleNamespace
+
+    import hood.jobs.evaluate as ev
+    from hood.config import resolve
+    from hood.data.images import ImageSet
+    from hood.detectors.combined import CombinedDetector
+    from hood.engine.features import extract_features
+    from hood.models.decoder import HeatmapDecoder, decoder_spec_for
+    from hood.models.registry import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("wrn10_2", 3).eval()
+    decoder = HeatmapDecoder(decoder_spec_for("wrn10_2", model.feature_dim, 3, fw_layers=3)).eval()
+    train = ImageSet("train", torch.randint(0, 256, (150, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (150,)))
+    options = {"vim_dim": 8, "decoder_rows": torch.arange(0, 150, 3)}  # the decoder saw every third row
+    ctx = DetectorContext(classifier=model, device=torch.device("cpu"), decoder=decoder, options=options)
+    detectors = {m: ctx.detector(m) for m in ("heatmap+vim", "heatmap+mahalanobis", "vim")}
+    seen: list = []
+    real = ev.extract_features
+    monkeypatch.setattr(ev, "extract_features", lambda *a, **k: seen.append(a[8]) or real(*a, **k))
+    cfg = resolve(None, {"data.id": str(tmp_path), "run.device": "cpu"}, None)
+    ev._fit_detectors(detectors, SimpleNamespace(path=tmp_path), model, train, "f", cfg, torch.device("cpu"), ev.NullReporter())
+    fit_rows = detectors["heatmap+vim"].map_rows(150)
+    assert len(fit_rows) == 100 and not set(fit_rows.tolist()) & set(range(0, 150, 3))
+    assert sorted(set(seen[0].tolist())) == sorted(fit_rows.tolist())  # both combinations read the same 100 rows
+    every = extract_features(model, train.images, torch.device("cpu"), num_maps=2, labels=train.labels)
+    assert every.map_rows is None and every.maps[0].shape[0] == 150
+    for m in ("heatmap+vim", "heatmap+mahalanobis"):
+        alone = DetectorContext(classifier=model, device=torch.device("cpu"), decoder=decoder, options=dict(options)).detector(m)
+        assert isinstance(alone, CombinedDetector)
+        alone.fit(every)
+        torch.testing.assert_close(alone.fit_scores, detectors[m].fit_scores)

@@ -31,3 +31,25 @@ def test_features_match_a_plain_forward() -> None:
         ref = model.forward_all(images.float() / 127.5 - 1.0)
     torch.testing.assert_close(feats.features, ref.features, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(feats.logits, ref.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_map_rows_keep_the_maps_of_those_rows_only() -> None:
+    """Across batch borders and in any order given; the features of every row; taking a row whose maps
+    were not kept is an error, not a silent mismatch; rows outside the images are refused."""
+    import pytest
+
+    model = build_classifier("wrn10_2", 3).eval()
+    images = torch.randint(0, 256, (11, 3, 32, 32), dtype=torch.uint8)
+    full = extract_features(model, images, torch.device("cpu"), batch_size=4, num_maps=2)
+    some = extract_features(model, images, torch.device("cpu"), batch_size=4, num_maps=2, map_rows=torch.tensor([9, 2, 3, 4, 2]))
+    assert some.map_rows.tolist() == [2, 3, 4, 9] and [m.shape[0] for m in some.maps] == [4, 4]
+    torch.testing.assert_close(some.features, full.features)
+    rows = torch.tensor([4, 9, 2])
+    for a, b in zip(some.take(rows).maps, full.take(rows).maps, strict=True):
+        assert torch.equal(a, b)
+    assert some.take(rows).map_rows is None  # the taken rows hold all their maps
+    with pytest.raises(ValueError, match="rows without stage maps"):
+        some.take(torch.tensor([2, 5]))
+    with pytest.raises(ValueError, match="map_rows must index the 11 images"):
+        extract_features(model, images, torch.device("cpu"), num_maps=2, map_rows=torch.tensor([11]))
+    assert extract_features(model, images[:3], torch.device("cpu"), map_rows=torch.tensor([1])).maps is None

@@ -76,6 +76,12 @@ class Detector(ABC):
         """OOD score per uint8 image, for detectors that must run the classifier themselves."""
         raise NotImplementedError(f"{self.name} scores features, not images")
 
+    def map_rows(self, n_train: int) -> torch.Tensor | None:
+        """The rows of an ``n_train``-row ID training set whose stage maps :meth:`fit` reads; None = all.
+        Only detectors with ``num_maps`` need them, and saying which lets ``evaluate`` keep the maps of
+        those rows alone (the maps of all 50,000 CIFAR training images take 6-11 GB)."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """The parameters :meth:`fit` depends on; a cached fit with other parameters is refitted."""
         return {}

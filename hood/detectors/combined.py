@@ -121,19 +121,21 @@ class CombinedDetector(Detector):
         scores = [self.memo.score(d, feats, d.score) for d in parts]
         return torch.stack([torch.tensor(s, dtype=torch.float64) for s in scores], dim=1)
 
+    def map_rows(self, n_train: int) -> torch.Tensor:
+        """The fit rows: at most ``_FIT_ROWS`` seeded ID training rows the decoder was not trained on."""
+        rows = torch.arange(n_train)
+        if self.decoder_rows is not None:
+            unseen = torch.ones(n_train, dtype=torch.bool)
+            unseen[self.decoder_rows[self.decoder_rows < n_train]] = False
+            if int(unseen.sum()) >= 100:  # a decoder trained on (nearly) all of them: all rows, biased but usable
+                rows = rows[unseen]
+        return rows[seeded_indices(len(rows), _FIT_ROWS, self.seed)]
+
     def fit(self, id_train: FeatureSet) -> None:
         for partner in self.partners.values():
             if partner.needs_fit:
                 partner.fit(id_train)
-        rows = torch.arange(len(id_train))
-        if self.decoder_rows is not None:
-            unseen = torch.ones(len(id_train), dtype=torch.bool)
-            unseen[self.decoder_rows[self.decoder_rows < len(id_train)]] = False
-            if int(unseen.sum()) >= 100:  # a decoder trained on (nearly) all of them: all rows, biased but usable
-                rows = rows[unseen]
-        rows = rows[seeded_indices(len(rows), _FIT_ROWS, self.seed)]
-        id_train = id_train.take(rows)
-        s = self._components(id_train)
+        s = self._components(id_train.take(self.map_rows(len(id_train))))
         self.fit_scores = s
         self.mean = s.mean(0)
         # a component constant on ID data (degenerate decoder) must not divide by zero: unit spread

@@ -25,6 +25,8 @@ class FeatureSet:
     logits: torch.Tensor  # N x K float32
     maps: list[torch.Tensor] | None = None  # deepest stage maps, fp16, shallow to deep
     labels: torch.Tensor | None = None
+    # the rows ``maps`` hold, ascending, when they hold only some (see extract_features' map_rows); None = all
+    map_rows: torch.Tensor | None = None
 
     @property
     def preds(self) -> torch.Tensor:
@@ -34,12 +36,17 @@ class FeatureSet:
         return int(self.features.shape[0])
 
     def take(self, idx: torch.Tensor) -> FeatureSet:
-        return FeatureSet(
-            self.features[idx],
-            self.logits[idx],
-            None if self.maps is None else [m[idx] for m in self.maps],
-            None if self.labels is None else self.labels[idx],
-        )
+        """Rows ``idx``; their stage maps too, which must then be among those kept (a decoder fed rows
+        without maps would fail far from the cause)."""
+        maps = None
+        if self.maps is not None:
+            at = idx
+            if self.map_rows is not None:
+                at = torch.searchsorted(self.map_rows, idx).clamp_max(max(len(self.map_rows) - 1, 0))
+                if len(idx) and (len(self.map_rows) == 0 or not torch.equal(self.map_rows[at], idx)):
+                    raise ValueError("rows without stage maps: extract them with these rows among map_rows")
+            maps = [m[at] for m in self.maps]
+        return FeatureSet(self.features[idx], self.logits[idx], maps, None if self.labels is None else self.labels[idx])
 
     def to(self, device: torch.device) -> FeatureSet:
         return FeatureSet(
@@ -47,6 +54,7 @@ class FeatureSet:
             self.logits.to(device),
             None if self.maps is None else [m.to(device) for m in self.maps],
             None if self.labels is None else self.labels.to(device),
+            self.map_rows,
         )
 
 
@@ -59,22 +67,38 @@ def extract_features(
     labels: torch.Tensor | None = None,
     reporter: Reporter | None = None,
     description: str = "features",
+    map_rows: torch.Tensor | None = None,
 ) -> FeatureSet:
-    """Features, logits and the ``num_maps`` deepest stage maps of uint8 ``images``, on the CPU."""
+    """Features, logits and the ``num_maps`` deepest stage maps of uint8 ``images``, on the CPU.
+
+    ``map_rows`` keeps the maps of those rows only (features and logits of all). Why: the maps are most of
+    the memory, ~115 KB per 32x32 image for WRN-40-2's three stages and ~230 KB for ResNet18's, so the
+    50,000 ID training images that the baselines fit on would hold 6-11 GB of maps, while the decoder reads
+    them only on the combinations' 10,000 fit rows.
+    """
     reporter = reporter or NullReporter()
     model.eval()
     # NHWC weights to match NHWC batches (see runtime.MEMORY_FORMAT); done outside inference mode, where
     # .to() would turn the weights into inference tensors that no later gradient (ODIN, training) may use
     model.to(memory_format=MEMORY_FORMAT)
+    if map_rows is not None:
+        map_rows = torch.unique(map_rows.to(torch.long).cpu())  # ascending, as FeatureSet.take expects
+        if len(map_rows) and (int(map_rows[0]) < 0 or int(map_rows[-1]) >= len(images)):
+            raise ValueError(f"map_rows must index the {len(images)} images, got rows {int(map_rows[0])}..{int(map_rows[-1])}")
     with torch.inference_mode():
-        return _extract(model, images, device, batch_size, num_maps, labels, reporter, description)
+        return _extract(model, images, device, batch_size, num_maps, labels, reporter, description, map_rows)
 
 
 def _extract(
     model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int, num_maps: int,
-    labels: torch.Tensor | None, reporter: Reporter, description: str,
+    labels: torch.Tensor | None, reporter: Reporter, description: str, map_rows: torch.Tensor | None,
 ) -> FeatureSet:
-    feats, logits, maps = [], [], [[] for _ in range(num_maps)]
+    feats, logits = [], []
+    # preallocated once the first batch shows their shapes, then filled: concatenating per-batch pieces at
+    # the end would hold every map twice at the peak
+    maps: list[torch.Tensor] = []
+    kept = 0  # maps rows filled so far
+    n_maps = len(images) if map_rows is None else len(map_rows)
     task = reporter.task(description, len(images))
     if device.type == "cpu":
         # CPU convolutions run as fast at 128 images as at 500, and the transient activations of one batch
@@ -87,15 +111,23 @@ def _extract(
             out = model.forward_all(x)
         feats.append(out.features.float().cpu())
         logits.append(out.logits.float().cpu())
-        for i, m in enumerate(out.maps[len(out.maps) - num_maps :] if num_maps else []):
-            maps[i].append(m.to(torch.float16).contiguous().cpu())
+        if num_maps:
+            sel = None if map_rows is None else _rows_in(map_rows, start, start + len(x)) - start
+            for i, m in enumerate(out.maps[len(out.maps) - num_maps :]):
+                if len(maps) <= i:
+                    maps.append(torch.empty((n_maps, *m.shape[1:]), dtype=torch.float16))
+                part = m if sel is None else m[sel.to(m.device)]
+                maps[i][kept : kept + len(part)] = part.to(torch.float16).cpu()
+            kept += len(x) if sel is None else len(sel)
         reporter.advance(task, len(x))
     reporter.done(task)
     if not feats:
         raise ValueError("no images to extract features from")
-    return FeatureSet(
-        torch.cat(feats),
-        torch.cat(logits),
-        [torch.cat(m) for m in maps] if num_maps else None,
-        labels,
-    )
+    return FeatureSet(torch.cat(feats), torch.cat(logits), maps if num_maps else None, labels,
+                      map_rows if num_maps else None)
+
+
+def _rows_in(rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """The entries of ascending ``rows`` in ``[start, stop)``."""
+    lo, hi = torch.searchsorted(rows, torch.tensor([start, stop])).tolist()
+    return rows[lo:hi]

@@ -157,7 +157,11 @@ def _fit_detectors(detectors: dict[str, Detector], run: Run, model: torch.nn.Mod
     if not todo:
         return
     num_maps = max(detectors[m].num_maps for m in todo)  # a decoder with fw_layers > 1 reads stage maps
-    feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, num_maps, train.labels, reporter, "ID train features")
+    # the maps of the rows the fits read, not of all training images (gigabytes)
+    wanted = [detectors[m].map_rows(len(train)) for m in todo if detectors[m].num_maps]
+    map_rows = None if not wanted or any(r is None for r in wanted) else torch.cat(wanted)  # type: ignore[arg-type]
+    feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, num_maps, train.labels, reporter,
+                             "ID train features", map_rows)
     for m, key in todo.items():
         d = detectors[m]
         d.fit(feats)
