@@ -14,6 +14,14 @@ by more than 10%: OOD sets are streamed one at a time. The two sides alternate f
 the lowest peak of each counts, like the fastest time of a speed ratio: the same command's peak varies by
 up to 0.3 GB from one run to the next on this machine (measured 0.97-1.31 GB for either side), which a
 single pair of runs mistakes for growth.
+
+``fit-memory``: peak RSS of ``hood evaluate --methods heatmap+vim`` with a decoder that reads the
+classifier's three stage maps (``fw_layers`` 4, as both CPU profiles), fitting afresh on an ID training
+set of 12,000 against one of 36,000 images (the same 1,000 ID test and 200 OOD images). The fit runs the
+classifier over every training image (ViM reads all their features) but the decoder over at most 10,000
+of them, so only those rows' maps (~115 KB each for WRN) may be kept: the peak must not grow by more than
+15% with three times the training set. Before ``map_rows`` the pass kept every row's maps and concatenated
+them (twice their size at the peak): on the CIFAR-10 CPU profiles 49,000 rows, 12.9 GB for WRN-40-2.
 """
 
 from __future__ import annotations
@@ -34,19 +42,21 @@ pin_threads(sys.argv)
 import torch  # noqa: E402
 
 
-def setup(root: Path, arch: str, n_train: int, n_test: int, n_ood_sets: int, ood_size: int) -> tuple[Path, list[Path], Path]:
+def setup(root: Path, arch: str, n_train: int, n_test: int, n_ood_sets: int, ood_size: int,
+          fw_layers: int = 1) -> tuple[Path, list[Path], Path]:
     id_path = make_id_archive(root / "id.tar", n_train, n_test, classes=10)
     oods = [make_flat_archive(root / f"ood{i}.tar", ood_size, seed=100 + i) for i in range(n_ood_sets)]
-    run = make_decoder_run(root / "models", arch, 10, [f"c{i}" for i in range(10)])
+    run = make_decoder_run(root / "models", arch, 10, [f"c{i}" for i in range(10)], fw_layers)
     return id_path, oods, run
 
 
-def job_config(id_path: Path, oods: list[Path], run: Path, arch: str, ood_count: int | None = None):  # noqa: ANN201
+def job_config(id_path: Path, oods: list[Path], run: Path, arch: str, ood_count: int | None = None,
+               methods: tuple[str, ...] = ("heatmap",)):  # noqa: ANN201
     from hood.config import resolve
 
     named = {
         "data.id": str(id_path), "data.ood": [str(p) for p in oods], "model.arch": arch,
-        "model.classifier": str(run.parent / "classifier.pt"), "evaluate.methods": ["heatmap"],
+        "model.classifier": str(run.parent / "classifier.pt"), "evaluate.methods": list(methods),
         "run.device": "cpu", "run.runs_dir": str(run.parent / "runs"), "data.ood_count": ood_count,
     }
     return resolve(None, named)
@@ -102,16 +112,36 @@ def speed(a: argparse.Namespace) -> int:
 
 
 def child(a: argparse.Namespace) -> int:
-    """One evaluate in this process (run by ``memory``); prints nothing but a JSON line."""
+    """One evaluate in this process (run by ``memory`` and ``fit-memory``); prints nothing but a JSON line."""
+    import shutil
+
     from hood.jobs.evaluate import evaluate
 
     root = Path(a.root)
     oods = sorted(root.glob("ood*.tar"))[: a.ood_sets]
-    cfg = job_config(root / "id.tar", oods, root / "models" / "decoder-run", a.arch)
+    run = root / "models" / "decoder-run"
+    shutil.rmtree(run / "fits", ignore_errors=True)  # every child fits afresh: the fit is what fit-memory measures
+    cfg = job_config(root / (a.id or "id.tar"), oods, run, a.arch, methods=tuple(a.methods.split(",")))
     t = time.perf_counter()
-    res = evaluate(cfg, str(root / "models" / "decoder-run")).results
+    res = evaluate(cfg, str(run)).results
     print(json.dumps({"seconds": time.perf_counter() - t, "n_id": res["n_id"], "sets": len(oods)}))
     return 0
+
+
+def child_peak(a: argparse.Namespace, root: Path, cache: str, *args: str) -> tuple[float, dict] | None:
+    """Run ``child`` with ``args`` in a fresh process and a fresh (cold) decode cache: (peak RSS in GB, its
+    JSON line), or None after printing why it failed."""
+    env = {**os.environ, "HOOD_CACHE": str(root / cache)}  # cold cache: the decode path is the peak
+    cmd = [sys.executable, __file__, "child", "--root", str(root), "--arch", a.arch, *args]
+    if a.threads:
+        cmd += ["--threads", str(a.threads)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        print(f"FAIL: the evaluate child ({' '.join(args)}) exited {os.waitstatus_to_exitcode(status)}")
+        return None
+    return usage.ru_maxrss / 1024**2, json.loads(out.strip().splitlines()[-1])  # kilobytes on Linux -> GB
 
 
 def memory(a: argparse.Namespace) -> int:
@@ -120,18 +150,10 @@ def memory(a: argparse.Namespace) -> int:
         root = Path(tmp)
         setup(root, a.arch, a.n_train, a.n_test, 6, a.ood_size)
         for r, k in ((r, k) for r in range(a.rounds) for k in (1, 6)):
-            env = {**os.environ, "HOOD_CACHE": str(root / f"cache{k}-{r}")}  # cold cache: the decode path is the peak
-            cmd = [sys.executable, __file__, "child", "--root", str(root), "--ood-sets", str(k), "--arch", a.arch]
-            if a.threads:
-                cmd += ["--threads", str(a.threads)]
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)
-            out = proc.stdout.read() if proc.stdout else ""
-            if os.waitstatus_to_exitcode(status) != 0:
-                print(f"FAIL: the evaluate child with {k} OOD set(s) exited {os.waitstatus_to_exitcode(status)}")
+            got = child_peak(a, root, f"cache{k}-{r}", "--ood-sets", str(k))
+            if got is None:
                 return 1
-            info = json.loads(out.strip().splitlines()[-1])
-            peak = usage.ru_maxrss / 1024**2  # kilobytes on Linux -> GB
+            peak, info = got
             peaks[k] = min(peaks.get(k, peak), peak)
             print(f"round {r + 1}, {k} OOD set(s): peak RSS {peak:.2f} GB, evaluate {info['seconds']:.1f} s, n_id {info['n_id']}")
     print(f"machine: {machine()}; {a.arch}, ID test {a.n_test}, ID train {a.n_train}, OOD sets of {a.ood_size}; "
@@ -142,21 +164,47 @@ def memory(a: argparse.Namespace) -> int:
     return code or int(peaks[6] > 3.0)
 
 
+def fit_memory(a: argparse.Namespace) -> int:
+    small, large = a.n_train, 3 * a.n_train
+    peaks: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="hood-bench-") as tmp:
+        root = Path(tmp)
+        setup(root, a.arch, small, a.n_test, 1, a.ood_size, fw_layers=4)
+        make_id_archive(root / "id-large.tar", large, a.n_test, classes=10)  # the same seeds: the same ID test images
+        for r, n in ((r, n) for r in range(a.rounds) for n in (small, large)):
+            got = child_peak(a, root, f"cache{n}-{r}", "--ood-sets", "1", "--methods", "heatmap+vim",
+                             "--id", "id.tar" if n == small else "id-large.tar")
+            if got is None:
+                return 1
+            peak, info = got
+            peaks[n] = min(peaks.get(n, peak), peak)
+            print(f"round {r + 1}, ID train {n}: peak RSS {peak:.2f} GB, evaluate {info['seconds']:.1f} s (fit included)")
+    print(f"machine: {machine()}; {a.arch}, decoder fw_layers 4, heatmap+vim fitted afresh, ID test {a.n_test}, one OOD "
+          f"set of {a.ood_size}; lowest peak of {a.rounds} round(s) per side")
+    return report(f"evaluate peak RSS, ID train {large} / {small}", peaks[large] / peaks[small], a.target_growth,
+                  f"{peaks[small]:.2f} GB -> {peaks[large]:.2f} GB", higher_is_better=False)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["speed", "memory", "child"])
+    ap.add_argument("mode", choices=["speed", "memory", "fit-memory", "child"])
     ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--n-train", type=int, default=None, help="ID training images (speed, memory: 1000; fit-memory: 12000 against 3x as many)")
     ap.add_argument("--n-test", type=int, default=None, help="ID test images (speed: 1500, memory: 10000)")
     ap.add_argument("--ood-sets", type=int, default=2)
     ap.add_argument("--ood-size", type=int, default=None, help="images per OOD set (speed: n_test/5, memory: 2000)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--target-speed", type=float, default=0.8)
+    ap.add_argument("--target-growth", type=float, default=1.15, help="fit-memory: the most the peak may grow with 3x the ID training set")
     ap.add_argument("--root", default=None)
+    ap.add_argument("--id", default=None, help="child: the ID archive in --root (id.tar)")
+    ap.add_argument("--methods", default="heatmap", help="child: the methods evaluated")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.mode in ("speed", "memory"):
+        a.n_train = a.n_train or 1000
     if a.mode == "speed":
         a.n_test = a.n_test or 1500
         a.ood_size = a.ood_size or a.n_test // 5
@@ -165,6 +213,9 @@ def main() -> int:
         a.n_test = a.n_test or 10_000
         a.ood_size = a.ood_size or 2000
         return memory(a)
+    if a.mode == "fit-memory":
+        a.n_train, a.n_test, a.ood_size = a.n_train or 12_000, a.n_test or 1000, a.ood_size or 200
+        return fit_memory(a)
     return child(a)
 
 

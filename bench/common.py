@@ -126,8 +126,9 @@ def make_flat_archive(path: Path, n: int, seed: int) -> Path:
     return write_archive(path, {"": (random_images(n, seed=seed), None)})
 
 
-def make_decoder_run(folder: Path, arch: str, num_classes: int, classes: list[str]) -> Path:
-    """A complete train-decoder run with random-init classifier and decoder, for timing evaluate."""
+def make_decoder_run(folder: Path, arch: str, num_classes: int, classes: list[str], fw_layers: int = 1) -> Path:
+    """A complete train-decoder run with random-init classifier and decoder, for timing evaluate;
+    ``fw_layers`` > 1: a decoder that reads the classifier's stage maps (what sets evaluate's memory)."""
     import torch
 
     from hood.models.checkpoint import classifier_state, load_classifier, save_checkpoint, save_decoder
@@ -140,7 +141,7 @@ def make_decoder_run(folder: Path, arch: str, num_classes: int, classes: list[st
     clf_path = folder / "classifier.pt"
     save_checkpoint(classifier_state(model, arch, classes, {}), clf_path)
     clf = load_classifier(clf_path)
-    decoder = HeatmapDecoder(decoder_spec_for(arch, model.feature_dim, num_classes))
+    decoder = HeatmapDecoder(decoder_spec_for(arch, model.feature_dim, num_classes, fw_layers=fw_layers))
     run = folder / "decoder-run"
     run.mkdir(exist_ok=True)
     save_decoder(decoder, clf, run / "decoder.pt", {})

@@ -30,13 +30,15 @@ BENCHES = [
     ("3 evaluate images/s vs bare forward (ResNet18)", ["bench_evaluate.py", "speed", "--n-test", "500", "--arch", "resnet18"]),
     # the memory figure is about streaming the data; WRN-10-2 keeps the two 22,000-image passes short
     ("4 evaluate peak memory, 10k ID test + 1 vs 6 OOD sets of 2k", ["bench_evaluate.py", "memory", "--arch", "wrn10_2"]),
+    # the fits' pass over the ID training set with a skip-input decoder (both CPU profiles): maps of the fit rows only
+    ("4b evaluate peak memory fitting heatmap+vim, ID train 36k vs 12k, fw_layers 4", ["bench_evaluate.py", "fit-memory", "--arch", "wrn10_2"]),
 ]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None, help="pass --threads N to every benchmark")
-    ap.add_argument("--only", type=int, nargs="*", help="run only these target numbers (1-4)")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these benchmarks, by position (1-5; 5 is 4b)")
     a = ap.parse_args()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"## {stamp}, commit {git_commit()}\nmachine: {machine()}\n", flush=True)

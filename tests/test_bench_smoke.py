@@ -34,6 +34,14 @@ def test_bench_scripts_run(script: str) -> None:
     assert "RESULT" in proc.stdout
 
 
+def test_fit_memory_bench_runs_both_sides() -> None:
+    proc = _run("bench_evaluate.py", "fit-memory", "--arch", "wrn10_2", "--n-train", "40", "--n-test", "20",
+                "--ood-size", "10", "--rounds", "1", "--target-growth", "100")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "ID train 40:" in proc.stdout and "ID train 120:" in proc.stdout
+    assert "RESULT evaluate peak RSS, ID train 120 / 40" in proc.stdout
+
+
 def _score_run(folder: Path, sets: dict[str, tuple[float, int]]) -> Path:
     """A stored ``bench/quality.sh`` run with synthetic heatmap, ViM and Mahalanobis scores: N(loc, 1) of n
     images per set."""
