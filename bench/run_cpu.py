@@ -1,4 +1,4 @@
-"""Run every CPU benchmark (targets 1-4 of issue 5), each in its own process, and summarize.
+"""Run every CPU benchmark (targets 1-4 of issue 5, and 4b), each in its own process, and summarize.
 
 ``make bench`` calls this. Each benchmark prints its figure as a side-by-side ratio measured in one
 process and exits non-zero when its target is missed; this runner prints their RESULT lines together
