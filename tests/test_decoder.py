@@ -325,9 +325,9 @@ def test_id_views_are_their_own_targets_and_prototypes_come_from_the_images_as_s
     id_f = torch.randn(2 * n_id, 3, generator=g)
     id_f[n_id:] = id_f[:n_id] + 0.01  # the copies sit right next to their originals in feature space
     ood_f = torch.randn(n_ood, 3, generator=g)
-    logits = torch.zeros(2 * n_id, 2)  # one predicted class for all
-    data, proto = build_decoder_data(id_images, FeatureSet(id_f, logits), torch.zeros(n_ood, 3, 8, 8, dtype=torch.uint8),
-                                     FeatureSet(ood_f, torch.zeros(n_ood, 2)), torch.device("cpu"), id_views=2)
+    logits = torch.zeros(2 * n_id + n_ood, 2)  # one predicted class for all
+    data, proto = build_decoder_data(id_images, torch.zeros(n_ood, 3, 8, 8, dtype=torch.uint8),
+                                     FeatureSet(torch.cat([id_f, ood_f]), logits), torch.device("cpu"), id_views=2)
     assert data.n_id == n_id and data.id_views == 2 and data.n_ood == n_ood
     assert data.target_idx[: 2 * n_id].tolist() == list(range(2 * n_id))  # every ID view: h = 0
     assert proto.tolist() == nearest_prototypes(ood_f, torch.zeros(n_ood, dtype=torch.long), id_f[:n_id],

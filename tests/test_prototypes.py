@@ -106,7 +106,7 @@ def test_decoder_data_targets_are_own_prototype_images() -> None:
     id_images = torch.arange(12, dtype=torch.uint8)[:, None, None, None].expand(12, 3, 2, 2).contiguous()
     ood_images = (100 + torch.arange(9, dtype=torch.uint8))[:, None, None, None].expand(9, 3, 2, 2).contiguous()
     data, proto = build_decoder_data(
-        id_images, FeatureSet(id_f, logits_of(id_p)), ood_images, FeatureSet(ood_f, logits_of(ood_p)), torch.device("cpu")
+        id_images, ood_images, FeatureSet(torch.cat([id_f, ood_f]), logits_of(torch.cat([id_p, ood_p]))), torch.device("cpu")
     )
     assert torch.equal(proto, brute_force(ood_f, ood_p, id_f, id_p))
     assert data.n_id == 12 and len(data.images) == 21
@@ -183,7 +183,7 @@ def test_decoder_data_with_k_prototypes_targets_their_mean_image() -> None:
     id_images = (10 * torch.arange(12, dtype=torch.uint8))[:, None, None, None].expand(12, 3, 2, 2).contiguous()
     ood_images = (200 + torch.arange(9, dtype=torch.uint8))[:, None, None, None].expand(9, 3, 2, 2).contiguous()
     data, proto = build_decoder_data(
-        id_images, FeatureSet(id_f, logits_of(id_p)), ood_images, FeatureSet(ood_f, logits_of(ood_p)), torch.device("cpu"),
+        id_images, ood_images, FeatureSet(torch.cat([id_f, ood_f]), logits_of(torch.cat([id_p, ood_p]))), torch.device("cpu"),
         prototype_k=3,
     )
     assert proto.tolist() == brute_force_k(ood_f, ood_p, id_f, id_p, 3)
@@ -204,7 +204,7 @@ def test_pixel_space_prototypes_are_the_nearest_images_of_the_same_class() -> No
     # features that rank the ID images the other way round, so the two spaces disagree
     id_f, ood_f = -id_images.flatten(1).float(), ood_images.flatten(1).float()
     logits_of = lambda p: torch.nn.functional.one_hot(p, 3).float()  # noqa: E731 - preds = argmax(logits)
-    args = (id_images, FeatureSet(id_f, logits_of(id_p)), ood_images, FeatureSet(ood_f, logits_of(ood_p)), torch.device("cpu"))
+    args = (id_images, ood_images, FeatureSet(torch.cat([id_f, ood_f]), logits_of(torch.cat([id_p, ood_p]))), torch.device("cpu"))
     _, by_pixels = build_decoder_data(*args, prototype_space="pixels")
     _, by_features = build_decoder_data(*args)
     assert by_pixels.tolist() == brute_force(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p).tolist()
@@ -215,3 +215,5 @@ def test_pixel_space_prototypes_are_the_nearest_images_of_the_same_class() -> No
     assert k_nearest.tolist() == brute_force_k(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p, 4)
     with pytest.raises(ValueError, match="prototype_space"):
         build_decoder_data(*args, prototype_space="pixel")
+    with pytest.raises(ValueError, match="41 feature rows for 30 ID and 12 outlier images"):
+        build_decoder_data(id_images, ood_images, args[2].take(torch.arange(41)), torch.device("cpu"))

@@ -129,9 +129,8 @@ def mean_images(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def build_decoder_data(
     id_images: torch.Tensor,
-    id_feats: FeatureSet,
     ood_images: torch.Tensor,
-    ood_feats: FeatureSet,
+    feats: FeatureSet,
     device: torch.device,
     views: int = 1,
     prototype_k: int = 1,
@@ -140,6 +139,9 @@ def build_decoder_data(
 ) -> tuple[DecoderData, torch.Tensor]:
     """Pair each outlier (each view, see :func:`augmented_views`) with its prototype; returns the data and
     the prototype index per outlier row (``n x k`` with ``prototype_k`` k > 1).
+
+    ``feats`` holds the rows of ``id_images`` then those of ``ood_images``, as the data keeps them: one
+    FeatureSet, so the stage maps are never held as two parts and a joined copy.
 
     ``id_images`` holds ``id_views`` blocks (block 0 as sampled); prototypes come from block 0 only: a
     prototype is an ID image as the data set has it, never an augmented copy.
@@ -156,19 +158,17 @@ def build_decoder_data(
         raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
     if len(id_images) % id_views:
         raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
+    if len(feats) != len(id_images) + len(ood_images):
+        raise ValueError(f"{len(feats)} feature rows for {len(id_images)} ID and {len(ood_images)} outlier images")
     n_id = len(id_images) // id_views
     if prototype_space not in PROTOTYPE_SPACES:
         raise ValueError(f"prototype_space must be features or pixels, got '{prototype_space}'")
+    preds, n_rows = feats.preds, len(id_images)
     if prototype_space == "pixels":
         queries, keys = normalize(ood_images).flatten(1), normalize(id_images[:n_id]).flatten(1)
     else:
-        queries, keys = ood_feats.features, id_feats.features[:n_id]
-    proto = nearest_prototypes(queries, ood_feats.preds, keys, id_feats.preds[:n_id], device, k=prototype_k)
-    feats = FeatureSet(
-        torch.cat([id_feats.features, ood_feats.features]),
-        torch.cat([id_feats.logits, ood_feats.logits]),
-        None if id_feats.maps is None else [torch.cat([a, b]) for a, b in zip(id_feats.maps, ood_feats.maps, strict=True)],
-    )
+        queries, keys = feats.features[n_rows:], feats.features[:n_id]
+    proto = nearest_prototypes(queries, preds[n_rows:], keys, preds[:n_id], device, k=prototype_k)
     images = [id_images, ood_images]
     id_targets = torch.arange(len(id_images))
     if prototype_k == 1:

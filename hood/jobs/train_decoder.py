@@ -159,17 +159,19 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     extra = f" + {len(pool) - natural} {cfg.data.aux_synthetic} (synthetic)" if len(pool) > natural else ""
     reporter.log(f"ID train {len(id_train)} images, outliers {natural} of {pool_size.get('n', natural)}{extra}")
     id_images = augmented_views(id_train.images, d.id_views, cfg.run.seed, ID_STREAM)  # the same copies again on resume
-    id_feats = extract_features(model, id_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="ID features")
     ood_images = augmented_views(pool.images, d.ood_views, cfg.run.seed)
-    ood_feats = extract_features(model, ood_images, device, cfg.evaluate.batch_size, num_maps, reporter=reporter, description="outlier features")
+    # one pass over both, in the order the decoder's data keeps them: the stage maps (with fw_layers > 1 most
+    # of the memory) are written once into place, never held twice as ID and outlier parts and their join
+    feats = extract_features(model, torch.cat([id_images, ood_images]), device, cfg.evaluate.batch_size, num_maps,
+                             reporter=reporter, description="ID and outlier features")
     phases.mark("features")
-    data, proto = build_decoder_data(id_images, id_feats, ood_images, ood_feats, device, d.ood_views, d.prototype_k, d.id_views,
+    data, proto = build_decoder_data(id_images, ood_images, feats, device, d.ood_views, d.prototype_k, d.id_views,
                                      d.prototype_space)
     phases.mark("prototypes")
 
     spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
     decoder = HeatmapDecoder(spec)
-    as_sampled = id_feats.features[: len(id_train)]  # the true ID extremes (defect 3): not the augmented copies'
+    as_sampled = feats.features[: len(id_train)]  # the true ID extremes (defect 3): not the augmented copies'
     decoder.set_feature_range(float(as_sampled.min()), float(as_sampled.max()))
     start_epoch = 0
     optimizer_state = None
