@@ -53,3 +53,17 @@ def test_map_rows_keep_the_maps_of_those_rows_only() -> None:
     with pytest.raises(ValueError, match="map_rows must index the 11 images"):
         extract_features(model, images, torch.device("cpu"), num_maps=2, map_rows=torch.tensor([11]))
     assert extract_features(model, images[:3], torch.device("cpu"), map_rows=torch.tensor([1])).maps is None
+
+
+def test_taking_one_ascending_run_of_rows_views_the_maps_instead_of_copying() -> None:
+    from hood.engine.features import FeatureSet
+
+    maps = [torch.arange(40, dtype=torch.float16).reshape(10, 4)]
+    feats = FeatureSet(torch.randn(10, 3), torch.randn(10, 2), maps)
+    run = feats.take(torch.arange(3, 7))
+    assert run.maps[0].data_ptr() == maps[0][3].data_ptr() and torch.equal(run.maps[0], maps[0][3:7])
+    other = feats.take(torch.tensor([3, 5, 6]))
+    assert other.maps[0].data_ptr() != maps[0][3].data_ptr() and torch.equal(other.maps[0], maps[0][[3, 5, 6]])
+    kept = FeatureSet(feats.features, feats.logits, [maps[0][[2, 4, 5, 6]]], map_rows=torch.tensor([2, 4, 5, 6]))
+    assert torch.equal(kept.take(torch.tensor([4, 5, 6])).maps[0], maps[0][[4, 5, 6]])  # positions 1..3: a view
+    assert torch.equal(kept.take(torch.tensor([6, 2])).maps[0], maps[0][[6, 2]])
