@@ -144,18 +144,29 @@ def child_peak(a: argparse.Namespace, root: Path, cache: str, *args: str) -> tup
     return usage.ru_maxrss / 1024**2, json.loads(out.strip().splitlines()[-1])  # kilobytes on Linux -> GB
 
 
+def lowest_peaks(a: argparse.Namespace, root: Path, sides: dict[str, list[str]]) -> dict[str, float] | None:
+    """Each side's child (``sides``: its label and ``child`` arguments), alternating for ``--rounds`` rounds:
+    the lowest peak per side, like the fastest time of a speed ratio; None when a child failed."""
+    peaks: dict[str, float] = {}
+    for r in range(a.rounds):
+        for i, (label, args) in enumerate(sides.items()):
+            got = child_peak(a, root, f"cache{i}-{r}", *args)
+            if got is None:
+                return None
+            peak, info = got
+            peaks[label] = min(peaks.get(label, peak), peak)
+            print(f"round {r + 1}, {label}: peak RSS {peak:.2f} GB, evaluate {info['seconds']:.1f} s, n_id {info['n_id']}")
+    return peaks
+
+
 def memory(a: argparse.Namespace) -> int:
-    peaks: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="hood-bench-") as tmp:
         root = Path(tmp)
         setup(root, a.arch, a.n_train, a.n_test, 6, a.ood_size)
-        for r, k in ((r, k) for r in range(a.rounds) for k in (1, 6)):
-            got = child_peak(a, root, f"cache{k}-{r}", "--ood-sets", str(k))
-            if got is None:
-                return 1
-            peak, info = got
-            peaks[k] = min(peaks.get(k, peak), peak)
-            print(f"round {r + 1}, {k} OOD set(s): peak RSS {peak:.2f} GB, evaluate {info['seconds']:.1f} s, n_id {info['n_id']}")
+        got = lowest_peaks(a, root, {f"{k} OOD set(s)": ["--ood-sets", str(k)] for k in (1, 6)})
+        if got is None:
+            return 1
+        peaks = {1: got["1 OOD set(s)"], 6: got["6 OOD set(s)"]}
     print(f"machine: {machine()}; {a.arch}, ID test {a.n_test}, ID train {a.n_train}, OOD sets of {a.ood_size}; "
           f"lowest peak of {a.rounds} round(s) per side")
     growth = peaks[6] / peaks[1]
@@ -166,19 +177,16 @@ def memory(a: argparse.Namespace) -> int:
 
 def fit_memory(a: argparse.Namespace) -> int:
     small, large = a.n_train, 3 * a.n_train
-    peaks: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="hood-bench-") as tmp:
         root = Path(tmp)
         setup(root, a.arch, small, a.n_test, 1, a.ood_size, fw_layers=4)
         make_id_archive(root / "id-large.tar", large, a.n_test, classes=10)  # the same seeds: the same ID test images
-        for r, n in ((r, n) for r in range(a.rounds) for n in (small, large)):
-            got = child_peak(a, root, f"cache{n}-{r}", "--ood-sets", "1", "--methods", "heatmap+vim",
-                             "--id", "id.tar" if n == small else "id-large.tar")
-            if got is None:
-                return 1
-            peak, info = got
-            peaks[n] = min(peaks.get(n, peak), peak)
-            print(f"round {r + 1}, ID train {n}: peak RSS {peak:.2f} GB, evaluate {info['seconds']:.1f} s (fit included)")
+        sides = {f"ID train {n} (fit included)": ["--ood-sets", "1", "--methods", "heatmap+vim", "--id", archive]
+                 for n, archive in ((small, "id.tar"), (large, "id-large.tar"))}
+        got = lowest_peaks(a, root, sides)
+        if got is None:
+            return 1
+        peaks = {small: got[f"ID train {small} (fit included)"], large: got[f"ID train {large} (fit included)"]}
     print(f"machine: {machine()}; {a.arch}, decoder fw_layers 4, heatmap+vim fitted afresh, ID test {a.n_test}, one OOD "
           f"set of {a.ood_size}; lowest peak of {a.rounds} round(s) per side")
     return report(f"evaluate peak RSS, ID train {large} / {small}", peaks[large] / peaks[small], a.target_growth,

@@ -38,7 +38,7 @@ def test_fit_memory_bench_runs_both_sides() -> None:
     proc = _run("bench_evaluate.py", "fit-memory", "--arch", "wrn10_2", "--n-train", "40", "--n-test", "20",
                 "--ood-size", "10", "--rounds", "1", "--target-growth", "100")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-    assert "ID train 40:" in proc.stdout and "ID train 120:" in proc.stdout
+    assert "ID train 40 (fit included): peak RSS" in proc.stdout and "ID train 120 (fit included): peak RSS" in proc.stdout
     assert "RESULT evaluate peak RSS, ID train 120 / 40" in proc.stdout
 
 
