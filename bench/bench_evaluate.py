@@ -144,17 +144,17 @@ def child_peak(a: argparse.Namespace, root: Path, cache: str, *args: str) -> tup
     return usage.ru_maxrss / 1024**2, json.loads(out.strip().splitlines()[-1])  # kilobytes on Linux -> GB
 
 
-def lowest_peaks(a: argparse.Namespace, root: Path, sides: dict[str, list[str]]) -> dict[str, float] | None:
-    """Each side's child (``sides``: its label and ``child`` arguments), alternating for ``--rounds`` rounds:
-    the lowest peak per side, like the fastest time of a speed ratio; None when a child failed."""
-    peaks: dict[str, float] = {}
+def lowest_peaks(a: argparse.Namespace, root: Path, sides: dict[int, tuple[str, list[str]]]) -> dict[int, float] | None:
+    """Each side's child (``sides``: key -> its label and ``child`` arguments), alternating for ``--rounds``
+    rounds: the lowest peak per key, like the fastest time of a speed ratio; None when a child failed."""
+    peaks: dict[int, float] = {}
     for r in range(a.rounds):
-        for i, (label, args) in enumerate(sides.items()):
-            got = child_peak(a, root, f"cache{i}-{r}", *args)
+        for key, (label, args) in sides.items():
+            got = child_peak(a, root, f"cache{key}-{r}", *args)
             if got is None:
                 return None
             peak, info = got
-            peaks[label] = min(peaks.get(label, peak), peak)
+            peaks[key] = min(peaks.get(key, peak), peak)
             print(f"round {r + 1}, {label}: peak RSS {peak:.2f} GB, evaluate {info['seconds']:.1f} s, n_id {info['n_id']}")
     return peaks
 
@@ -163,10 +163,9 @@ def memory(a: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="hood-bench-") as tmp:
         root = Path(tmp)
         setup(root, a.arch, a.n_train, a.n_test, 6, a.ood_size)
-        got = lowest_peaks(a, root, {f"{k} OOD set(s)": ["--ood-sets", str(k)] for k in (1, 6)})
-        if got is None:
+        peaks = lowest_peaks(a, root, {k: (f"{k} OOD set(s)", ["--ood-sets", str(k)]) for k in (1, 6)})
+        if peaks is None:
             return 1
-        peaks = {1: got["1 OOD set(s)"], 6: got["6 OOD set(s)"]}
     print(f"machine: {machine()}; {a.arch}, ID test {a.n_test}, ID train {a.n_train}, OOD sets of {a.ood_size}; "
           f"lowest peak of {a.rounds} round(s) per side")
     growth = peaks[6] / peaks[1]
@@ -181,12 +180,11 @@ def fit_memory(a: argparse.Namespace) -> int:
         root = Path(tmp)
         setup(root, a.arch, small, a.n_test, 1, a.ood_size, fw_layers=4)
         make_id_archive(root / "id-large.tar", large, a.n_test, classes=10)  # the same seeds: the same ID test images
-        sides = {f"ID train {n} (fit included)": ["--ood-sets", "1", "--methods", "heatmap+vim", "--id", archive]
+        sides = {n: (f"ID train {n} (fit included)", ["--ood-sets", "1", "--methods", "heatmap+vim", "--id", archive])
                  for n, archive in ((small, "id.tar"), (large, "id-large.tar"))}
-        got = lowest_peaks(a, root, sides)
-        if got is None:
+        peaks = lowest_peaks(a, root, sides)
+        if peaks is None:
             return 1
-        peaks = {small: got[f"ID train {small} (fit included)"], large: got[f"ID train {large} (fit included)"]}
     print(f"machine: {machine()}; {a.arch}, decoder fw_layers 4, heatmap+vim fitted afresh, ID test {a.n_test}, one OOD "
           f"set of {a.ood_size}; lowest peak of {a.rounds} round(s) per side")
     return report(f"evaluate peak RSS, ID train {large} / {small}", peaks[large] / peaks[small], a.target_growth,
