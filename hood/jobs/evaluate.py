@@ -102,7 +102,7 @@ def results_csv(results: dict[str, Any]) -> str:
 
 
 def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter: Reporter) -> tuple[Run | None, list[str]]:
-    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+energy``), a previous evaluate run given
+    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+vim``), a previous evaluate run given
     with ``--run`` (its cached fits are reused), or None (a fresh evaluate run is made later)."""
     if run_path:
         run = open_run(run_path)

@@ -102,7 +102,7 @@ def _why(err: Exception) -> str:
 
 def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tuple[float | None, str]:
     """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
-    was set under the scoring settings in force now (a partner weight or fusion changes every score)."""
+    was set under the scoring settings in force now (a partner weight changes every score)."""
     if given is not None:
         return float(given), "--threshold"
     f = run.file("results.json")
@@ -115,12 +115,17 @@ def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tup
         if method in stored:
             then = results.get("threshold_params", {}).get(method)  # absent in results from before it was kept
             now = det.score_params()
+            if then is not None:  # settings older hoods recorded, at the one value this hood always scores with
+                then = {k: v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
             if then is not None and then != now:
                 raise RunError(
                     f"the {method} threshold in {f} was set with {_settings(then)}, this scoring uses {_settings(now)}; "
                     f"run `hood evaluate --run {run.path} --methods {method}` with these settings, or pass --threshold")
             return float(stored[method]), f"{f} (keeps 95% of ID test)"
     return None, "none: run `hood evaluate` on this run or pass --threshold"
+
+
+_ALWAYS = {"fusion": "zscore"}  # a scoring setting older hoods offered, fixed here
 
 
 def _settings(params: dict[str, Any]) -> str:
