@@ -19,7 +19,7 @@ from hood.detectors.odin import ODINDetector
 from hood.detectors.react import ReActDetector
 from hood.detectors.vim import ViMDetector, default_dim
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import ConfigError, DetectorParameterError
 from hood.jobs.evaluate import resolve_methods
 
 
@@ -60,7 +60,7 @@ def test_knn_distance_to_kth_neighbour_of_normalized_features() -> None:
     d9 = KNNDetector(k=9)  # more neighbours than training points: the farthest one
     d9.fit(bank)
     assert d9.score(query)[0] == pytest.approx(2.0, abs=1e-6)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match="^k must be a positive integer, got 0$"):
         KNNDetector(k=0)
 
 
@@ -93,7 +93,7 @@ def test_react_clips_at_the_id_train_percentile_then_takes_energy() -> None:
     logits = clipped @ np.eye(2) + [0.0, 0.5]
     expect = -np.log(np.exp(logits).sum(1))
     assert d.score(fs(z)) == pytest.approx(expect)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match=r"^percentile must be in \(0, 100\], got 0$"):
         ReActDetector(head, percentile=0)
 
 
@@ -119,7 +119,7 @@ def test_vim_virtual_logit_on_a_constructed_case() -> None:
     resid = np.abs((q - [-1.0, 0.0, 2.0]) @ basis[:, 0])
     assert d.score(fs(q, q_logits)) == pytest.approx(alpha * resid - lse, rel=1e-6)
     assert default_dim(128) == 64 and default_dim(512) == 256 and default_dim(768) == 512 and default_dim(2048) == 1000
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match=r"^dim must be in \[1, 2\] for 3-d features, got 3$"):
         ViMDetector(head, dim=3)
 
 
@@ -134,7 +134,7 @@ def test_odin_without_perturbation_is_tempered_msp_and_perturbation_raises_confi
     assert plain == pytest.approx((-torch.softmax(logits / 10, 1).amax(1)).numpy(), rel=1e-5)
     perturbed = ODINDetector(model, torch.device("cpu"), temperature=10.0, epsilon=0.002).score_images(images)
     assert np.all(perturbed <= plain + 1e-7) and np.any(perturbed < plain)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match="^temperature must be positive, got 0.0$"):
         ODINDetector(model, torch.device("cpu"), temperature=0.0)
 
 
@@ -161,6 +161,29 @@ def test_registry_order_and_method_names() -> None:
         resolve_methods(["knnn"])
     ctx = DetectorContext(classifier=Head([[1.0]], [0.0]), device=torch.device("cpu"), options={"knn_k": 7})
     assert DETECTORS["knn"](ctx).k == 7
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("evaluate.knn_k=0", "evaluate.knn_k: k must be a positive integer, got 0"),
+    ("evaluate.vim_dim=9", "evaluate.vim_dim: dim must be in [1, 3] for 4-d features, got 9"),
+    ("evaluate.react_percentile=0", "evaluate.react_percentile: percentile must be in (0, 100], got 0.0"),
+    ("evaluate.odin_epsilon=-1", "evaluate.odin_epsilon: epsilon must be non-negative, got -1.0"),
+])
+def test_a_detector_names_its_parameter_and_the_jobs_layer_the_config_key(setting: str, message: str) -> None:
+    """Detectors know their parameters, not where the values came from; evaluate and score, which set them
+    from the config, lead the detector's message with the key (one line, as every config error)."""
+    from hood.config import resolve
+    from hood.jobs.detectors import build_detectors
+
+    cfg = resolve(None, {}, [setting])
+    ctx = DetectorContext(classifier=_head(), device=torch.device("cpu"), options={"config": cfg})
+    method = {"knn": "knn", "vim": "vim", "rea": "react", "odi": "odin"}[setting.split(".")[1][:3]]
+    with pytest.raises(DetectorParameterError) as alone:
+        DETECTORS[method](ctx)
+    assert "evaluate" not in str(alone.value) and str(alone.value) == message.split(": ", 1)[1]
+    with pytest.raises(ConfigError) as keyed:
+        build_detectors(ctx, ["msp", method])
+    assert str(keyed.value) == message
 
 
 def test_odin_survives_weights_touched_under_inference_mode() -> None:

@@ -30,6 +30,7 @@ from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.common import check_classifier, open_classifier
+from hood.jobs.detectors import build_detectors
 from hood.models.checkpoint import load_decoder, safe_load
 from hood.runs import Run
 from hood.viz import overlay_image
@@ -172,7 +173,7 @@ def score_images(
     if (method in NEEDS_DECODER or heatmaps_dir) and decoder is None:
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
-    det = ctx.detector(method)
+    det = build_detectors(ctx, [method])[method]
     if det.needs_fit:
         _load_fit(run, method, det, classifier.fingerprint)
     drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
