@@ -31,7 +31,10 @@ def panel_rows(text: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
-def test_every_help_line_fits_two_lines_of_an_80_column_terminal(command: str | None) -> None:
+def test_every_help_line_fits_two_lines_of_an_80_column_terminal(command: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 80)  # read from $TERMINAL_WIDTH when typer was imported
     args = ["--help"] if command is None else [command, "--help"]
     out = CliRunner().invoke(app, args, env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
     assert out.exit_code == 0, out.output
