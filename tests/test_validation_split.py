@@ -57,7 +57,7 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
         "data.id": str(id_folder), "data.aux": str(aux), "data.ood": [str(aux), "uniform-noise"], "model.arch": "wrn10_2",
         "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
         "data.val_id_per_class": 2, "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1,
-        "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap", "heatmap+energy", "knn"], "evaluate.knn_k": 3,
+        "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap", "heatmap+vim", "knn"], "evaluate.knn_k": 3,
     }
     cfg = resolve(None, named, None)
     run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
@@ -68,7 +68,7 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
     assert samples["pool_size"] == 15  # 3 of the 4 aux classes: the last one is validation OOD
 
     args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(tiny_classifier), "-d", str(id_folder),
-            "--ood", f"{aux},uniform-noise,blobs", "--methods", "heatmap,heatmap+energy,knn", "--device", "cpu", "--json", "-q",
+            "--ood", f"{aux},uniform-noise,blobs", "--methods", "heatmap,heatmap+vim,knn", "--device", "cpu", "--json", "-q",
             "--set", "model.arch=wrn10_2", "--set", "evaluate.knn_k=3", "--set", "run.num_threads=1"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output

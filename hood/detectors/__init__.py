@@ -1,13 +1,13 @@
 """Detectors behind one interface; importing this package registers all of them.
 
 ``ORDER`` is the order of ``--methods all`` and of the table's columns: the paper's detector and its
-combinations with a baseline, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
+combination with ViM, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
 """
 
 from hood.detectors import combined, energy, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, vim  # noqa: F401  (registers)
 from hood.detectors.base import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, uses_decoder
 
-ORDER = ("heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
+ORDER = ("heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
 
 
 def all_methods() -> list[str]:

@@ -48,6 +48,7 @@ from hood.jobs.common import (
     open_classifier,
     skip_note,
 )
+from hood.jobs.detectors import build_detectors
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
 from hood.models.checkpoint import load_decoder, safe_load
 from hood.runs import Run, create_run, open_run
@@ -102,7 +103,7 @@ def results_csv(results: dict[str, Any]) -> str:
 
 
 def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter: Reporter) -> tuple[Run | None, list[str]]:
-    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+energy``), a previous evaluate run given
+    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+vim``), a previous evaluate run given
     with ``--run`` (its cached fits are reused), or None (a fresh evaluate run is made later)."""
     if run_path:
         run = open_run(run_path)
@@ -200,7 +201,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     split = (_validation_split(meta, run, cfg, splits, options, root, size, classifier.meta, str(clf_path))
              if cfg.evaluate.validation else None)
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options=options)
-    detectors: dict[str, Detector] = {m: ctx.detector(m) for m in methods}  # combinations share their parts' instances
+    detectors = build_detectors(ctx, methods)
     num_maps = max(d.num_maps for d in detectors.values())
     seconds = dict.fromkeys(methods, 0.0)
     tag = "val-" if split else ""  # validation scores never overwrite the test scores
