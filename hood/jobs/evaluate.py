@@ -299,7 +299,7 @@ def _plan(cfg: Config, run: Run, meta: dict[str, Any], splits: dict[str, ImageSe
         plan = _validation_plan(meta, run, cfg, splits, options, root, size, classifier_meta, classifier)
     else:
         test_sets = [(dataset_label(spec), lambda spec=spec: load_image_set(spec, root, size, cfg.data.strict)) for spec in cfg.data.ood]
-        plan = Plan(splits["train"], splits["test"], test_sets, None, "")
+        plan = Plan(fit=splits["train"], id=splits["test"], ood=test_sets, ood_count=None, prefix="")
     plan.id_size = len(plan.id)
     plan.id, plan.id_rows = draw(plan.id, cfg.data.id_test_count, cfg.data.ood_draw, cfg.data.ood_draw_seed)
     # the protocol: len(ID test)/5 images of each test set; all of each validation set
@@ -349,7 +349,7 @@ def _validation_plan(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[s
         )
     describe = {"val_id_source": source, "val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux,
                 "val_ood": list(cfg.data.val_ood), "n_fit": len(fit)}
-    return Plan(fit, val_id, ood, None, "val-", describe)
+    return Plan(fit=fit, id=val_id, ood=ood, ood_count=None, prefix="val-", validation=describe)
 
 
 def _score(ctx: DetectorContext, d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:
