@@ -23,6 +23,7 @@ from hood.errors import ConfigError
 from hood.models.registry import ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
+OOD_DRAWS = ("random", "first")  # data.ood_draw; the first is the default
 VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is the default
 
 
@@ -37,6 +38,11 @@ class DataConfig:
     image_size: int = 32
     ood_count: int | None = None  # images per OOD test set; None = len(ID test) / 5 (the protocol)
     id_test_count: int | None = None  # None = the full ID test split
+    # which rows of a set larger than its count (ood_count, id_test_count): "random", drawn with ood_draw_seed
+    # (its own seed, so every method and every run.seed scores the same images, and a class-sorted folder is
+    # not cut to its first classes), or "first", the file order (the official protocol's reading)
+    ood_draw: str = "random"
+    ood_draw_seed: int = 0
     strict: bool = False  # unreadable images are fatal instead of skipped
     # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
     val_id_per_class: int = 0  # the last N training images of every class
@@ -45,6 +51,8 @@ class DataConfig:
     # unbiased choice, since a classifier's own training images look more typical to it than unseen ones)
     val_id_source: str = "last"
     val_aux_classes: int = 0  # the last K class folders of the auxiliary set
+    # more validation OOD sets (names, folders, archives), e.g. far-OOD ones; never an OOD test set
+    val_ood: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -380,6 +388,9 @@ def validate(cfg: Config) -> Config:
          f"must be last (the last val_id_per_class images of every class) or classifier (the images hood pretrain held out), got '{cfg.data.val_id_source}'")
     need(cfg.data.val_id_source != "classifier" or cfg.data.val_id_per_class == 0, "data.val_id_per_class",
          f"must be 0 with data.val_id_source=classifier (the classifier's held-out images are the validation ID set), got {cfg.data.val_id_per_class}")
+    need(cfg.data.ood_draw in OOD_DRAWS, "data.ood_draw", f"must be random (a seeded draw) or first (the file order), got '{cfg.data.ood_draw}'")
+    need(0 <= cfg.data.ood_draw_seed < 2**32, "data.ood_draw_seed", f"must be in [0, 2**32), got {cfg.data.ood_draw_seed}")
+    _validate_val_ood(cfg, need)
     p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
     need(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")
     need(p.batch_size >= 1, "pretrain.batch_size", f"must be at least 1, got {p.batch_size}")
@@ -413,6 +424,18 @@ def validate(cfg: Config) -> Config:
     need(r.num_threads is None or r.num_threads >= 1, "run.num_threads", "must be at least 1")
     need(r.checkpoint_interval_s >= 0, "run.checkpoint_interval_s", f"must be non-negative, got {r.checkpoint_interval_s}")
     return cfg
+
+
+def _validate_val_ood(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
+    """``data.val_ood``: known sets, none of them an OOD test set (a built-in synthetic name is validated on a
+    draw of its own, so it may be both)."""
+    from hood.data.builtin import SYNTHETIC_NAMES
+
+    for spec in cfg.data.val_ood:
+        need(bool(str(spec).strip()), "data.val_ood", "must name data sets, got an empty name")
+        need(unknown_dataset(spec) is None, "data.val_ood", unknown_dataset(spec) or "")
+        need(spec in SYNTHETIC_NAMES or spec not in cfg.data.ood, "data.val_ood",
+             f"names '{spec}', which is an OOD test set too (data.ood); validate on sets that are not test sets")
 
 
 def resolve(

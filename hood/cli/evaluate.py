@@ -55,12 +55,15 @@ def evaluate(
     evaluate.* config keys (--set evaluate.knn_k=50).
 
     --ood, comma-separated: registry names, the built-ins uniform-noise,
-    gaussian-noise and blobs, folders or archives. An earlier evaluate run
-    given as --run reuses its cached fits.
+    gaussian-noise and blobs, folders or archives. A set larger than --ood-count
+    is drawn at random with data.ood_draw_seed, the same images for every method
+    (--set data.ood_draw=first keeps the paper's first images). An earlier
+    evaluate run given as --run reuses its cached fits.
 
     --validation scores the split train-decoder held out (data.val_id_per_class
-    or data.val_id_source=classifier, and data.val_aux_classes) plus a fresh
-    draw of each built-in set in --ood, and writes validation.json."""
+    or data.val_id_source=classifier, and data.val_aux_classes), a fresh draw of
+    each built-in set in --ood, and the sets of data.val_ood (validation sets
+    that are not test sets, e.g. far-OOD ones); writes validation.json."""
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {

@@ -134,7 +134,7 @@ def skip_note(s: ImageSet) -> str | None:
 # where it runs, where files go, how often it checkpoints, and what only `evaluate` reads.
 RESUME_FREE = (
     "name", "run.device", "run.num_threads", "run.compile", "run.out", "run.runs_dir", "data.root", "data.strict",
-    "data.ood", "data.ood_count", "data.id_test_count", "model.classifier", "evaluate.",
+    "data.ood", "data.ood_count", "data.id_test_count", "data.val_ood", "model.classifier", "evaluate.",
     "pretrain.checkpoint_every", "decoder.checkpoint_every", "run.checkpoint_interval_s",
     "pretrain.cuda_graph", "decoder.cuda_graph",  # the same steps, launched another way
 )
