@@ -132,6 +132,10 @@ class EvaluateConfig:
     odin_epsilon: float = 0.0014  # input perturbation, in [0, 1] pixel units
     knn_k: int = 50
     react_percentile: float = 90.0
+    ash_percentile: float = 95.0  # ASH-S prunes each feature below its own p-th percentile (the paper's CIFAR-10 choice)
+    scale_percentile: float = 85.0  # SCALE's percentile for its scaling factor (the authors' default)
+    gen_gamma: float = 0.1
+    gen_m: int = 100  # GEN reads the M largest softmax probabilities, capped at the number of classes
     # heatmap+X: score = z_heatmap + partner_weight * z_partner (detectors/combined.py; each partner of a trio); 1 = the plain sum
     partner_weight: float = 1.0
     # zscore: that sum; tail: -log of each score's ID tail probability instead of its z-score (Fisher's
@@ -413,6 +417,10 @@ def validate(cfg: Config) -> Config:
     need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")
     need(e.fusion in FUSIONS, "evaluate.fusion", f"must be zscore (the weighted z-sum) or tail, got '{e.fusion}'")
     need(0 < e.tail_fraction <= 0.5, "evaluate.tail_fraction", f"must be in (0, 0.5], got {e.tail_fraction}")
+    for key, value in (("ash_percentile", e.ash_percentile), ("scale_percentile", e.scale_percentile)):
+        need(0 <= value < 100, f"evaluate.{key}", f"must be in [0, 100), got {value}")
+    need(e.gen_gamma > 0, "evaluate.gen_gamma", f"must be positive, got {e.gen_gamma}")
+    need(e.gen_m >= 1, "evaluate.gen_m", f"must be at least 1, got {e.gen_m}")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")
