@@ -20,7 +20,7 @@ from hood.config import Config, resolve
 from hood.jobs.evaluate import evaluate
 from hood.metrics import ood_metrics
 
-METHODS = ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim"]
+METHODS = ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
 _RUNS: dict[str, dict[str, Any]] = {}
 
 

@@ -59,11 +59,13 @@ class ASHDetector(Detector):
     def score_params(self) -> dict[str, Any]:
         return {"percentile": self.percentile}
 
+    def shape(self, z: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """The features the last layer sees: the ``top`` ones alone, sharpened."""
+        return z * top * sharpening(z, top)[:, None]
+
     def score(self, feats: FeatureSet) -> np.ndarray:
         z = feats.features.double()
-        top = top_mask(z, self.k)
-        shaped = z * top * sharpening(z, top)[:, None]
-        return energy(shaped @ self.weight.T + self.bias).numpy()
+        return energy(self.shape(z, top_mask(z, self.k)) @ self.weight.T + self.bias).numpy()
 
 
 @register("ash")

@@ -13,31 +13,21 @@ p = 85, the authors' default (``evaluate.scale_percentile``). Nothing is fitted.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 
-from hood.detectors.ash import kept_count, sharpening, top_mask
-from hood.detectors.base import Detector, DetectorContext, energy, final_layer, register
-from hood.engine.features import FeatureSet
+from hood.detectors.ash import ASHDetector, sharpening
+from hood.detectors.base import Detector, DetectorContext, register
 
 
-class SCALEDetector(Detector):
+class SCALEDetector(ASHDetector):
     name = "scale"
 
     def __init__(self, classifier: torch.nn.Module, percentile: float = 85.0) -> None:
-        self.weight, self.bias = final_layer(classifier)
-        self.percentile = float(percentile)
-        self.k = kept_count(self.weight.shape[1], self.percentile, self.name)
+        super().__init__(classifier, percentile)
 
-    def score_params(self) -> dict[str, Any]:
-        return {"percentile": self.percentile}
-
-    def score(self, feats: FeatureSet) -> np.ndarray:
-        z = feats.features.double()
-        scaled = z * sharpening(z, top_mask(z, self.k))[:, None]
-        return energy(scaled @ self.weight.T + self.bias).numpy()
+    def shape(self, z: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """Every feature, sharpened: ``top`` only sets the factor."""
+        return z * sharpening(z, top)[:, None]
 
 
 @register("scale")
