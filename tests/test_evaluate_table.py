@@ -121,7 +121,7 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
 
     root = pipeline["root"]
     run = Path(shutil.copytree(pipeline["run"], tmp_path / "copy"))  # the shared run stays as the other tests expect
-    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["heatmap+energy", "heatmap+knn", "heatmap+mahalanobis", "heatmap+vim", "heatmap+vim+mahalanobis", "knn", "mahalanobis", "react", "vim"]
+    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["fdbd", "heatmap+energy", "heatmap+knn", "heatmap+mahalanobis", "heatmap+vim", "heatmap+vim+mahalanobis", "knn", "mahalanobis", "react", "vim"]
     calls: list[str] = []
     real = ev.extract_features
     monkeypatch.setattr(ev, "extract_features", lambda *a, **k: calls.append(a[7] if len(a) > 7 else k.get("description")) or real(*a, **k))
