@@ -4,10 +4,10 @@
 combination with ViM, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
 """
 
-from hood.detectors import combined, energy, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, vim  # noqa: F401  (registers)
+from hood.detectors import ash, combined, energy, fdbd, gen, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, scale, vim  # noqa: F401  (registers)
 from hood.detectors.base import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, uses_decoder
 
-ORDER = ("heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "mahalanobis", "knn", "react", "vim")
+ORDER = ("heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd")
 
 
 def all_methods() -> list[str]:
