@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make demo` and `make test`. Each installs what it needs into .venv.
+# Set-up and checks: `make demo`, `make test`, `make lint`, `make bench`. Each installs what it needs into .venv.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-gpu quality clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# ruff, then the check that product files (hood, configs, docs, README, Makefile) point nowhere outside it
 lint: install
 	$(BIN)/ruff check hood tests bench
+	sh .ci/check_refs.sh
 
 bench: install
 	$(BIN)/python bench/run_cpu.py

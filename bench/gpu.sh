@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU targets of issue 5, in one prepared script for a session that is lent a GPU.
+# The GPU speed targets, in one prepared script for a session that is lent a GPU.
 #
 #   5. `hood pretrain` ResNet18 on CIFAR-10: <= 1.5 s per epoch (and the recipe's accuracy)
 #   6. `hood train-decoder`, ResNet18 setting, 150 epochs, 10,000 outliers: <= 120 s in total,
@@ -7,7 +7,7 @@
 #   7. the whole pipeline end to end (pretrain + train-decoder + evaluate on every available OOD set)
 #
 # Order: tests/test_cuda.py (graphed = eager training; when it passes, pretrain replays CUDA graphs), then
-# the pipeline itself (pretrain -> train-decoder -> evaluate, configs/cifar10_resnet18.yaml), then with
+# the pipeline itself (pretrain -> train-decoder -> evaluate, configs/paper/cifar10_resnet18.yaml), then with
 # what is left of the budget the decoder again with eager steps (same classifier and seed: its losses
 # must match) and a few eager pretrain epochs. results.md is rewritten after every step. Every step
 # runs under `timeout` so the script ends inside BUDGET_S; a step cut short still leaves its run.json
@@ -24,7 +24,7 @@
 #
 # Knobs (environment): BUDGET_S (default 470: seconds the whole script may take), RESERVE_S (200: of it
 # kept from pretraining for the decoder and evaluate), PRETRAIN_EPOCHS (100,
-# the METHOD.md recipe), DECODER_EPOCHS (150), NUM_OOD (10000), CUDA_TESTS (1; 0 skips them, and then pretrain
+# the paper's recipe), DECODER_EPOCHS (150), NUM_OOD (10000), CUDA_TESTS (1; 0 skips them, and then pretrain
 # runs eager steps: it replays CUDA graphs only once the graph tests have passed on this machine), and for a
 # dry run without a GPU:
 # DEVICE=cpu CIFAR=<tiny id archive> POOL=<tiny pool> with small epochs.
@@ -103,29 +103,29 @@ s = load_id_splits('$CIFAR', Path('.'), 32); p = load_image_set('$POOL', Path('.
 print(len(s['train']), len(s['test']), len(p))"
 
 # 5 + 7a. pretrain with the recipe; leaves RESERVE_S for the decoder and evaluate, cut short past that
-step pretrain "$(( $(left) - RESERVE_S ))" "${HOOD[@]}" pretrain -c cifar10_resnet18 -d "$CIFAR" --epochs "$PRETRAIN_EPOCHS" \
+step pretrain "$(( $(left) - RESERVE_S ))" "${HOOD[@]}" pretrain -c paper/cifar10_resnet18 -d "$CIFAR" --epochs "$PRETRAIN_EPOCHS" \
   --set pretrain.cuda_graph=$PRETRAIN_GRAPH --out "$RUNS/pretrain" "${COMMON[@]}"
 CLASSIFIER="$RUNS/pretrain/classifier.pt"
 [ -f "$CLASSIFIER" ] || CLASSIFIER="$FALLBACK_CLASSIFIER"
 echo "decoder classifier: $CLASSIFIER" >&2
 
 # 6 + 7b. train-decoder: the config's defaults, 150 epochs, 10,000 outliers; wall time of the whole command
-step train_decoder "$(( $(left) - 45 ))" "${HOOD[@]}" train-decoder -c cifar10_resnet18 -d "$CIFAR" --aux "$POOL" \
+step train_decoder "$(( $(left) - 45 ))" "${HOOD[@]}" train-decoder -c paper/cifar10_resnet18 -d "$CIFAR" --aux "$POOL" \
   --classifier "$CLASSIFIER" --num-ood "$NUM_OOD" --epochs "$DECODER_EPOCHS" --out "$RUNS/decoder" "${COMMON[@]}"
 
 # 7c. evaluate every available OOD set with the config's methods
-step evaluate "$(left)" "${HOOD[@]}" evaluate -c cifar10_resnet18 -d "$CIFAR" --run "$RUNS/decoder" --ood "$OOD_SETS" \
+step evaluate "$(left)" "${HOOD[@]}" evaluate -c paper/cifar10_resnet18 -d "$CIFAR" --run "$RUNS/decoder" --ood "$OOD_SETS" \
   --device "$DEVICE" --quiet --json
 
 # 6'. the same decoder run with eager steps (decoder.cuda_graph=false), while the budget lasts: same
 # classifier and seed, so its losses must match the graphed run's
-step train_decoder_eager "$(( $(left) - 60 ))" "${HOOD[@]}" train-decoder -c cifar10_resnet18 -d "$CIFAR" --aux "$POOL" \
+step train_decoder_eager "$(( $(left) - 60 ))" "${HOOD[@]}" train-decoder -c paper/cifar10_resnet18 -d "$CIFAR" --aux "$POOL" \
   --classifier "$CLASSIFIER" --num-ood "$NUM_OOD" --epochs "$DECODER_EPOCHS" --set decoder.cuda_graph=false \
   --out "$RUNS/decoder-eager" "${COMMON[@]}"
 
 # 5'. pretrain with eager steps for a few epochs, while the budget lasts: the graphs' speed-up on this machine
 if [ "$PRETRAIN_GRAPH" = true ]; then
-  step pretrain_eager "$(( $(left) - 5 ))" "${HOOD[@]}" pretrain -c cifar10_resnet18 -d "$CIFAR" --epochs 6 \
+  step pretrain_eager "$(( $(left) - 5 ))" "${HOOD[@]}" pretrain -c paper/cifar10_resnet18 -d "$CIFAR" --epochs 6 \
     --set pretrain.cuda_graph=false --out "$RUNS/pretrain-eager" "${COMMON[@]}"
 fi
 

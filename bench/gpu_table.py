@@ -1,4 +1,4 @@
-"""The table of `bench/gpu.sh`: GPU targets 5-7 of issue 5 from the runs' own records.
+"""The table of `bench/gpu.sh`: GPU speed targets 5-7 from the runs' own records.
 
 Reads ``OUT/timings.jsonl`` (wall seconds and exit code of every step) and the run directories under
 ``OUT/runs`` (``epoch_seconds``, ``phase_seconds``, accuracy, losses, evaluation results). Prints Markdown;
@@ -76,7 +76,7 @@ def main(out: Path, runs: Path) -> int:
         print(f"| 5 (cut short after epoch {last['epoch']}) validation accuracy then | {last['val_acc'] * 100:.2f}% | - | - |")
     if pre.get("test_acc") is not None:
         print(f"| 5 accuracy of the recipe (best val epoch {pre.get('best_epoch')} of {pre.get('epochs_done')}), CIFAR-10 test "
-              f"| {pre['test_acc'] * 100:.2f}% | ~95% (METHOD.md recipe) | - |")
+              f"| {pre['test_acc'] * 100:.2f}% | ~95% (the paper's recipe) | - |")
 
     if dec.get("epoch_seconds"):
         es = dec["epoch_seconds"]

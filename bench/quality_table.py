@@ -1,24 +1,32 @@
-"""Mean and spread over seeds of ``results.json`` files: FPR95 / AUROC (%) per OOD set and method, and
-issue 7's target read off them.
+"""Mean and spread over seeds of ``results.json`` (or ``validation.json``) files: FPR95 / AUROC (%) per OOD
+set and method, their mean over named sets, and the target read off them.
 
-    python bench/quality_table.py runs/quality/*-seed*/results.json
+    python bench/quality_table.py [--mean-sets a,b,c] runs/quality/*-seed*/results.json
 
-The target (issue 7): mean FPR95 over tin32-test, mnist-test, textures10 and uniform noise <= 25% with
-mean AUROC >= 95%, and better than every baseline on each of those sets (a lower FPR95; where both reach
-FPR95 0.0, nothing is lower, so the higher AUROC decides). Gaussian noise is shown beside
-them but is not part of the target mean. Where the four sets are not all present, the target lines are
-left out.
+The mean column is over ``--mean-sets`` (default: tin32-test, mnist-test, textures10 and uniform noise
+where all four are present, else every set), averaged per seed; the other sets are shown beside it.
+
+The target, on the test sets: mean FPR95 over tin32-test, mnist-test, textures10 and uniform noise <= 25%
+with mean AUROC >= 95%, and better than every baseline on each of those sets (a lower FPR95; where both
+reach FPR95 0.0, nothing is lower, so the higher AUROC decides). Where the four sets are not all present,
+or no heatmap method was evaluated, the target lines are left out.
+
+Below the table, where the runs kept their scores (``scores/<method>/<set>.npz`` beside the results): per
+method, the median score of the ID test images and of tin32-test, and their ratio.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
 TARGET_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
 TARGET_FPR, TARGET_AUROC = 0.25, 0.95
+RATIO_SET = "tin32-test"  # the near-OOD test set whose median score is set against ID's
 
 
 def _per_seed(runs: list[dict], method: str, sets: tuple[str, ...], key: str) -> np.ndarray:
@@ -35,35 +43,80 @@ def _is_baseline(method: str) -> bool:
     return not method.startswith("heatmap")
 
 
-def main(paths: list[str]) -> None:
-    runs = [json.loads(open(p).read()) for p in paths]
+def _cell(f: np.ndarray, a: np.ndarray) -> str:
+    return f"{f.mean():5.1f}±{f.std():3.1f} / {a.mean():5.1f}±{a.std():3.1f}"
+
+
+def _median(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return float(np.median(f["scores"]))
+
+
+def median_ratios(paths: list[Path], methods: list[str], ood_set: str = RATIO_SET) -> dict[str, tuple[float, float, float | None]]:
+    """Per method, the seed means of the median ID test score and the median ``ood_set`` score, and their
+    ratio (``ood_set`` / ID; None where the ID median is not positive, as for scores that are log-likelihoods);
+    methods without both score files in every run are left out."""
+    out: dict[str, tuple[float, float, float | None]] = {}
+    for m in methods:
+        pairs = [(_median(p.parent / "scores" / m / "id.npz"), _median(p.parent / "scores" / m / f"{ood_set}.npz")) for p in paths]
+        if not pairs or any(i is None or o is None for i, o in pairs):
+            continue
+        id_med = float(np.mean([i for i, _ in pairs]))
+        ood_med = float(np.mean([o for _, o in pairs]))
+        out[m] = (id_med, ood_med, ood_med / id_med if id_med > 0 else None)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mean-sets", help="comma-separated sets the mean column averages (default: see above)")
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.files]
+    runs = [json.loads(p.read_text()) for p in paths]
     if not runs:
         sys.exit("no results.json given")
     # what every run evaluated (runs evaluated with different --methods or --ood still combine)
     methods = [m for m in runs[0]["results"] if all(m in r["results"] for r in runs)]
     if not methods:
         sys.exit("the runs have no method in common")
-    sets = [s for s in runs[0]["results"][methods[0]] if all(s in r["results"][m] for r in runs for m in methods)]
-    print(f"{len(runs)} seed(s); ID {runs[0]['id_dataset']} n={runs[0]['n_id']}; FPR95 / AUROC in %, mean ± std over seeds;"
-          f" {runs[0].get('caption', '')}")
+    sets = [s for s in runs[0]["results"][methods[0]]
+            if s != "mean" and all(s in r["results"][m] for r in runs for m in methods)]
     have_target = all(s in sets for s in TARGET_SETS)
-    head = [*sets, *(["target mean (4 sets)"] if have_target else [])]
+    if args.mean_sets:
+        mean_sets = tuple(s.strip() for s in args.mean_sets.split(",") if s.strip())
+        missing = [s for s in mean_sets if s not in sets]
+        if missing:
+            sys.exit(f"--mean-sets names {', '.join(missing)}, which the runs did not all score (they scored {', '.join(sets)})")
+    else:
+        mean_sets = TARGET_SETS if have_target else tuple(sets)
+    draw = runs[0].get("draw")
+    drawn = f"; {draw['mode']} draw, seed {draw['seed']}" if draw else ""
+    print(f"{len(runs)} seed(s); ID {runs[0]['id_dataset']} n={runs[0]['n_id']}{drawn}; FPR95 / AUROC in %, mean ± std over seeds;"
+          f" {runs[0].get('caption', '')}")
+    print(f"mean over: {', '.join(mean_sets)}")
+    head = [*sets, f"mean ({len(mean_sets)} sets)"]
     width = max(15, *(len(m) + 1 for m in methods))
     print(f"{'method':{width}s}" + "".join(f"{s:>24s}" for s in head))
     for m in methods:
-        cells = []
-        for s in sets:
-            f = np.array([r["results"][m][s]["fpr95"] for r in runs]) * 100
-            a = np.array([r["results"][m][s]["auroc"] for r in runs]) * 100
-            cells.append(f"{f.mean():5.1f}±{f.std():3.1f} / {a.mean():5.1f}±{a.std():3.1f}")
-        if have_target:
-            f, a = _per_seed(runs, m, TARGET_SETS, "fpr95") * 100, _per_seed(runs, m, TARGET_SETS, "auroc") * 100
-            cells.append(f"{f.mean():5.1f}±{f.std():3.1f} / {a.mean():5.1f}±{a.std():3.1f}")
+        cells = [_cell(np.array([r["results"][m][s]["fpr95"] for r in runs]) * 100,
+                       np.array([r["results"][m][s]["auroc"] for r in runs]) * 100) for s in sets]
+        cells.append(_cell(_per_seed(runs, m, mean_sets, "fpr95") * 100, _per_seed(runs, m, mean_sets, "auroc") * 100))
         print(f"{m:{width}s}" + "".join(f"{c:>24s}" for c in cells))
-    if not have_target:
-        return
+    ratios = median_ratios(paths, methods) if RATIO_SET in sets else {}
+    if ratios:
+        print(f"\nmedian score, ID test vs {RATIO_SET} (seed means; ratio {RATIO_SET} / ID):")
+        for m, (i, o, ratio) in ratios.items():
+            print(f"  {m:{width}s} {i:12.4g} {o:12.4g}   {'n/a' if ratio is None else f'{ratio:.3g}x'}")
+    if have_target and any(not _is_baseline(m) for m in methods):
+        _target(runs, methods)
+
+
+def _target(runs: list[dict], methods: list[str]) -> None:
     baselines = [m for m in methods if _is_baseline(m)]
-    print(f"\nissue 7 target: mean FPR95 <= {TARGET_FPR:.0%} and mean AUROC >= {TARGET_AUROC:.0%} over {', '.join(TARGET_SETS)},"
+    print(f"\ntarget: mean FPR95 <= {TARGET_FPR:.0%} and mean AUROC >= {TARGET_AUROC:.0%} over {', '.join(TARGET_SETS)},"
           f" and a lower FPR95 than every baseline evaluated ({', '.join(baselines)}) on each set (seed means;"
           " where both reach FPR95 0.0, a higher AUROC):")
     for m in (m for m in methods if not _is_baseline(m)):

@@ -1,11 +1,11 @@
-"""Run every CPU benchmark (targets 1-4 of issue 5, and 4b), each in its own process, and summarize.
+"""Run every CPU speed and memory benchmark (targets 1-4 and 4b), each in its own process, and summarize.
 
 ``make bench`` calls this. Each benchmark prints its figure as a side-by-side ratio measured in one
 process and exits non-zero when its target is missed; this runner prints their RESULT lines together
 with the date, commit and machine (the header of a bench/RESULTS.md entry) and exits non-zero if any
-failed. Sizes are reduced where the issue allows it (the decoder epoch, the evaluate-speed sets) so the
-whole run takes a few minutes on a 2-core machine. All data are synthetic, generated into temporary
-folders: nothing is read from ../shared or the network.
+failed. Sizes are reduced where a ratio does not depend on them (the decoder epoch, the evaluate-speed
+sets) so the whole run takes a few minutes on a 2-core machine. All data are synthetic, generated into
+temporary folders: nothing is read from disk or the network.
 
     python bench/run_cpu.py               # library thread defaults
     python bench/run_cpu.py --threads 1   # both sides of every ratio on one thread (shared machines)
@@ -25,13 +25,13 @@ sys.path.insert(0, str(HERE))
 from common import git_commit, machine  # noqa: E402
 
 BENCHES = [
-    ("1 prototype search (10k x 50k x 512)", ["bench_prototypes.py"]),
-    ("2 decoder epoch, cached features vs classifier per batch (WRN-40-2)", ["bench_decoder_epoch.py", "--n", "1000"]),
-    ("3 evaluate images/s vs bare forward (ResNet18)", ["bench_evaluate.py", "speed", "--n-test", "500", "--arch", "resnet18"]),
+    ("1 prototype search (10k x 50k x 512)", ["prototype_search.py"]),
+    ("2 decoder epoch, cached features vs classifier per batch (WRN-40-2)", ["decoder_epoch.py", "--n", "1000"]),
+    ("3 evaluate images/s vs bare forward (ResNet18)", ["evaluate_cost.py", "speed", "--n-test", "500", "--arch", "resnet18"]),
     # the memory figure is about streaming the data; WRN-10-2 keeps the two 22,000-image passes short
-    ("4 evaluate peak memory, 10k ID test + 1 vs 6 OOD sets of 2k", ["bench_evaluate.py", "memory", "--arch", "wrn10_2"]),
+    ("4 evaluate peak memory, 10k ID test + 1 vs 6 OOD sets of 2k", ["evaluate_cost.py", "memory", "--arch", "wrn10_2"]),
     # the fits' pass over the ID training set with a skip-input decoder (both CPU profiles): maps of the fit rows only
-    ("4b evaluate peak memory fitting heatmap+vim, ID train 36k vs 12k, fw_layers 4", ["bench_evaluate.py", "fit-memory", "--arch", "wrn10_2"]),
+    ("4b evaluate peak memory fitting heatmap+vim, ID train 36k vs 12k, fw_layers 4", ["evaluate_cost.py", "fit-memory", "--arch", "wrn10_2"]),
 ]
 
 

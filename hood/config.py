@@ -23,9 +23,8 @@ from hood.errors import ConfigError
 from hood.models.registry import ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
-VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is issue 7's rule
-FUSIONS = ("zscore", "tail")  # evaluate.fusion: how heatmap+X joins its scores; the first is the default
-PROTOTYPE_SPACES = ("features", "pixels")  # decoder.prototype_space: where "nearest" is measured; the first is the paper's
+OOD_DRAWS = ("random", "first")  # data.ood_draw; the first is the default
+VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is the default
 
 
 @dataclass
@@ -39,18 +38,21 @@ class DataConfig:
     image_size: int = 32
     ood_count: int | None = None  # images per OOD test set; None = len(ID test) / 5 (the protocol)
     id_test_count: int | None = None  # None = the full ID test split
+    # which rows of a set larger than its count (ood_count, id_test_count): "random", drawn with ood_draw_seed
+    # (its own seed, so every method and every run.seed scores the same images, and a class-sorted folder is
+    # not cut to its first classes), or "first", the file order (the official protocol's reading)
+    ood_draw: str = "random"
+    ood_draw_seed: int = 0
     strict: bool = False  # unreadable images are fatal instead of skipped
     # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
     val_id_per_class: int = 0  # the last N training images of every class
-    # where validation ID images come from: "last" (the val_id_per_class rule above, issue 7's) or "classifier"
+    # where validation ID images come from: "last" (the val_id_per_class rule above) or "classifier"
     # (the training images `hood pretrain` held out of the classifier's training, which it never saw: the
     # unbiased choice, since a classifier's own training images look more typical to it than unseen ones)
     val_id_source: str = "last"
     val_aux_classes: int = 0  # the last K class folders of the auxiliary set
-    # synthetic outliers beside the auxiliary set (Outlier Exposure's recipe): a draw of a built-in synthetic set
-    # (blobs) of its own, never the images of the test or validation sets of that name
-    aux_synthetic: str = ""
-    aux_synthetic_count: int = 0
+    # more validation OOD sets (names, folders, archives), e.g. far-OOD ones; never an OOD test set
+    val_ood: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,7 +63,7 @@ class ModelConfig:
 
 @dataclass
 class PretrainConfig:
-    """METHOD.md's classifier recipe: SGD 0.1, momentum 0.9, wd 5e-4, batch 200, 100 epochs, plateau."""
+    """The paper's classifier recipe: SGD 0.1, momentum 0.9, wd 5e-4, batch 200, 100 epochs, plateau."""
 
     epochs: int = 100
     batch_size: int = 200
@@ -83,7 +85,7 @@ class PretrainConfig:
 
 @dataclass
 class DecoderConfig:
-    """METHOD.md's decoder recipe: Adam 2e-4, betas (0.5, 0.999), batch 200, 150 epochs."""
+    """The paper's decoder recipe: Adam 2e-4, betas (0.5, 0.999), batch 200, 150 epochs."""
 
     epochs: int = 150
     batch_size: int = 200
@@ -93,27 +95,9 @@ class DecoderConfig:
     num_id: int | None = None  # ID training images used; None = all of the training split
     fw_layers: int = 1
     loss_weight: float = 5.0  # w = 1 + loss_weight * |t|
-    output_scale: float = 1.0  # h = output_scale * tanh(.); 1 is the paper's, 2 reaches every target t - x (see decoder.py)
-    # outlier augmentation: 1 = the paper (each outlier as sampled); V > 1 adds V-1 random crop+flip copies of
-    # every outlier (seeded), each with its own features and prototype, and each epoch draws one view per outlier
-    ood_views: int = 1
-    # ID augmentation: 1 = the paper; V > 1 adds V-1 seeded crop+flip copies of every ID image, each its own
-    # target (h = 0), one view drawn per image each epoch. Why: a classifier that memorized its training
-    # images gives unseen ID images less typical features, and the decoder learns "ID" from the memorized ones
-    id_views: int = 1
     # the outlier's target: 1 = its nearest same-predicted-class ID image (the paper); k > 1 = the pixel mean
-    # of its k nearest (a smoother target that depends less on one neighbour; issue 7 lists it to try)
+    # of its k nearest, a smoother target that depends less on one neighbour
     prototype_k: int = 1
-    # where "nearest" is measured: features = the classifier's penultimate features (the paper); pixels = the
-    # normalized images themselves, the prototype then being the same-class ID image that needs the smallest
-    # heatmap h = t - x (issue 7's "pixel-space nearest"); both keep the same-predicted-class restriction
-    prototype_space: str = "features"
-    # how the outliers are sampled: 1 = the paper (num_ood at random from the pool); C > 1 draws C * num_ood at
-    # random and keeps the num_ood the classifier is most confident about, the near-ID outliers that outlier
-    # mining (ATOM, POEM) finds informative (engine/outlier_mining.py; issue 7's "how the pool is sampled")
-    ood_candidates: int = 1
-    # weight of a penalty on pre-tanh values beyond |3| (engine/decoder_training.saturation_loss); 0 = the paper
-    saturation_penalty: float = 0.0
     checkpoint_every: int = 1
     # replay each training step as one CUDA graph (engine/cuda_graph.py): the decoder's steps are hundreds of
     # tiny kernels, launch-bound on a GPU (eager: 1.4-1.6 s per ResNet18-setting epoch on an H200, where the
@@ -136,13 +120,8 @@ class EvaluateConfig:
     scale_percentile: float = 85.0  # SCALE's percentile for its scaling factor (the authors' default)
     gen_gamma: float = 0.1
     gen_m: int = 100  # GEN reads the M largest softmax probabilities, capped at the number of classes
-    # heatmap+X: score = z_heatmap + partner_weight * z_partner (detectors/combined.py; each partner of a trio); 1 = the plain sum
+    # heatmap+vim: score = z_heatmap + partner_weight * z_vim (detectors/combined.py); 1 = the plain sum
     partner_weight: float = 1.0
-    # zscore: that sum; tail: -log of each score's ID tail probability instead of its z-score (Fisher's
-    # method; needs no weight, 1 = the plain sum), the ID fit's empirical tail up to its 1 - tail_fraction
-    # quantile and an exponential one above it (detectors/combined.py, bench/fusion_check.py)
-    fusion: str = "zscore"
-    tail_fraction: float = 0.2
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 
@@ -346,6 +325,33 @@ def config_chain(path: str | Path) -> list[tuple[Path, Any]]:
         current = parent
 
 
+def is_run_config(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory's saved config (``config.yaml`` beside ``run.json``, see hood.runs)."""
+    path = Path(path)
+    return path.name == "config.yaml" and (path.parent / "run.json").is_file()
+
+
+def known_settings(mapping: Any) -> Any:
+    """A saved config without the sections and keys this hood does not have.
+
+    Why: a run directory keeps the whole config it ran with, and one written by another version of hood
+    may hold settings this one does not offer. Reading the run (evaluate, score, visualize, resume) must
+    not fail on them; a config a user writes is still checked key by key.
+    """
+    if not isinstance(mapping, dict):
+        return mapping
+    out: dict[Any, Any] = {}
+    for section, values in mapping.items():
+        if section == "name":
+            out[section] = values
+        elif section in _SECTION_CLASSES and isinstance(values, dict):
+            known = _field_types(_SECTION_CLASSES[section])
+            out[section] = {k: v for k, v in values.items() if k in known}
+        elif section in _SECTION_CLASSES:
+            out[section] = values  # not a mapping: apply_mapping says so
+    return out
+
+
 def unknown_dataset(spec: str) -> str | None:
     """Why ``spec`` names no data set (a message with the closest known name), or None if it may.
 
@@ -386,7 +392,9 @@ def validate(cfg: Config) -> Config:
          f"must be last (the last val_id_per_class images of every class) or classifier (the images hood pretrain held out), got '{cfg.data.val_id_source}'")
     need(cfg.data.val_id_source != "classifier" or cfg.data.val_id_per_class == 0, "data.val_id_per_class",
          f"must be 0 with data.val_id_source=classifier (the classifier's held-out images are the validation ID set), got {cfg.data.val_id_per_class}")
-    _validate_synthetic_outliers(cfg, need)
+    need(cfg.data.ood_draw in OOD_DRAWS, "data.ood_draw", f"must be random (a seeded draw) or first (the file order), got '{cfg.data.ood_draw}'")
+    need(0 <= cfg.data.ood_draw_seed < 2**32, "data.ood_draw_seed", f"must be in [0, 2**32), got {cfg.data.ood_draw_seed}")
+    _validate_val_ood(cfg, need)
     p, d, e, r = cfg.pretrain, cfg.decoder, cfg.evaluate, cfg.run
     need(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")
     need(p.batch_size >= 1, "pretrain.batch_size", f"must be at least 1, got {p.batch_size}")
@@ -404,23 +412,11 @@ def validate(cfg: Config) -> Config:
     need(d.num_id is None or d.num_id >= 1, "decoder.num_id", "must be at least 1")
     need(1 <= d.fw_layers <= 4, "decoder.fw_layers", f"must be 1, 2, 3 or 4, got {d.fw_layers}")
     need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
-    need(0 < d.output_scale <= 10, "decoder.output_scale", f"must be in (0, 10], got {d.output_scale}")
     need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
-    need(d.saturation_penalty >= 0, "decoder.saturation_penalty", f"must be non-negative, got {d.saturation_penalty}")
-    need(1 <= d.ood_views <= 16, "decoder.ood_views", f"must be 1 (no augmentation) to 16, got {d.ood_views}")
-    need(1 <= d.id_views <= 16, "decoder.id_views", f"must be 1 (no augmentation) to 16, got {d.id_views}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
-    need(1 <= d.ood_candidates <= 50, "decoder.ood_candidates", f"must be 1 (a random sample, the paper) to 50, got {d.ood_candidates}")
-    need(d.prototype_space in PROTOTYPE_SPACES, "decoder.prototype_space", f"must be features (the paper) or pixels, got '{d.prototype_space}'")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
     need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")
-    need(e.fusion in FUSIONS, "evaluate.fusion", f"must be zscore (the weighted z-sum) or tail, got '{e.fusion}'")
-    need(0 < e.tail_fraction <= 0.5, "evaluate.tail_fraction", f"must be in (0, 0.5], got {e.tail_fraction}")
-    for key, value in (("ash_percentile", e.ash_percentile), ("scale_percentile", e.scale_percentile)):
-        need(0 <= value < 100, f"evaluate.{key}", f"must be in [0, 100), got {value}")
-    need(e.gen_gamma > 0, "evaluate.gen_gamma", f"must be positive, got {e.gen_gamma}")
-    need(e.gen_m >= 1, "evaluate.gen_m", f"must be at least 1, got {e.gen_m}")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")
@@ -434,17 +430,16 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def _validate_synthetic_outliers(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
-    """``data.aux_synthetic``: a built-in synthetic set with a positive count, or neither (train-decoder also
-    refuses one that is among the config's OOD test sets)."""
+def _validate_val_ood(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
+    """``data.val_ood``: known sets, none of them an OOD test set (a built-in synthetic name is validated on a
+    draw of its own, so it may be both)."""
     from hood.data.builtin import SYNTHETIC_NAMES
 
-    name, count = cfg.data.aux_synthetic, cfg.data.aux_synthetic_count
-    need(count >= 0, "data.aux_synthetic_count", f"must be 0 or more, got {count}")
-    if not name and not count:
-        return
-    need(name in SYNTHETIC_NAMES, "data.aux_synthetic", f"must be one of {', '.join(SYNTHETIC_NAMES)}, got '{name}'")
-    need(count >= 1, "data.aux_synthetic_count", f"must be at least 1 when data.aux_synthetic is '{name}', got {count}")
+    for spec in cfg.data.val_ood:
+        need(bool(str(spec).strip()), "data.val_ood", "must name data sets, got an empty name")
+        need(unknown_dataset(spec) is None, "data.val_ood", unknown_dataset(spec) or "")
+        need(spec in SYNTHETIC_NAMES or spec not in cfg.data.ood, "data.val_ood",
+             f"names '{spec}', which is an OOD test set too (data.ood); validate on sets that are not test sets")
 
 
 def resolve(
@@ -458,6 +453,8 @@ def resolve(
     if config_path is not None:
         chain = config_chain(config_path)
         for depth, (path, mapping) in enumerate(chain, start=1):
+            if is_run_config(path):
+                mapping = known_settings(mapping)
             if depth < len(chain) and isinstance(mapping, dict):
                 mapping = {k: v for k, v in mapping.items() if k != "name"}  # a base's name is not the run's
             apply_mapping(cfg, mapping, str(path))

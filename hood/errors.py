@@ -17,6 +17,18 @@ class ConfigError(HoodError):
     """The resolved configuration is invalid (unknown key, wrong type, impossible value)."""
 
 
+class DetectorParameterError(HoodError):
+    """A detector parameter outside its range, said in the detector's own terms (``k must be ...``).
+
+    The detector does not know where the value came from; whoever set it from a config key (the jobs
+    layer) names that key in front of the message.
+    """
+
+    def __init__(self, detector: str, param: str, problem: str) -> None:
+        super().__init__(f"{param} {problem}")
+        self.detector, self.param = detector, param
+
+
 class DataError(HoodError):
     """A data set cannot be read: missing, empty, or not what it claims to be."""
 

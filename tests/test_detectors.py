@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from hood.detectors import DETECTORS, DetectorContext, all_methods
+from hood.detectors import DETECTORS, Detector, DetectorContext, all_methods
 from hood.detectors.energy import EnergyDetector
 from hood.detectors.knn import KNNDetector
 from hood.detectors.mahalanobis import MahalanobisDetector
@@ -19,7 +19,7 @@ from hood.detectors.odin import ODINDetector
 from hood.detectors.react import ReActDetector
 from hood.detectors.vim import ViMDetector, default_dim
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import ConfigError, DetectorParameterError
 from hood.jobs.evaluate import resolve_methods
 
 
@@ -60,7 +60,7 @@ def test_knn_distance_to_kth_neighbour_of_normalized_features() -> None:
     d9 = KNNDetector(k=9)  # more neighbours than training points: the farthest one
     d9.fit(bank)
     assert d9.score(query)[0] == pytest.approx(2.0, abs=1e-6)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match="^k must be a positive integer, got 0$"):
         KNNDetector(k=0)
 
 
@@ -93,7 +93,7 @@ def test_react_clips_at_the_id_train_percentile_then_takes_energy() -> None:
     logits = clipped @ np.eye(2) + [0.0, 0.5]
     expect = -np.log(np.exp(logits).sum(1))
     assert d.score(fs(z)) == pytest.approx(expect)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match=r"^percentile must be in \(0, 100\], got 0$"):
         ReActDetector(head, percentile=0)
 
 
@@ -119,7 +119,7 @@ def test_vim_virtual_logit_on_a_constructed_case() -> None:
     resid = np.abs((q - [-1.0, 0.0, 2.0]) @ basis[:, 0])
     assert d.score(fs(q, q_logits)) == pytest.approx(alpha * resid - lse, rel=1e-6)
     assert default_dim(128) == 64 and default_dim(512) == 256 and default_dim(768) == 512 and default_dim(2048) == 1000
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match=r"^dim must be in \[1, 2\] for 3-d features, got 3$"):
         ViMDetector(head, dim=3)
 
 
@@ -134,7 +134,7 @@ def test_odin_without_perturbation_is_tempered_msp_and_perturbation_raises_confi
     assert plain == pytest.approx((-torch.softmax(logits / 10, 1).amax(1)).numpy(), rel=1e-5)
     perturbed = ODINDetector(model, torch.device("cpu"), temperature=10.0, epsilon=0.002).score_images(images)
     assert np.all(perturbed <= plain + 1e-7) and np.any(perturbed < plain)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DetectorParameterError, match="^temperature must be positive, got 0.0$"):
         ODINDetector(model, torch.device("cpu"), temperature=0.0)
 
 
@@ -154,13 +154,36 @@ def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_registry_order_and_method_names() -> None:
-    assert all_methods() == ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
+    assert all_methods() == ["heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
     assert resolve_methods(["all"]) == all_methods()
     assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
     with pytest.raises(ConfigError, match="did you mean 'knn'"):
         resolve_methods(["knnn"])
     ctx = DetectorContext(classifier=Head([[1.0]], [0.0]), device=torch.device("cpu"), options={"knn_k": 7})
     assert DETECTORS["knn"](ctx).k == 7
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("evaluate.knn_k=0", "evaluate.knn_k: k must be a positive integer, got 0"),
+    ("evaluate.vim_dim=9", "evaluate.vim_dim: dim must be in [1, 3] for 4-d features, got 9"),
+    ("evaluate.react_percentile=0", "evaluate.react_percentile: percentile must be in (0, 100], got 0.0"),
+    ("evaluate.odin_epsilon=-1", "evaluate.odin_epsilon: epsilon must be non-negative, got -1.0"),
+])
+def test_a_detector_names_its_parameter_and_the_jobs_layer_the_config_key(setting: str, message: str) -> None:
+    """Detectors know their parameters, not where the values came from; evaluate and score, which set them
+    from the config, lead the detector's message with the key (one line, as every config error)."""
+    from hood.config import resolve
+    from hood.jobs.detectors import build_detectors
+
+    cfg = resolve(None, {}, [setting])
+    ctx = DetectorContext(classifier=_head(), device=torch.device("cpu"), options={"config": cfg})
+    method = {"knn": "knn", "vim": "vim", "rea": "react", "odi": "odin"}[setting.split(".")[1][:3]]
+    with pytest.raises(DetectorParameterError) as alone:
+        DETECTORS[method](ctx)
+    assert "evaluate" not in str(alone.value) and str(alone.value) == message.split(": ", 1)[1]
+    with pytest.raises(ConfigError) as keyed:
+        build_detectors(ctx, ["msp", method])
+    assert str(keyed.value) == message
 
 
 def test_odin_survives_weights_touched_under_inference_mode() -> None:
@@ -180,104 +203,60 @@ def _tiny_decoder(seed: int = 0) -> torch.nn.Module:
     return HeatmapDecoder(decoder_spec_for("wrn10_2", 4, 3)).eval()
 
 
-def _combined(partner: str, dec: torch.nn.Module, seed: int = 0, head: torch.nn.Module | None = None):  # noqa: ANN202
-    """``partner`` may name several, joined by '+' (``"vim+mahalanobis"``)."""
+def _head(seed: int = 4) -> Head:
+    rng = np.random.default_rng(seed)
+    return Head(rng.normal(size=(3, 4)).tolist(), [0.1, 0.2, 0.3])
+
+
+def _combined(dec: torch.nn.Module, seed: int = 0, head: torch.nn.Module | None = None):  # noqa: ANN202
+    """``heatmap+vim`` on ``dec`` and a 4-d, 3-class head, ViM with a 2-d principal subspace."""
     from hood.detectors.combined import CombinedDetector
     from hood.detectors.heatmap import HeatmapDetector
 
-    ctx = DetectorContext(classifier=head or nn.Identity(), device=torch.device("cpu"), options={"knn_k": 3, "vim_dim": 2})
-    partners = {p: DETECTORS[p](ctx) for p in partner.split("+")}
-    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), partners, seed)
+    ctx = DetectorContext(classifier=head or _head(), device=torch.device("cpu"), options={"vim_dim": 2})
+    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), DETECTORS["vim"](ctx), seed)
 
 
-def test_heatmap_energy_sums_both_scores_standardized_on_id_train() -> None:
-    rng = np.random.default_rng(2)
-    train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3)
-    test = fs(rng.normal(size=(7, 4)), rng.normal(size=(7, 3)) * 3)
-    d = _combined("energy", _tiny_decoder())
-    assert d.name == "heatmap+energy"
-    d.fit(train)
-    h_tr, h_te = d.heatmap.score(train).astype(np.float64), d.heatmap.score(test).astype(np.float64)
-    e_tr = -np.log(np.exp(train.logits.double().numpy()).sum(1))
-    e_te = -np.log(np.exp(test.logits.double().numpy()).sum(1))
-    expected = (h_te - h_tr.mean()) / h_tr.std(ddof=1) + (e_te - e_tr.mean()) / e_tr.std(ddof=1)
-    assert d.score(test) == pytest.approx(expected, rel=1e-6)
-    d.partner_weight = 2.5  # evaluate.partner_weight: the partner's z-score counts 2.5 times
-    expected = (h_te - h_tr.mean()) / h_tr.std(ddof=1) + 2.5 * (e_te - e_tr.mean()) / e_tr.std(ddof=1)
-    assert d.score(test) == pytest.approx(expected, rel=1e-6)
-    built = DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu"),
-                                                         decoder=_tiny_decoder(), options={"partner_weight": 1.5}))
-    assert built.partner_weight == 1.5
+def _vim_alone(train: FeatureSet, head: torch.nn.Module | None = None) -> Detector:
+    alone = DETECTORS["vim"](DetectorContext(classifier=head or _head(), device=torch.device("cpu"), options={"vim_dim": 2}))
+    alone.fit(train)
+    return alone
 
 
-@pytest.mark.parametrize("partner", ["knn", "vim", "mahalanobis"])
-def test_combinations_fit_their_partner_and_round_trip(partner: str, tmp_path) -> None:
+def test_heatmap_vim_sums_both_scores_standardized_on_id_train_and_round_trips(tmp_path) -> None:
     from hood.models.checkpoint import safe_load
 
     rng = np.random.default_rng(4)
-    train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3, rng.integers(0, 3, 40).tolist())
+    train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3)
     test = fs(rng.normal(size=(7, 4)), rng.normal(size=(7, 3)) * 3)
-    head = Head(rng.normal(size=(3, 4)).tolist(), [0.1, 0.2, 0.3])
-    a, b = _combined(partner, _tiny_decoder(), head=head), _combined(partner, _tiny_decoder(), head=head)
+    a, b = _combined(_tiny_decoder()), _combined(_tiny_decoder())
+    assert a.name == "heatmap+vim"
     a.fit(train)
-    alone = DETECTORS[partner](DetectorContext(classifier=head, device=torch.device("cpu"), options={"knn_k": 3, "vim_dim": 2}))
-    alone.fit(train)
-    p = alone.score(test).astype(np.float64)
-    p_tr = alone.score(train).astype(np.float64)
+    alone = _vim_alone(train)
+    p, p_tr = alone.score(test).astype(np.float64), alone.score(train).astype(np.float64)
     h, h_tr = a.heatmap.score(test).astype(np.float64), a.heatmap.score(train).astype(np.float64)
-    expected = (h - h_tr.mean()) / h_tr.std(ddof=1) + (p - p_tr.mean()) / p_tr.std(ddof=1)
-    assert a.score(test) == pytest.approx(expected, rel=1e-5)
+    z_h, z_p = (h - h_tr.mean()) / h_tr.std(ddof=1), (p - p_tr.mean()) / p_tr.std(ddof=1)
+    assert a.score(test) == pytest.approx(z_h + z_p, rel=1e-5)
+    a.partner_weight = 2.5  # evaluate.partner_weight: the partner's z-score counts 2.5 times
+    assert a.score(test) == pytest.approx(z_h + 2.5 * z_p, rel=1e-5)
     torch.save({"state": a.state()}, tmp_path / "fit.pt")
     b.load_state(safe_load(tmp_path / "fit.pt")["state"])  # the partner's fit travels with it, weights_only
+    b.partner_weight = 2.5
     assert b.score(test) == pytest.approx(a.score(test))
+    assert a.params()["partner"] == alone.params() and set(a.state()["partner"]) == {"residual_basis", "alpha"}
+    built = DETECTORS["heatmap+vim"](DetectorContext(classifier=_head(), device=torch.device("cpu"),
+                                                     decoder=_tiny_decoder(), options={"partner_weight": 1.5, "vim_dim": 2}))
+    assert built.partner_weight == 1.5 and built.score_params() == {"partner_weight": 1.5}
 
 
-def test_two_partners_each_count_the_partner_weight_under_both_fusions(tmp_path) -> None:
-    """``heatmap+vim+mahalanobis``: the heatmap's term plus w times each partner's, z-scores or tail scores,
-    every statistic from the same fit rows; the fit keeps each partner's state under its name, while a
-    single partner's stays unnested (fits cached by the pairs before trios existed still load)."""
-    from hood.detectors.combined import tail_nlp
-    from hood.models.checkpoint import safe_load
-
-    rng = np.random.default_rng(6)
-    train = fs(rng.normal(size=(60, 4)), rng.normal(size=(60, 3)) * 3, rng.integers(0, 3, 60).tolist())
-    test = fs(rng.normal(size=(9, 4)) * 3, rng.normal(size=(9, 3)) * 3)
-    head = Head(rng.normal(size=(3, 4)).tolist(), [0.1, 0.2, 0.3])
-    d = _combined("vim+mahalanobis", _tiny_decoder(), head=head)
-    assert d.name == "heatmap+vim+mahalanobis"
-    d.fit(train)
-    ctx = DetectorContext(classifier=head, device=torch.device("cpu"), options={"vim_dim": 2})
-    alone = {n: DETECTORS[n](ctx) for n in ("vim", "mahalanobis")}
-    for a in alone.values():
-        a.fit(train)
-    parts = [(d.heatmap.score(train), d.heatmap.score(test)), *((a.score(train), a.score(test)) for a in alone.values())]
-    parts = [(np.asarray(tr, np.float64), np.asarray(te, np.float64)) for tr, te in parts]
-    z = [(te - tr.mean()) / tr.std(ddof=1) for tr, te in parts]
-    d.partner_weight = 2.0
-    assert d.score(test) == pytest.approx(z[0] + 2.0 * (z[1] + z[2]), rel=1e-5)
-    d.fusion = "tail"
-    tails = [tail_nlp(tr, te, 0.2) for tr, te in parts]
-    assert d.score(test) == pytest.approx(tails[0] + 2.0 * (tails[1] + tails[2]), rel=1e-5)
-    state = d.state()
-    assert set(state["partner"]) == {"vim", "mahalanobis"} and set(d.params()["partner"]) == {"vim", "mahalanobis"}
-    torch.save(state, tmp_path / "fit.pt")
-    again = _combined("vim+mahalanobis", _tiny_decoder(), head=head)
-    again.heatmap, again.fusion, again.partner_weight = d.heatmap, "tail", 2.0
-    again.load_state(safe_load(tmp_path / "fit.pt"))
-    assert again.score(test) == pytest.approx(d.score(test))
-    pair = _combined("vim", _tiny_decoder(), head=head)
-    pair.fit(train)
-    assert pair.params()["partner"] == alone["vim"].params() and set(pair.state()["partner"]) == {"residual_basis", "alpha"}
-
-
-def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_heatmap_vim_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     import hood.detectors.combined as comb
 
     monkeypatch.setattr(comb, "_FIT_ROWS", 10)  # fewer rows than the training set: a seeded subsample
     rng = np.random.default_rng(3)
     train = fs(rng.normal(size=(50, 4)), rng.normal(size=(50, 3)) * 3)
     dec = _tiny_decoder()
-    a, b, c = _combined("energy", dec, 0), _combined("energy", dec, 0), _combined("energy", dec, 1)
+    a, b, c = _combined(dec, 0), _combined(dec, 0), _combined(dec, 1)
     for d in (a, b, c):
         d.fit(train)
     assert torch.equal(a.mean, b.mean) and not torch.equal(a.mean, c.mean)
@@ -285,16 +264,16 @@ def test_heatmap_energy_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pyte
     assert key == b.params() and key["decoder"] == comb.decoder_fingerprint(dec)
     with torch.no_grad():
         next(dec.parameters()).add_(0.5)  # a retrained decoder: the cached fit must not match any more
-    assert _combined("energy", dec, 0).params() != key
+    assert _combined(dec, 0).params() != key
 
 
 def test_combinations_need_a_decoder() -> None:
     from hood.detectors import NEEDS_DECODER, uses_decoder
 
-    assert NEEDS_DECODER == {"heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis"}
-    assert uses_decoder(["msp", "heatmap+knn"]) and not uses_decoder(["msp", "knn"])
+    assert {"heatmap", "heatmap+vim"} <= NEEDS_DECODER and not NEEDS_DECODER & {"msp", "vim", "knn"}
+    assert uses_decoder(["msp", "heatmap+vim"]) and not uses_decoder(["msp", "knn"])
     with pytest.raises(ValueError, match="needs a trained decoder"):
-        DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")))
+        DETECTORS["heatmap+vim"](DetectorContext(classifier=_head(), device=torch.device("cpu")))
 
 
 def test_combination_standardizes_on_id_rows_the_decoder_never_saw() -> None:
@@ -306,59 +285,19 @@ def test_combination_standardizes_on_id_rows_the_decoder_never_saw() -> None:
     assert seen is not None and len(seen) == 40 and len(set(seen.tolist())) == 40
     assert decoder_train_ids({"id_dataset": "cifar100", "num_id": 40, "seed": 3}, "cifar10", 150) is None
     assert decoder_train_ids({"id_dataset": "cifar10"}, "cifar10", 150) is None  # older checkpoints: unknown
-    d = _combined("energy", _tiny_decoder())
+    d = _combined(_tiny_decoder())
     d.decoder_rows = seen
     d.fit(train)
     unseen = torch.ones(150, dtype=torch.bool)
     unseen[seen] = False
     held = train.take(torch.nonzero(unseen).flatten())
-    e = -torch.logsumexp(held.logits.double(), dim=1)
-    assert float(d.mean[1]) == pytest.approx(float(e.mean()))
+    vim = _vim_alone(train)  # ViM itself fits on every row; only the statistics leave the decoder's out
+    assert float(d.mean[1]) == pytest.approx(float(vim.score(held).mean()))
     assert float(d.mean[0]) == pytest.approx(float(d.heatmap.score(held).mean()), rel=1e-5)
-    almost_all = _combined("energy", _tiny_decoder())
+    almost_all = _combined(_tiny_decoder())
     almost_all.decoder_rows = torch.arange(120)  # fewer than 100 unseen rows: all rows, not a tiny sample
     almost_all.fit(train)
-    everything = -torch.logsumexp(train.logits.double(), dim=1)
-    assert float(almost_all.mean[1]) == pytest.approx(float(everything.mean()))
-
-
-def test_tail_probability_is_empirical_below_the_quantile_and_exponential_above() -> None:
-    """Below the fit's (1 - t) quantile the score is the add-one smoothed -log tail share; beyond it the
-    exponential tail keeps ranking scores that no fit row reaches (an ECDF would tie them all)."""
-    from hood.detectors.combined import tail_nlp
-
-    fit = np.arange(100.0, 0.0, -1.0)  # 100 fit scores 1..100, unsorted; q at t 0.1 is 90.1
-    nlp = tail_nlp(fit, np.array([0.5, 50.0, 200.0, 300.0]), 0.1)
-    assert nlp[0] == pytest.approx(0.0) and nlp[1] == pytest.approx(-np.log(52 / 101))
-    beta = np.mean(np.arange(91.0, 101.0) - 90.1)
-    assert nlp[2] == pytest.approx(-np.log(0.1) + (200 - 90.1) / beta)
-    assert nlp[1] < nlp[2] < nlp[3] and nlp[3] - nlp[2] == pytest.approx(100 / beta)
-
-
-def test_tail_fusion_sums_both_tail_scores_from_the_same_fit_rows(tmp_path) -> None:
-    from hood.detectors.combined import tail_nlp
-    from hood.models.checkpoint import safe_load
-
-    rng = np.random.default_rng(5)
-    train = fs(rng.normal(size=(60, 4)), rng.normal(size=(60, 3)) * 3)
-    test = fs(rng.normal(size=(9, 4)) * 4, rng.normal(size=(9, 3)) * 6)
-    d = _combined("energy", _tiny_decoder())
-    d.fusion, d.tail_fraction, d.partner_weight = "tail", 0.2, 1.5
-    d.fit(train)
-    h_tr, h_te = d.heatmap.score(train).astype(np.float64), d.heatmap.score(test).astype(np.float64)
-    e_tr = -np.log(np.exp(train.logits.double().numpy()).sum(1))
-    e_te = -np.log(np.exp(test.logits.double().numpy()).sum(1))
-    expected = tail_nlp(h_tr, h_te, 0.2) + 1.5 * tail_nlp(e_tr, e_te, 0.2)
-    assert d.score(test) == pytest.approx(expected, rel=1e-6)
-    torch.save(d.state(), tmp_path / "fit.pt")  # the fit rows' scores travel with the cached fit
-    again = _combined("energy", _tiny_decoder())
-    again.heatmap = d.heatmap
-    again.fusion, again.tail_fraction, again.partner_weight = "tail", 0.2, 1.5
-    again.load_state(safe_load(tmp_path / "fit.pt"))
-    assert again.score(test) == pytest.approx(expected, rel=1e-6)
-    built = DETECTORS["heatmap+energy"](DetectorContext(classifier=nn.Identity(), device=torch.device("cpu"),
-                                                        decoder=_tiny_decoder(), options={"fusion": "tail", "tail_fraction": 0.05}))
-    assert (built.fusion, built.tail_fraction) == ("tail", 0.05)
+    assert float(almost_all.mean[1]) == pytest.approx(float(vim.score(train).mean()))
 
 
 def test_score_memo_is_keyed_by_content_bounded_and_read_only() -> None:
@@ -394,11 +333,9 @@ def test_score_memo_is_keyed_by_content_bounded_and_read_only() -> None:
 def test_a_context_builds_each_detector_once_and_combinations_share_it() -> None:
     ctx = DetectorContext(classifier=Head([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), device=torch.device("cpu"),
                           decoder=_tiny_decoder(), options={"vim_dim": 1})
-    pair, trio = ctx.detector("heatmap+vim"), ctx.detector("heatmap+vim+mahalanobis")
-    assert ctx.detector("vim") is pair.partners["vim"] is trio.partners["vim"]
-    assert ctx.detector("heatmap") is pair.heatmap is trio.heatmap
-    assert ctx.detector("mahalanobis") is trio.partners["mahalanobis"]
-    assert pair.memo is trio.memo is ctx.memo
+    pair = ctx.detector("heatmap+vim")
+    assert pair is ctx.detector("heatmap+vim") and ctx.detector("vim") is pair.partner
+    assert ctx.detector("heatmap") is pair.heatmap and pair.memo is ctx.memo
     assert DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")).detector("msp") is not ctx.detector("msp")
 
 
@@ -421,7 +358,7 @@ def test_evaluate_fits_read_the_stage_maps_of_the_fit_rows_only(tmp_path, monkey
     train = ImageSet("train", torch.randint(0, 256, (150, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 3, (150,)))
     options = {"vim_dim": 8, "decoder_rows": torch.arange(0, 150, 3)}  # the decoder saw every third row
     ctx = DetectorContext(classifier=model, device=torch.device("cpu"), decoder=decoder, options=options)
-    detectors = {m: ctx.detector(m) for m in ("heatmap+vim", "heatmap+mahalanobis", "vim")}
+    detectors = {m: ctx.detector(m) for m in ("heatmap+vim", "vim")}
     seen: list = []
     real = ev.extract_features
     monkeypatch.setattr(ev, "extract_features", lambda *a, **k: seen.append(a[8]) or real(*a, **k))
@@ -429,11 +366,10 @@ def test_evaluate_fits_read_the_stage_maps_of_the_fit_rows_only(tmp_path, monkey
     ev._fit_detectors(detectors, SimpleNamespace(path=tmp_path), model, train, "f", cfg, torch.device("cpu"), ev.NullReporter())
     fit_rows = detectors["heatmap+vim"].map_rows(150)
     assert len(fit_rows) == 100 and not set(fit_rows.tolist()) & set(range(0, 150, 3))
-    assert sorted(set(seen[0].tolist())) == sorted(fit_rows.tolist())  # both combinations read the same 100 rows
+    assert sorted(set(seen[0].tolist())) == sorted(fit_rows.tolist())  # the combination's 100 rows alone
     every = extract_features(model, train.images, torch.device("cpu"), num_maps=2, labels=train.labels)
     assert every.map_rows is None and every.maps[0].shape[0] == 150
-    for m in ("heatmap+vim", "heatmap+mahalanobis"):
-        alone = DetectorContext(classifier=model, device=torch.device("cpu"), decoder=decoder, options=dict(options)).detector(m)
-        assert isinstance(alone, CombinedDetector)
-        alone.fit(every)
-        torch.testing.assert_close(alone.fit_scores, detectors[m].fit_scores)
+    alone = DetectorContext(classifier=model, device=torch.device("cpu"), decoder=decoder, options=dict(options)).detector("heatmap+vim")
+    assert isinstance(alone, CombinedDetector)
+    alone.fit(every)
+    torch.testing.assert_close((alone.mean, alone.std), (detectors["heatmap+vim"].mean, detectors["heatmap+vim"].std))

@@ -20,7 +20,7 @@ from hood.config import Config, resolve
 from hood.jobs.evaluate import evaluate
 from hood.metrics import ood_metrics
 
-METHODS = ["heatmap", "heatmap+energy", "heatmap+knn", "heatmap+vim", "heatmap+mahalanobis", "heatmap+vim+mahalanobis", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
+METHODS = ["heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
 _RUNS: dict[str, dict[str, Any]] = {}
 
 
@@ -121,7 +121,7 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
 
     root = pipeline["root"]
     run = Path(shutil.copytree(pipeline["run"], tmp_path / "copy"))  # the shared run stays as the other tests expect
-    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["fdbd", "heatmap+energy", "heatmap+knn", "heatmap+mahalanobis", "heatmap+vim", "heatmap+vim+mahalanobis", "knn", "mahalanobis", "react", "vim"]
+    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["fdbd", "heatmap+vim", "knn", "mahalanobis", "react", "vim"]
     calls: list[str] = []
     real = ev.extract_features
     monkeypatch.setattr(ev, "extract_features", lambda *a, **k: calls.append(a[7] if len(a) > 7 else k.get("description")) or real(*a, **k))
@@ -137,10 +137,9 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
 
 
 def test_one_evaluation_runs_the_decoder_once_per_image_and_scores_as_methods_alone(pipeline: dict[str, Any], tmp_path: Path, monkeypatch) -> None:
-    """The heatmap and the partners are shared between the methods that read them: with the fits to redo,
-    ``heatmap``, ``heatmap+vim`` and ``heatmap+vim+mahalanobis`` together run the decoder over the fit rows
-    once and over each scored set once (before: 36 + 2 x (36 + 36) rows), and every method's scores are
-    the ones it gets evaluated alone."""
+    """The heatmap and ViM are shared between the methods that read them: with the fits to redo, ``heatmap``,
+    ``heatmap+vim`` and ``vim`` together run the decoder over the fit rows once and over each scored set once,
+    and every method's scores are the ones it gets evaluated alone."""
     import shutil
 
     from hood.detectors.heatmap import HeatmapDetector
@@ -152,7 +151,7 @@ def test_one_evaluation_runs_the_decoder_once_per_image_and_scores_as_methods_al
     rows: list[int] = []
     real = HeatmapDetector.score
     monkeypatch.setattr(HeatmapDetector, "score", lambda self, feats: rows.append(len(feats)) or real(self, feats))
-    methods = ["heatmap", "heatmap+vim", "heatmap+vim+mahalanobis", "vim", "mahalanobis"]
+    methods = ["heatmap", "heatmap+vim", "vim"]
     together = evaluate(tiny_config(root, **{"evaluate.methods": methods}), str(run))
     assert sorted(rows) == [12, 12, 12, 36]  # ID test, the two OOD sets, the 36 fit rows
     for m in methods:

@@ -16,7 +16,7 @@ from hood.detectors.fdbd import FDBDDetector
 from hood.detectors.gen import GENDetector
 from hood.detectors.scale import SCALEDetector
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import ConfigError, DetectorParameterError
 from hood.metrics import ood_metrics
 
 
@@ -59,9 +59,9 @@ def test_ash_keeps_the_top_activations_scaled_by_the_sum_ratio() -> None:
 def test_ash_and_scale_reject_percentiles_that_keep_nothing() -> None:
     head = Head(np.eye(4), np.zeros(4))
     for make in (ASHDetector, SCALEDetector):
-        with pytest.raises(ConfigError, match="percentile must be in"):
+        with pytest.raises(DetectorParameterError, match=r"^percentile must be in \[0, 100\), got 100.0$"):
             make(head, percentile=100)
-        with pytest.raises(ConfigError, match="keeps none of the 4 activations"):
+        with pytest.raises(DetectorParameterError, match="^percentile 90.0 keeps none of the 4 activations"):
             make(head, percentile=90)  # 4 - round(3.6) = 0
 
 
@@ -85,9 +85,9 @@ def test_gen_sums_the_generalized_entropy_of_the_top_m_probabilities() -> None:
     assert every[0] == pytest.approx(math.sqrt(0.6 * 0.4) + 2 * math.sqrt(0.2 * 0.8), rel=1e-6)
     assert every[2] == pytest.approx(3 * math.sqrt(2 / 9), rel=1e-12)
     assert every[1] < every[0] < every[2]  # confident = ID = low
-    with pytest.raises(ConfigError, match="gamma"):
+    with pytest.raises(DetectorParameterError, match="^gamma must be positive"):
         GENDetector(gamma=0)
-    with pytest.raises(ConfigError, match="M must be"):
+    with pytest.raises(DetectorParameterError, match="^M must be at least 1"):
         GENDetector(m=0)
 
 
@@ -116,7 +116,9 @@ def test_fdbd_fit_round_trips_through_a_checkpoint(tmp_path) -> None:
     assert a.params() == {}
 
 
-def test_parameters_come_from_the_config_and_are_validated_there() -> None:
+def test_parameters_come_from_the_config_and_errors_name_its_keys() -> None:
+    from hood.jobs.detectors import build_detectors
+
     cfg = resolve(None, {"evaluate.ash_percentile": 90, "evaluate.scale_percentile": 80, "evaluate.gen_gamma": 0.5, "evaluate.gen_m": 5}, None)
     ctx = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"), options={"config": cfg})
     assert DETECTORS["ash"](ctx).score_params() == {"percentile": 90.0}
@@ -125,9 +127,11 @@ def test_parameters_come_from_the_config_and_are_validated_there() -> None:
     defaults = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"))
     assert DETECTORS["ash"](defaults).percentile == 95.0 and DETECTORS["scale"](defaults).percentile == 85.0
     assert (DETECTORS["gen"](defaults).gamma, DETECTORS["gen"](defaults).m) == (0.1, 100)
-    for key, value in (("ash_percentile", 100), ("scale_percentile", -1), ("gen_gamma", 0), ("gen_m", 0)):
-        with pytest.raises(ConfigError, match=f"evaluate.{key}"):
-            resolve(None, {f"evaluate.{key}": value}, None)
+    for method, key, value in (("ash", "ash_percentile", 100), ("scale", "scale_percentile", -1), ("gen", "gen_gamma", 0), ("gen", "gen_m", 0)):
+        bad = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"),
+                              options={"config": resolve(None, {f"evaluate.{key}": value}, None)})
+        with pytest.raises(ConfigError, match=f"^evaluate.{key}: "):  # the jobs layer names the key the user set
+            build_detectors(bad, [method])
 
 
 def synthetic_case() -> tuple[Head, FeatureSet, FeatureSet, FeatureSet]:

@@ -196,24 +196,11 @@ def test_decoder_data_with_k_prototypes_targets_their_mean_image() -> None:
         assert torch.equal(data.images[data.target_idx[row]], torch.full((3, 2, 2), want, dtype=torch.uint8))
 
 
-def test_pixel_space_prototypes_are_the_nearest_images_of_the_same_class() -> None:
+def test_decoder_data_refuses_features_that_do_not_match_the_images() -> None:
     g = torch.Generator().manual_seed(5)
     id_images = torch.randint(0, 256, (30, 3, 4, 4), generator=g, dtype=torch.uint8)
     ood_images = torch.randint(0, 256, (12, 3, 4, 4), generator=g, dtype=torch.uint8)
-    id_p, ood_p = torch.arange(30) % 3, torch.arange(12) % 3
-    # features that rank the ID images the other way round, so the two spaces disagree
-    id_f, ood_f = -id_images.flatten(1).float(), ood_images.flatten(1).float()
-    logits_of = lambda p: torch.nn.functional.one_hot(p, 3).float()  # noqa: E731 - preds = argmax(logits)
-    args = (id_images, ood_images, FeatureSet(torch.cat([id_f, ood_f]), logits_of(torch.cat([id_p, ood_p]))), torch.device("cpu"))
-    _, by_pixels = build_decoder_data(*args, prototype_space="pixels")
-    _, by_features = build_decoder_data(*args)
-    assert by_pixels.tolist() == brute_force(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p).tolist()
-    assert torch.equal(by_features, brute_force(ood_f.double(), ood_p, id_f.double(), id_p))
-    assert not torch.equal(by_pixels, by_features)
-    assert torch.equal(id_p[by_pixels], ood_p)  # still the outlier's predicted class
-    _, k_nearest = build_decoder_data(*args, prototype_k=4, prototype_space="pixels")
-    assert k_nearest.tolist() == brute_force_k(ood_images.flatten(1).double(), ood_p, id_images.flatten(1).double(), id_p, 4)
-    with pytest.raises(ValueError, match="prototype_space"):
-        build_decoder_data(*args, prototype_space="pixel")
+    feats = FeatureSet(torch.randn(42, 4, generator=g), torch.randn(42, 3, generator=g))
+    build_decoder_data(id_images, ood_images, feats, torch.device("cpu"))  # one row per image: accepted
     with pytest.raises(ValueError, match="41 feature rows for 30 ID and 12 outlier images"):
-        build_decoder_data(id_images, ood_images, args[2].take(torch.arange(41)), torch.device("cpu"))
+        build_decoder_data(id_images, ood_images, feats.take(torch.arange(41)), torch.device("cpu"))

@@ -241,6 +241,33 @@ def test_resume_reuses_saved_outliers_and_refuses_changed_config(
         job.train_decoder(_cfg(id_folder, ood_folder, clf, "r", epochs=4), run=open_run(tmp_path / "r"))
 
 
+def test_a_run_written_with_settings_this_hood_lacks_resumes_from_its_own_config(
+    id_folder: Path, ood_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another hood's run keeps settings this one does not have, in config.yaml and in train_state.pt:
+    `train-decoder --resume` reads both without failing on them."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from hood.cli.app import app
+    from hood.jobs import train_decoder as job
+
+    clf = _random_classifier(tmp_path / "clf.pt")
+    job.train_decoder(_cfg(id_folder, ood_folder, clf, str(tmp_path / "old"), epochs=2))
+    run = tmp_path / "old"
+    (run / "run.json").write_text(json.dumps({**run_info(run), "status": "running"}))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["decoder"]["ood_views"], saved["evaluate"]["fusion"] = 1, "zscore"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    state = load(run / "train_state.pt")
+    state["config"]["decoder"]["ood_views"] = 1
+    torch.save(state, run / "train_state.pt")
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["train-decoder", "--resume", str(run), "--epochs", "3", "-q", "--json"])
+    assert out.exit_code == 0, out.output
+    assert len(json.loads(out.stdout)["losses"]) == 3 and run_info(run)["status"] == "complete"
+
+
 def test_a_complete_run_extended_with_more_epochs_equals_a_longer_run(id_folder: Path, ood_folder: Path, tmp_path: Path) -> None:
     from hood.jobs import train_decoder as job
 
@@ -350,20 +377,3 @@ def test_optimizer_state_keeps_this_process_kernel_choice(make) -> None:
     v.grad = torch.full((4,), 0.5)
     opt.step()  # a CPU step with the loaded state runs
     assert torch.isfinite(v).all()
-
-
-def test_a_mined_run_resumes_on_its_kept_outliers_without_mining_again(
-    id_folder: Path, ood_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from hood.jobs import train_decoder as job
-
-    clf = _random_classifier(tmp_path / "clf.pt")
-    job.train_decoder(_cfg(id_folder, ood_folder, clf, "m", epochs=2, ood_candidates=2))
-    samples = (tmp_path / "m" / "ood_samples.json").read_text()
-    assert len(json.loads(samples)["indices"]) == 6  # num_ood of the 12 candidates
-    (tmp_path / "m" / "run.json").write_text(json.dumps({**run_info(tmp_path / "m"), "status": "running"}))
-    monkeypatch.setattr(job, "sample_ood_indices", lambda *a: pytest.fail("resume must not draw outliers again"))
-    monkeypatch.setattr(job, "most_confident", lambda *a: pytest.fail("resume must not mine again"))
-    done = job.train_decoder(_cfg(id_folder, ood_folder, clf, "m", epochs=3, ood_candidates=2), run=open_run(tmp_path / "m"))
-    assert done.info["status"] == "complete" and len(done.info["losses"]) == 3
-    assert (tmp_path / "m" / "ood_samples.json").read_text() == samples

@@ -68,17 +68,38 @@ def test_score_table_archive_threshold_and_baseline(pipeline: dict[str, Any], mi
 
 
 def test_score_refuses_a_threshold_set_under_other_scoring_settings(pipeline: dict[str, Any], mine: Path, monkeypatch) -> None:
-    """A partner weight or fusion changes every heatmap+X score, so the stored threshold no longer keeps 95%
-    of ID: scoring under other settings is one line naming both and the fix, not silently wrong verdicts."""
-    assert pipeline["results"]["threshold_params"]["heatmap+energy"] == {"partner_weight": 1.0, "fusion": "zscore"}
-    same = _score([str(mine), "--method", "heatmap+energy", "--json"], pipeline, monkeypatch)
+    """A partner weight changes every heatmap+vim score, so the stored threshold no longer keeps 95% of ID:
+    scoring under another weight is one line naming both and the fix, not silently wrong verdicts."""
+    assert pipeline["results"]["threshold_params"]["heatmap+vim"] == {"partner_weight": 1.0}
+    same = _score([str(mine), "--method", "heatmap+vim", "--json"], pipeline, monkeypatch)
     assert same.exit_code == 0, same.output
-    assert json.loads(same.stdout)["threshold"] == pytest.approx(pipeline["results"]["thresholds"]["heatmap+energy"])
-    for setting, now in [("evaluate.partner_weight=3", "partner_weight 3.0, fusion zscore"),
-                         ("evaluate.fusion=tail", "partner_weight 1.0, fusion tail, tail_fraction 0.2")]:
-        other = _score([str(mine), "--method", "heatmap+energy", "--set", setting], pipeline, monkeypatch)
-        assert other.exit_code != 0 and "Traceback" not in other.output
-        assert "was set with partner_weight 1.0, fusion zscore" in other.output and f"uses {now}" in other.output
-        assert "pass --threshold" in other.output
-    given = _score([str(mine), "--method", "heatmap+energy", "--set", "evaluate.fusion=tail", "--threshold", "5"], pipeline, monkeypatch)
+    assert json.loads(same.stdout)["threshold"] == pytest.approx(pipeline["results"]["thresholds"]["heatmap+vim"])
+    other = _score([str(mine), "--method", "heatmap+vim", "--set", "evaluate.partner_weight=3"], pipeline, monkeypatch)
+    assert other.exit_code != 0 and "Traceback" not in other.output
+    assert "was set with partner_weight 1.0" in other.output and "uses partner_weight 3.0" in other.output
+    assert "pass --threshold" in other.output
+    given = _score([str(mine), "--method", "heatmap+vim", "--set", "evaluate.partner_weight=3", "--threshold", "5"], pipeline, monkeypatch)
     assert given.exit_code == 0, given.output  # an explicit threshold is the user's to choose
+
+
+def test_score_reads_a_run_written_with_settings_this_hood_lacks(pipeline: dict[str, Any], mine: Path, tmp_path: Path, monkeypatch) -> None:
+    """Another hood's run: its config.yaml, its decoder's spec and its stored threshold settings name settings
+    this hood does not have, at the values it always uses; `hood score --run` reads it as it reads its own."""
+    import shutil
+
+    import torch
+    import yaml
+
+    run = Path(shutil.copytree(pipeline["run"], tmp_path / "old"))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["decoder"]["output_scale"], saved["evaluate"]["fusion"] = 1.0, "zscore"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    decoder = torch.load(run / "decoder.pt", weights_only=True)
+    decoder["spec"]["output_scale"] = 1.0
+    torch.save(decoder, run / "decoder.pt")
+    results = json.loads((run / "results.json").read_text())
+    results["threshold_params"]["heatmap+vim"] = {"partner_weight": 1.0, "fusion": "zscore"}
+    (run / "results.json").write_text(json.dumps(results))
+    out = _score([str(mine), "--method", "heatmap+vim", "--json"], {**pipeline, "run": run}, monkeypatch)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["threshold"] == pytest.approx(results["thresholds"]["heatmap+vim"])

@@ -1,4 +1,4 @@
-"""Issue 7's validation split from config keys: held out of decoder training, scored by
+"""The validation split from config keys: held out of decoder training, scored by
 ``hood evaluate --validation``, never mixed with the test sets."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
         "data.id": str(id_folder), "data.aux": str(aux), "data.ood": [str(aux), "uniform-noise"], "model.arch": "wrn10_2",
         "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
         "data.val_id_per_class": 2, "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1,
-        "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap", "heatmap+energy", "knn"], "evaluate.knn_k": 3,
+        "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap", "heatmap+vim", "knn"], "evaluate.knn_k": 3,
     }
     cfg = resolve(None, named, None)
     run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
@@ -68,7 +68,7 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
     assert samples["pool_size"] == 15  # 3 of the 4 aux classes: the last one is validation OOD
 
     args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(tiny_classifier), "-d", str(id_folder),
-            "--ood", f"{aux},uniform-noise,blobs", "--methods", "heatmap,heatmap+energy,knn", "--device", "cpu", "--json", "-q",
+            "--ood", f"{aux},uniform-noise,blobs", "--methods", "heatmap,heatmap+vim,knn", "--device", "cpu", "--json", "-q",
             "--set", "model.arch=wrn10_2", "--set", "evaluate.knn_k=3", "--set", "run.num_threads=1"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
@@ -170,3 +170,54 @@ def test_classifier_source_needs_a_classifier_that_recorded_its_held_out_rows(tm
         resolve(None, {"data.val_id_source": "classifier", "data.val_id_per_class": 100}, None)
     with pytest.raises(ConfigError, match="data.val_id_source.*got 'test'"):
         resolve(None, {"data.val_id_source": "test"}, None)
+
+
+def test_far_ood_validation_sets_from_data_val_ood(tmp_path: Path, id_folder: Path, tiny_classifier: Path) -> None:
+    """data.val_ood: a flat archive of grayscale characters is scored beside the held-out aux classes and the
+    validation noise, in validation.json and the table; with --ood-count every validation set is drawn."""
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from hood.cli.app import app
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    chars = tmp_path / "chars"
+    chars.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(7):
+        Image.fromarray((rng.random((40, 40)) > 0.8).astype(np.uint8) * 255, mode="L").save(chars / f"{i:04d}.png")
+    archive = tmp_path / "chars.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for f in sorted(chars.iterdir()):
+            tf.add(f, arcname=f.name)
+    aux = write_image_folder(tmp_path / "pool", classes=4, per_class=5, offset=500)
+    named = {
+        "data.id": str(id_folder), "data.aux": str(aux), "data.ood": ["uniform-noise"], "model.arch": "wrn10_2",
+        "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
+        "data.val_id_per_class": 2, "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1,
+        "run.out": str(tmp_path / "dec"),
+    }
+    cfg = resolve(None, named, None)
+    run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
+
+    args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(tiny_classifier), "-d", str(id_folder),
+            "--ood", "uniform-noise", "--methods", "msp", "--device", "cpu", "-q", "--set", "model.arch=wrn10_2",
+            "--set", "run.num_threads=1", "--set", f"data.val_ood=[{archive}]"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "chars-val" in out.stdout and "pool-val" in out.stdout  # the validation table
+    res = json.loads(run.file("validation.json").read_text())
+    assert list(res["results"]["msp"]) == ["pool-val", "uniform-noise-val", "chars-val", "mean"]
+    assert res["results"]["msp"]["chars-val"]["n"] == 7 and res["validation"]["val_ood"] == [str(archive)]
+    assert (run.path / "scores" / "msp" / "val-chars-val.npz").is_file()
+
+    out = CliRunner().invoke(app, [*args, "--ood-count", "3"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(run.file("validation.json").read_text())
+    assert res["draw"]["ood"]["chars-val"] == {"count": 3, "size": 7} and res["results"]["msp"]["pool-val"]["n"] == 3
+
+    with pytest.raises(ConfigError, match="data.val_ood.*OOD test set"):
+        resolve(None, {**named, "data.val_ood": [str(archive)], "data.ood": [str(archive)]}, None)

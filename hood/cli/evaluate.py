@@ -10,11 +10,13 @@ from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
     ConfigOpt,
     DataRootOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
     QuietOpt,
     SeedOpt,
     SetOpt,
+    StrictOpt,
     build_config,
     print_json,
     stdout,
@@ -30,23 +32,38 @@ def _csv(value: str | None) -> list[str] | None:
 @handle_errors()
 def evaluate(
     config: ConfigOpt = None,
-    run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one for the config), or an earlier evaluate run to reuse its cached fits.")] = None,
-    ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets: registry names, built-ins (uniform-noise, gaussian-noise, blobs), folders or archives.")] = None,
-    ood_count: Annotated[int | None, typer.Option("--ood-count", help="Images per OOD set (default: len(ID test)/5, the protocol).")] = None,
-    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated detectors: heatmap, heatmap+energy, heatmap+knn, heatmap+vim, heatmap+mahalanobis, heatmap+vim+mahalanobis, msp, energy, maxlogit, odin, gen, mahalanobis, knn, react, vim, ash, scale, fdbd; or 'all' (default: heatmap,msp,energy,knn). Parameters: --set evaluate.knn_k=50, odin_temperature, odin_epsilon, react_percentile, vim_dim, ash_percentile, scale_percentile, gen_gamma, gen_m, partner_weight (heatmap+X = z_heatmap + w z_X, w on each partner), fusion=tail (sum -log ID tail probabilities instead), tail_fraction.")] = None,
-    fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper: ID positive) | ood (OpenOOD).")] = None,
-    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: the one the decoder was trained on).")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="train-decoder or evaluate run (default: latest).")] = None,
+    ood: Annotated[str | None, typer.Option("--ood", help="OOD sets, comma-separated: names, folders, archives.")] = None,
+    ood_count: Annotated[int | None, typer.Option("--ood-count", help="Images per set (default: ID test/5).")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Detectors to run, or all (see above).")] = None,
+    fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper) or ood (OpenOOD).")] = None,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier (default: the decoder's own).")] = None,
+    dataset: DatasetOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
-    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
-    validation: Annotated[bool, typer.Option("--validation", help="Score the run's validation split instead of the test sets: the ID training images and auxiliary classes train-decoder held out (data.val_id_per_class or data.val_id_source=classifier, data.val_aux_classes), plus a fresh draw of any synthetic set (uniform-noise, gaussian-noise, blobs) in --ood; writes validation.json.")] = False,
+    strict: StrictOpt = None,
+    validation: Annotated[bool, typer.Option("--validation", help="Score the validation split instead (see above).")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score ID and OOD test sets; print FPR95 / AUROC / AUPR-In / AUPR-Out and write results.json/.csv."""
+    """Score ID and OOD test sets; print FPR95 / AUROC / AUPR-In / AUPR-Out and write results.json/.csv.
+
+    --methods, comma-separated: heatmap (the paper's), heatmap+vim, msp, energy,
+    maxlogit, odin, gen, mahalanobis, knn, react, vim, ash, scale, fdbd. Their
+    parameters are the evaluate.* config keys (--set evaluate.knn_k=50).
+
+    --ood, comma-separated: registry names, the built-ins uniform-noise,
+    gaussian-noise and blobs, folders or archives. A set larger than --ood-count
+    is drawn at random with data.ood_draw_seed, the same images for every method
+    (--set data.ood_draw=first keeps the paper's first images). An earlier
+    evaluate run given as --run reuses its cached fits.
+
+    --validation scores the split train-decoder held out (data.val_id_per_class
+    or data.val_id_source=classifier, and data.val_aux_classes), a fresh draw of
+    each built-in set in --ood, and the sets of data.val_ood (validation sets
+    that are not test sets, e.g. far-OOD ones); writes validation.json."""
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {

@@ -6,55 +6,67 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from hood.config import Config, resolve
 
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
 ConfigOpt = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="YAML config: a path, or the name of a bundled one (e.g. cifar10_resnet18, demo)."),
+    typer.Option("--config", "-c", help="YAML file, or a bundled config's name."),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override any config key: --set decoder.lr=1e-4 (repeatable; wins over everything)."),
+    typer.Option("--set", help="Set any config key, e.g. decoder.lr=1e-4."),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto = CUDA when present).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (sampling, shuffles, initialization).")]
-DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Where named data sets live (default: $HOOD_DATA or ~/.local/share/hood).")]
-OutOpt = Annotated[str | None, typer.Option("--out", help="Run directory to write (default: runs/<config>-<command>-<time>).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable results on stdout.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Where named data sets live (or $HOOD_DATA).")]
+OutOpt = Annotated[str | None, typer.Option("--out", help="Run directory (default: a new one in runs/).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON results on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
+StrictOpt = Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unreadable images (default: skip).")]
+CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile training (long GPU runs).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set: a name, folder or archive.")]
 
 stdout = Console(highlight=False)
 
 
 def bundled_configs() -> dict[str, Path]:
-    """Configs shipped with hood: the repo's configs/ folder, installed as ``hood.configs`` in a wheel.
-
-    An editable install does not map that subpackage, so a source checkout's folder is read directly.
-    """
+    """Configs shipped with hood by name: the path under configs/ without ``.yaml`` (``cifar10_resnet18``,
+    ``paper/cifar10_resnet18``). A wheel installs that folder as ``hood.configs``; an editable install does
+    not map that subpackage, so a source checkout's folder is read directly."""
     checkout = Path(__file__).resolve().parents[2] / "configs"
     if checkout.is_dir():
-        return {p.stem: p for p in sorted(checkout.glob("*.yaml"))}
+        return {p.relative_to(checkout).with_suffix("").as_posix(): p for p in sorted(checkout.rglob("*.yaml"))}
     try:
         folder = resources.files("hood.configs")
     except ModuleNotFoundError:
         return {}
-    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+    found: dict[str, Path] = {}
+    pending: list[tuple[str, Traversable]] = [("", folder)]
+    while pending:
+        prefix, here = pending.pop()
+        for entry in here.iterdir():
+            if entry.is_dir():
+                pending.append((f"{prefix}{entry.name}/", entry))
+            elif entry.name.endswith(".yaml"):
+                found[prefix + entry.name[: -len(".yaml")]] = Path(str(entry))
+    return dict(sorted(found.items()))
 
 
 def config_path(spec: str | None) -> str | None:
-    """A path as given, else a bundled config of that name."""
+    """A path as given, else the bundled config of that name (``paper/cifar10_resnet18``, ``.yaml`` optional)."""
     if spec is None or Path(spec).exists():
         return spec
     bundled = bundled_configs()
-    name = Path(spec).stem
-    if name in bundled and not Path(spec).parent.name:
-        return str(bundled[name])
-    return spec  # let resolve() report the missing file
+    name = spec.removesuffix(".yaml").replace("\\", "/")
+    return str(bundled[name]) if name in bundled else spec  # else resolve() reports the missing file
 
 
 def build_config(config: str | None, named: dict[str, Any], sets: list[str] | None) -> Config:

@@ -8,14 +8,17 @@ import typer
 
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
+    CompileOpt,
     ConfigOpt,
     DataRootOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
     OutOpt,
     QuietOpt,
     SeedOpt,
     SetOpt,
+    StrictOpt,
     build_config,
     bundled_configs,
     print_json,
@@ -33,14 +36,14 @@ def _hint() -> str | None:
 @handle_errors(_hint)
 def pretrain(
     config: ConfigOpt = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set: a registry name (cifar10, cifar100, tinyimagenet), demo-digits, or a folder/archive with train/ and test/.")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", "-a", help="resnet18 | wrn40_2 | resnet50")] = None,
+    dataset: DatasetOpt = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Architecture: resnet18, wrn40_2, resnet50, ...")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted pretrain run directory from its last saved epoch.")] = None,
-    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
-    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the training forward passes (worth it for long GPU runs).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue this interrupted pretrain run.")] = None,
+    strict: StrictOpt = None,
+    compile_: CompileOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
@@ -49,7 +52,10 @@ def pretrain(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a classifier on the ID set (METHOD.md recipe); keeps the best checkpoint by validation accuracy."""
+    """Train a classifier on the ID set; keeps the best checkpoint by validation accuracy.
+
+    The ID data set is a registry name (cifar10, cifar100, tinyimagenet),
+    demo-digits, or a folder or archive with train/ and test/."""
     from hood.jobs.common import preflight, resume_target
     from hood.jobs.pretrain import pretrain as run_pretrain
     from hood.runs import create_run

@@ -15,18 +15,22 @@ from hood.cli.reporter import RichReporter
 
 @handle_errors()
 def score(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders or archives (.tar, .tar.gz, .tgz, .zip).")],
-    run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one).")] = None,
-    method: Annotated[str, typer.Option("--method", help="Detector: heatmap, or a baseline evaluated on this run.")] = "heatmap",
-    threshold: Annotated[float | None, typer.Option("--threshold", help="OOD score above which an image is 'out' (default: the one `hood evaluate` stored, keeping 95% of ID test).")] = None,
-    heatmaps: Annotated[str | None, typer.Option("--heatmaps", help="Folder to write each image's heatmap overlay into (PNG).")] = None,
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or archives.")],
+    run: Annotated[str | None, typer.Option("--run", help="train-decoder run (default: latest).")] = None,
+    method: Annotated[str, typer.Option("--method", help="A detector evaluated on the run.")] = "heatmap",
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Score above which an image is out (see above).")] = None,
+    heatmaps: Annotated[str | None, typer.Option("--heatmaps", help="Folder for each image's heatmap overlay (PNG).")] = None,
     config: ConfigOpt = None,
     device: DeviceOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score your own images: predicted class, OOD score and in/out verdict per file; unreadable files are listed, not fatal."""
+    """Score your own images: predicted class, OOD score and in/out verdict per file.
+
+    Paths may be image files, folders or archives (.tar, .tar.gz, .tgz, .zip);
+    unreadable files are listed, not fatal. The default threshold is the one
+    `hood evaluate` stored for the method: it keeps 95% of the ID test images."""
     from hood.jobs.common import decoder_run
     from hood.jobs.score import score_images
     from hood.runs import find_latest

@@ -8,14 +8,17 @@ import typer
 
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
+    CompileOpt,
     ConfigOpt,
     DataRootOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
     OutOpt,
     QuietOpt,
     SeedOpt,
     SetOpt,
+    StrictOpt,
     build_config,
     print_json,
     stdout,
@@ -32,19 +35,17 @@ def _hint() -> str | None:
 @handle_errors(_hint)
 def train_decoder(
     config: ConfigOpt = None,
-    num_ood: Annotated[int | None, typer.Option("--num-ood", help="Auxiliary outliers sampled for training.")] = None,
+    num_ood: Annotated[int | None, typer.Option("--num-ood", help="Auxiliary outliers to train on.")] = None,
     num_id: Annotated[int | None, typer.Option("--num-id", help="ID training images used (default: all).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Decoder epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
-    fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add that many minus one classifier stage maps as skips.")] = None,
-    ood_views: Annotated[int | None, typer.Option("--ood-views", help="Outlier augmentation: 1 = as sampled (the paper); V adds V-1 seeded crop+flip copies of each outlier, one drawn per epoch.")] = None,
-    id_views: Annotated[int | None, typer.Option("--id-views", help="ID augmentation: 1 = as sampled (the paper); V adds V-1 seeded crop+flip copies of each ID image (target h = 0), one drawn per epoch.")] = None,
-    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (hood's or the authors' layout); default: the latest pretrain run.")] = None,
-    aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outlier set: a registry name, folder or archive.")] = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted train-decoder run directory from its last saved epoch (same outliers, same classifier).")] = None,
-    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="Unreadable images are fatal instead of skipped and counted.")] = None,
-    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the training forward passes (worth it for long GPU runs).")] = None,
+    fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add stage maps as skips.")] = None,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: latest pretrain).")] = None,
+    aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outliers: a name, folder or archive.")] = None,
+    dataset: DatasetOpt = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue this interrupted train-decoder run.")] = None,
+    strict: StrictOpt = None,
+    compile_: CompileOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     data_root: DataRootOpt = None,
@@ -55,7 +56,7 @@ def train_decoder(
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
     from hood.jobs.common import check_classifier, preflight, resume_target
-    from hood.jobs.train_decoder import check_image_size, check_synthetic_outliers
+    from hood.jobs.train_decoder import check_image_size
     from hood.jobs.train_decoder import train_decoder as run_job
     from hood.runs import create_run
 
@@ -64,14 +65,12 @@ def train_decoder(
         classifier = str(resumed.info["classifier"])  # the one it started with, not a newer pretrain run
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
-        "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "decoder.ood_views": ood_views,
-        "decoder.id_views": id_views, "model.classifier": classifier,
+        "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "model.classifier": classifier,
         "data.aux": aux, "data.id": dataset, "run.device": device, "run.compile": compile_, "run.seed": seed,
         "data.root": data_root, "run.out": out, "data.strict": strict,
     }
     cfg = build_config(config, named, set_)
     check_image_size(cfg)
-    check_synthetic_outliers(cfg)
     with RichReporter(quiet) as rep:
         check_classifier(cfg, rep)  # the classifier file first, before any run directory or data
         if not resumed:

@@ -11,6 +11,7 @@ from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import (
     ConfigOpt,
     DataRootOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
     QuietOpt,
@@ -26,22 +27,25 @@ from hood.cli.reporter import RichReporter
 @handle_errors()
 def visualize(
     config: ConfigOpt = None,
-    run: Annotated[str | None, typer.Option("--run", help="train-decoder run directory (default: the latest complete one).")] = None,
-    ood: Annotated[str | None, typer.Option("--ood", help="Comma-separated OOD sets to draw (default: the config's).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="train-decoder run (default: latest).")] = None,
+    ood: Annotated[str | None, typer.Option("--ood", help="OOD sets to draw, comma-separated.")] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Images per grid.")] = 8,
-    pick: Annotated[str, typer.Option("--pick", help="top | bottom | random (by heatmap score; random is seeded by --seed).")] = "random",
-    method: Annotated[str, typer.Option("--method", help="Detector whose saved scores the histograms show (ROC shows every evaluated one).")] = "heatmap",
+    pick: Annotated[str, typer.Option("--pick", help="top, bottom or random (by score).")] = "random",
+    method: Annotated[str, typer.Option("--method", help="Detector the histograms show (ROC: all).")] = "heatmap",
     out_dir: Annotated[str | None, typer.Option("--out-dir", help="Folder for the PNGs (default: <run>/figures).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
+    dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draw, for N images of each set, the input, its heatmap and the overlay with the score under it;
-    plus score histograms (ID vs each OOD set, 95%-TPR cut marked) and ROC curves from `hood evaluate`'s scores."""
+    """Draw heatmap grids, score histograms and ROC curves as PNGs.
+
+    For N images of each set: the input, its heatmap and the overlay with the
+    score under it; plus score histograms (ID vs each OOD set, the 95%-TPR cut
+    marked) and ROC curves from `hood evaluate`'s scores."""
     from hood.jobs.visualize import visualize as run_job
 
     named = {

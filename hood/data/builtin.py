@@ -19,7 +19,6 @@ from hood.data.images import ImageSet, hwc_to_chw
 NOISE_COUNT = 2000
 NOISE_SEED = 20231
 VAL_NOISE_SEED = NOISE_SEED + 1  # `evaluate --validation`'s noise: another draw, never the test set's images
-TRAIN_NOISE_SEED = NOISE_SEED + 1000  # + run.seed: `data.aux_synthetic`'s training outliers, a third draw
 
 
 def demo_digits(size: int = 32, seed: int = 0) -> dict[str, ImageSet]:
@@ -114,4 +113,4 @@ def load_builtin(name: str, size: int, split: str | None = None) -> ImageSet | d
 
 
 BUILTIN_NAMES = ("demo-digits", "demo-china", "demo-flower", *SYNTHETIC_NAMES)
-__all__ = ["VAL_NOISE_SEED", "TRAIN_NOISE_SEED", "BUILTIN_NAMES", "SYNTHETIC_NAMES", "load_builtin", "synthetic_set", "photo_crops", "demo_digits", "hwc_to_chw"]
+__all__ = ["VAL_NOISE_SEED", "BUILTIN_NAMES", "SYNTHETIC_NAMES", "load_builtin", "synthetic_set", "photo_crops", "demo_digits", "hwc_to_chw"]

@@ -123,14 +123,3 @@ class ImageSet:
             names=None if self.names is None else [self.names[i] for i in idx.tolist()],
             skipped=list(self.skipped),
         )
-
-    def join(self, other: ImageSet) -> ImageSet:
-        """This set's images followed by ``other``'s, under this set's name, unlabelled (for outlier pools that
-        mix sources)."""
-        names = None if self.names is None or other.names is None else [*self.names, *other.names]
-        return ImageSet(
-            name=self.name,
-            images=torch.cat([self.images, other.images]),
-            names=names,
-            skipped=[*self.skipped, *other.skipped],
-        )

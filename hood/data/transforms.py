@@ -1,7 +1,7 @@
 """Batch transforms done on the device, on whole uint8 batches (no per-image Python work).
 
 Normalization is the paper's ``(x/255 - 0.5)/0.5``. Training augmentation is random crop with 4 pixels
-of zero padding plus horizontal flip, the classifier recipe of METHOD.md.
+of zero padding plus horizontal flip, the paper's classifier recipe.
 """
 
 from __future__ import annotations
@@ -47,7 +47,3 @@ def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int = 4) -> torch.Tens
     idx_c = cols[:, None, None, :].expand(n, x.shape[1], h, w)
     return out.gather(3, idx_c)
 
-
-def random_crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample random crop (zero padding ``pad``) and horizontal flip, for a normalized batch."""
-    return crop_flip(x, crop_flip_params(len(x), pad, generator).to(x.device), pad)

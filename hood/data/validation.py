@@ -1,20 +1,20 @@
-"""The validation split of issue 7's protocol, from config keys instead of hand-made folders.
+"""The validation split, from config keys instead of hand-made folders.
 
 Settings are chosen on data the decoder never trains on and that is not an OOD test set:
 
 - validation ID: the last ``data.val_id_per_class`` training images of every class, held out of decoder
-  training (the issue's "last 1,000 CIFAR-10 training images", spread evenly over the classes so that a
-  class-sorted folder does not hand all of them to one class); or, with ``data.val_id_source: classifier``,
-  the training images ``hood pretrain`` held out of the classifier's own training (``pretrain.val_fraction``);
+  training (spread evenly over the classes so that a class-sorted folder does not hand all of them to one
+  class); or, with ``data.val_id_source: classifier``, the training images ``hood pretrain`` held out of
+  the classifier's own training (``pretrain.val_fraction``);
 - validation OOD: the last ``data.val_aux_classes`` class folders of the auxiliary outlier set, held out
-  of the pool the decoder samples from (the issue's "a fifth of tin32-pool's 80 classes").
+  of the pool the decoder samples from (near OOD); and the sets of ``data.val_ood``, e.g. far-OOD ones
+  such as handwritten characters, which must not be test sets.
 
-``hood train-decoder`` leaves both out; ``hood evaluate --validation`` scores exactly them (plus any
-built-in noise set among the OOD sets) and never touches an OOD test set. Caveat (measured,
-bench/QUALITY.md, "the heatmap's ID tail"): the classifier was trained on its training images, so
-validation ID images look more typical to it than unseen test images do; figures on this split are
-optimistic for every feature-based score. ``data.val_id_source: classifier`` removes that bias for a
-classifier trained by ``hood pretrain`` (the shared classifiers were trained on every training image).
+``hood train-decoder`` leaves both out; ``hood evaluate --validation`` scores exactly them (plus a fresh
+draw of any built-in noise set among the OOD sets) and never touches an OOD test set. Caveat: the
+classifier was trained on its training images, so validation ID images look more typical to it than
+unseen test images do; figures on this split are optimistic for every feature-based score.
+``data.val_id_source: classifier`` removes that bias for a classifier trained by ``hood pretrain``.
 """
 
 from __future__ import annotations

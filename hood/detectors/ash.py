@@ -22,16 +22,16 @@ import torch
 
 from hood.detectors.base import Detector, DetectorContext, energy, final_layer, register
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import DetectorParameterError
 
 
 def kept_count(feature_dim: int, percentile: float, method: str) -> int:
     """How many activations lie above the p-th percentile of a ``feature_dim``-d feature (at least one)."""
     if not 0 <= percentile < 100:
-        raise ConfigError(f"{method} percentile must be in [0, 100), got {percentile}")
+        raise DetectorParameterError(method, "percentile", f"must be in [0, 100), got {percentile}")
     k = feature_dim - round(feature_dim * percentile / 100)
     if k < 1:
-        raise ConfigError(f"{method} percentile {percentile} keeps none of the {feature_dim} activations; use a lower one")
+        raise DetectorParameterError(method, "percentile", f"{percentile} keeps none of the {feature_dim} activations; use a lower one")
     return k
 
 
@@ -68,6 +68,6 @@ class ASHDetector(Detector):
         return energy(self.shape(z, top_mask(z, self.k)) @ self.weight.T + self.bias).numpy()
 
 
-@register("ash")
+@register("ash", options={"percentile": "ash_percentile"})
 def _build(ctx: DetectorContext) -> Detector:
     return ASHDetector(ctx.classifier, float(ctx.param("ash_percentile", 95.0)))

@@ -19,6 +19,7 @@ import torch
 
 from hood.detectors.memo import ScoreMemo
 from hood.engine.features import FeatureSet
+from hood.errors import DetectorParameterError
 
 
 @dataclass
@@ -101,16 +102,28 @@ class Detector(ABC):
 
 DETECTORS: dict[str, Callable[[DetectorContext], Detector]] = {}
 NEEDS_DECODER: set[str] = set()  # methods that read a trained decoder: they need a train-decoder run
+# per detector, its parameters by the option (``DetectorContext.param``) its factory reads each from
+OPTIONS: dict[str, dict[str, str]] = {}
 
 
-def register(name: str, *, needs_decoder: bool = False) -> Callable[[Callable[[DetectorContext], Detector]], Callable[[DetectorContext], Detector]]:
+def register(
+    name: str, *, needs_decoder: bool = False, options: dict[str, str] | None = None,
+) -> Callable[[Callable[[DetectorContext], Detector]], Callable[[DetectorContext], Detector]]:
+    """Register a factory; ``options`` maps each constructor parameter it sets to the option it reads it
+    from (``{"k": "knn_k"}``), so an error about the parameter can name the setting the user gave."""
     def deco(factory: Callable[[DetectorContext], Detector]) -> Callable[[DetectorContext], Detector]:
         DETECTORS[name] = factory
+        OPTIONS[name] = dict(options or {})
         if needs_decoder:
             NEEDS_DECODER.add(name)
         return factory
 
     return deco
+
+
+def option_for(err: DetectorParameterError) -> str | None:
+    """The option (an ``evaluate`` config key's name) that set the parameter ``err`` is about, if known."""
+    return OPTIONS.get(err.detector, {}).get(err.param)
 
 
 def uses_decoder(methods: list[str]) -> bool:

@@ -21,7 +21,7 @@ import torch
 
 from hood.detectors.base import Detector, DetectorContext, register
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import DetectorParameterError
 
 
 class GENDetector(Detector):
@@ -29,9 +29,9 @@ class GENDetector(Detector):
 
     def __init__(self, gamma: float = 0.1, m: int = 100) -> None:
         if not gamma > 0:
-            raise ConfigError(f"gen gamma must be positive, got {gamma}")
+            raise DetectorParameterError(self.name, "gamma", f"must be positive, got {gamma}")
         if m < 1:
-            raise ConfigError(f"gen M must be at least 1, got {m}")
+            raise DetectorParameterError(self.name, "M", f"must be at least 1, got {m}")
         self.gamma = float(gamma)
         self.m = int(m)
 
@@ -44,6 +44,6 @@ class GENDetector(Detector):
         return (top.pow(self.gamma) * (1 - top).pow(self.gamma)).sum(dim=1).numpy()
 
 
-@register("gen")
+@register("gen", options={"gamma": "gen_gamma", "M": "gen_m"})
 def _build(ctx: DetectorContext) -> Detector:
     return GENDetector(float(ctx.param("gen_gamma", 0.1)), int(ctx.param("gen_m", 100)))

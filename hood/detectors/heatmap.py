@@ -22,10 +22,9 @@ class HeatmapDetector(Detector):
 
     @torch.inference_mode()
     def heatmaps(self, feats: FeatureSet, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Heatmaps of rows ``start:stop`` (float32, CPU) for pictures, divided by the decoder's output
-        scale so that every decoder draws on the same [-1, 1] colour range."""
+        """Heatmaps of rows ``start:stop`` (float32, CPU), for pictures."""
         sub = feats.take(torch.arange(start, stop if stop is not None else len(feats)))
-        return torch.cat(list(self._batches(sub))) / self.decoder.spec.output_scale
+        return torch.cat(list(self._batches(sub)))
 
     def _batches(self, feats: FeatureSet):  # noqa: ANN202 - a generator of heatmap batches
         for s in range(0, len(feats), self.batch_size):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from hood.detectors.base import Detector, DetectorContext, register
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import DetectorParameterError
 
 
 class KNNDetector(Detector):
@@ -29,7 +29,7 @@ class KNNDetector(Detector):
 
     def __init__(self, k: int = 50, device: torch.device | None = None, chunk: int = 2048) -> None:
         if k < 1:
-            raise ConfigError(f"config key 'evaluate.knn_k' must be at least 1, got {k}")
+            raise DetectorParameterError(self.name, "k", f"must be a positive integer, got {k}")
         self.k = int(k)
         self.device = device or torch.device("cpu")
         self.chunk = chunk
@@ -60,6 +60,6 @@ class KNNDetector(Detector):
         self.bank = state["bank"].float()
 
 
-@register("knn")
+@register("knn", options={"k": "knn_k"})
 def _build(ctx: DetectorContext) -> Detector:
     return KNNDetector(int(ctx.param("knn_k", 50)), ctx.device)

@@ -1,9 +1,8 @@
 """Scores remembered per (detector, feature content), so one evaluation scores each image once per detector.
 
-Why: the combinations (``heatmap+vim``, ``heatmap+vim+mahalanobis``, ...) read the same heatmap and the
-same partners as the methods of those names. ``--methods all`` used to run the decoder six times over every
-test set and five times over the combinations' 10,000 fit rows, and KNN's 50,000-row neighbour search twice;
-with one shared instance per method (:meth:`DetectorContext.detector`) and this memo, each runs once.
+Why: the combination ``heatmap+vim`` reads the same heatmap and the same ViM as the methods of those names.
+With one shared instance per method (:meth:`DetectorContext.detector`) and this memo, an evaluation of all
+three runs the decoder and ViM once per image instead of once per method that reads them.
 
 Keyed by content, not identity: each combination takes its fit rows with :meth:`FeatureSet.take`, a new
 object holding the same rows, and those must hit. The key hashes the features, logits and labels (the stage

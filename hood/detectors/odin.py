@@ -28,7 +28,7 @@ import torch
 from hood.data.transforms import normalize
 from hood.detectors.base import Detector, DetectorContext, register
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import DetectorParameterError
 
 _STD = 0.5  # hood's input normalization: (x/255 - 0.5) / 0.5
 
@@ -50,9 +50,9 @@ class ODINDetector(Detector):
     def __init__(self, classifier: torch.nn.Module, device: torch.device, temperature: float = 1000.0,
                  epsilon: float = 0.0014, batch_size: int = 250) -> None:
         if temperature <= 0:
-            raise ConfigError(f"config key 'evaluate.odin_temperature' must be positive, got {temperature}")
+            raise DetectorParameterError(self.name, "temperature", f"must be positive, got {temperature}")
         if epsilon < 0:
-            raise ConfigError(f"config key 'evaluate.odin_epsilon' must be non-negative, got {epsilon}")
+            raise DetectorParameterError(self.name, "epsilon", f"must be non-negative, got {epsilon}")
         self.classifier = classifier
         self.device = device
         self.temperature = float(temperature)
@@ -92,7 +92,7 @@ class ODINDetector(Detector):
         return torch.cat(out).numpy()
 
 
-@register("odin")
+@register("odin", options={"temperature": "odin_temperature", "epsilon": "odin_epsilon"})
 def _build(ctx: DetectorContext) -> Detector:
     return ODINDetector(
         ctx.classifier, ctx.device, ctx.param("odin_temperature", 1000.0), ctx.param("odin_epsilon", 0.0014),

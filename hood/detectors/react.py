@@ -16,7 +16,7 @@ import torch
 
 from hood.detectors.base import Detector, DetectorContext, energy, final_layer, register
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import DetectorParameterError
 
 
 class ReActDetector(Detector):
@@ -25,7 +25,7 @@ class ReActDetector(Detector):
 
     def __init__(self, classifier: torch.nn.Module, percentile: float = 90.0) -> None:
         if not 0 < percentile <= 100:
-            raise ConfigError(f"config key 'evaluate.react_percentile' must be in (0, 100], got {percentile}")
+            raise DetectorParameterError(self.name, "percentile", f"must be in (0, 100], got {percentile}")
         self.weight, self.bias = final_layer(classifier)
         self.percentile = float(percentile)
         self.clip: float | None = None
@@ -49,6 +49,6 @@ class ReActDetector(Detector):
         self.clip = float(state["clip"])
 
 
-@register("react")
+@register("react", options={"percentile": "react_percentile"})
 def _build(ctx: DetectorContext) -> Detector:
     return ReActDetector(ctx.classifier, float(ctx.param("react_percentile", 90.0)))

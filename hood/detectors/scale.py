@@ -30,6 +30,6 @@ class SCALEDetector(ASHDetector):
         return z * sharpening(z, top)[:, None]
 
 
-@register("scale")
+@register("scale", options={"percentile": "scale_percentile"})
 def _build(ctx: DetectorContext) -> Detector:
     return SCALEDetector(ctx.classifier, float(ctx.param("scale_percentile", 85.0)))

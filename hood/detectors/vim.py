@@ -22,7 +22,7 @@ import torch
 
 from hood.detectors.base import Detector, DetectorContext, final_layer, register
 from hood.engine.features import FeatureSet
-from hood.errors import ConfigError
+from hood.errors import DetectorParameterError
 
 
 def default_dim(feature_dim: int) -> int:
@@ -42,7 +42,7 @@ class ViMDetector(Detector):
         feature_dim = self.weight.shape[1]
         self.dim = default_dim(feature_dim) if dim is None else int(dim)
         if not 0 < self.dim < feature_dim:
-            raise ConfigError(f"config key 'evaluate.vim_dim' must be in [1, {feature_dim - 1}] for {feature_dim}-d features, got {self.dim}")
+            raise DetectorParameterError(self.name, "dim", f"must be in [1, {feature_dim - 1}] for {feature_dim}-d features, got {self.dim}")
         self.origin = -torch.linalg.pinv(self.weight) @ self.bias  # D
         self.residual_basis: torch.Tensor | None = None  # D x (D - dim)
         self.alpha: float | None = None
@@ -71,7 +71,7 @@ class ViMDetector(Detector):
         self.residual_basis, self.alpha = state["residual_basis"].double(), float(state["alpha"])
 
 
-@register("vim")
+@register("vim", options={"dim": "vim_dim"})
 def _build(ctx: DetectorContext) -> Detector:
     dim = ctx.param("vim_dim", None)
     return ViMDetector(ctx.classifier, None if dim is None else int(dim))

@@ -1,4 +1,4 @@
-"""Training the heatmap decoder on a frozen classifier (METHOD.md, with its five defects fixed).
+"""Training the heatmap decoder on a frozen classifier (the paper's recipe, see docs/method.md).
 
 1. Features of the ID training images and of the sampled outliers are computed once (frozen classifier,
    no augmentation), not per batch and epoch.
@@ -7,13 +7,6 @@
 3. Each outlier is paired with its *own* nearest same-predicted-class ID prototype (batched search).
 4. Per sample ``x_hat = h + x`` is regressed onto the target ``t`` (``x`` for ID, the prototype for an
    outlier) with weights ``1 + 5|t|``; summed over pixels and channels, averaged over the batch.
-
-Outlier augmentation (``decoder.ood_views`` V > 1, issue 7): V-1 seeded random crop+flip copies of every
-outlier are made once, each with its own features and prototype; each epoch draws one view per outlier,
-so an epoch keeps the paper's ID/outlier balance and length while the decoder sees V times the variety.
-ID augmentation (``decoder.id_views``) does the same for the ID images, each view its own target (h = 0):
-the classifier's features of unseen test images are less typical than those of the training images it
-memorized, and the decoder should not call that difference OOD.
 
 A checkpoint with optimizer and epoch is written atomically every ``checkpoint_every`` epochs, so an
 interrupted run resumes from its last completed epoch. Each epoch's shuffle comes from a generator
@@ -30,8 +23,8 @@ from typing import Any
 
 import torch
 
-from hood.config import PROTOTYPE_SPACES, DecoderConfig
-from hood.data.transforms import denormalize, normalize, random_crop_flip
+from hood.config import DecoderConfig
+from hood.data.transforms import normalize
 from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
 from hood.engine.features import FeatureSet
@@ -57,65 +50,26 @@ def sample_ood_indices(pool_size: int, num_ood: int, seed: int) -> torch.Tensor:
 class DecoderData:
     """Everything one decoder epoch reads, computed once: inputs, their features, and target indices.
 
-    The first ``id_views * n_id`` rows are ID images: ``id_views`` blocks of ``n_id`` rows, block 0 the
-    images as sampled. The rest are outliers: ``views`` blocks of ``n_ood`` rows, block ``v`` holding view
-    ``v`` of every outlier (block 0 = the outliers as sampled). ``target_idx[i]`` is the row of the target
-    image: ``i`` itself for ID (every view of an ID image is its own target: ``h = 0``), the row's own
-    prototype (a block-0 ID row) for outliers, or with ``decoder.prototype_k`` > 1 its mean prototype
-    image, stored in ``images`` after the outlier rows.
+    The first ``n_id`` rows are ID images, the rest outliers. ``target_idx[i]`` is the row of the target
+    image: ``i`` itself for ID (``h = 0``), the row's own prototype (an ID row) for outliers, or with
+    ``decoder.prototype_k`` > 1 its mean prototype image, stored in ``images`` after the outlier rows.
     """
 
-    images: torch.Tensor  # (id_views * n_id + views * n_ood) x 3 x H x W uint8 (+ mean prototypes)
+    images: torch.Tensor  # (n_id + n_ood) x 3 x H x W uint8 (+ mean prototypes)
     feats: FeatureSet
     target_idx: torch.Tensor
     n_id: int
-    views: int = 1
-    id_views: int = 1
 
     @property
     def n_ood(self) -> int:
-        return (len(self.target_idx) - self.id_views * self.n_id) // self.views
+        return len(self.target_idx) - self.n_id
 
     def epoch_rows(self, generator: torch.Generator) -> torch.Tensor:
-        """The rows one epoch trains on, shuffled: one view of every ID image and of every outlier.
-
-        With one view of each this is a plain permutation of all rows (the same draw as before views
-        existed); without ID views, the same draws as before ID views existed.
-        """
-        if self.views == 1 and self.id_views == 1:
-            return torch.randperm(len(self.target_idx), generator=generator)
-        ood = torch.arange(self.n_ood)
-        if self.views > 1:
-            ood = ood + torch.randint(0, self.views, (self.n_ood,), generator=generator) * self.n_ood
-        ids = torch.arange(self.n_id)
-        if self.id_views > 1:
-            ids = ids + torch.randint(0, self.id_views, (self.n_id,), generator=generator) * self.n_id
-        rows = torch.cat([ids, self.id_views * self.n_id + ood])
-        return rows[torch.randperm(len(rows), generator=generator)]
+        """The rows one epoch trains on: every ID image and every outlier, shuffled."""
+        return torch.randperm(len(self.target_idx), generator=generator)
 
     def to(self, device: torch.device) -> DecoderData:
-        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id,
-                           self.views, self.id_views)
-
-
-OUTLIER_STREAM, ID_STREAM = 0, 1  # augmented_views streams: ID and outlier copies never share crops
-
-
-def augmented_views(images: torch.Tensor, views: int, seed: int, stream: int = OUTLIER_STREAM) -> torch.Tensor:
-    """``images`` followed by ``views - 1`` random crop+flip copies of them (uint8, seeded, made once).
-
-    The crop pads with the normalized zero (mid-grey), as the classifier's own training augmentation does.
-    ``stream`` separates the draws for outliers (``decoder.ood_views``) from those for ID images
-    (``decoder.id_views``) of the same run seed.
-    """
-    if views == 1:
-        return images
-    g = torch.Generator().manual_seed(seed * 7919 + 17 + stream * 104_729)
-    copies = [images]
-    for _ in range(views - 1):
-        x = random_crop_flip(normalize(images), generator=g)
-        copies.append(denormalize(x).mul_(255).round_().to(torch.uint8))
-    return torch.cat(copies)
+        return DecoderData(self.images.to(device), self.feats.to(device), self.target_idx.to(device), self.n_id)
 
 
 def mean_images(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -132,51 +86,31 @@ def build_decoder_data(
     ood_images: torch.Tensor,
     feats: FeatureSet,
     device: torch.device,
-    views: int = 1,
     prototype_k: int = 1,
-    id_views: int = 1,
-    prototype_space: str = "features",
 ) -> tuple[DecoderData, torch.Tensor]:
-    """Pair each outlier (each view, see :func:`augmented_views`) with its prototype; returns the data and
-    the prototype index per outlier row (``n x k`` with ``prototype_k`` k > 1).
+    """Pair each outlier with its prototype; returns the data and the prototype index per outlier
+    (``n x k`` with ``prototype_k`` k > 1).
 
     ``feats`` holds the rows of ``id_images`` then those of ``ood_images``, as the data keeps them: one
     FeatureSet, so the stage maps are never held as two parts and a joined copy.
 
-    ``id_images`` holds ``id_views`` blocks (block 0 as sampled); prototypes come from block 0 only: a
-    prototype is an ID image as the data set has it, never an augmented copy.
-
     With ``k > 1`` an outlier's target is the mean image of its ``k`` nearest same-class ID images: those
     means are stored as extra rows after the outliers and ``target_idx`` points at them, so a training
     step gathers its targets the same way for every ``k`` (and a CUDA graph of it stays the same).
-
-    ``prototype_space`` "pixels" measures "nearest" between the normalized images instead of the features
-    (still among ID images of the outlier's predicted class): the prototype is then the image the decoder
-    can reach with the smallest heatmap.
     """
-    if len(ood_images) % views:
-        raise ValueError(f"{len(ood_images)} outlier rows are not {views} equal views")
-    if len(id_images) % id_views:
-        raise ValueError(f"{len(id_images)} ID rows are not {id_views} equal views")
     if len(feats) != len(id_images) + len(ood_images):
         raise ValueError(f"{len(feats)} feature rows for {len(id_images)} ID and {len(ood_images)} outlier images")
-    n_id = len(id_images) // id_views
-    if prototype_space not in PROTOTYPE_SPACES:
-        raise ValueError(f"prototype_space must be features or pixels, got '{prototype_space}'")
-    preds, n_rows = feats.preds, len(id_images)
-    if prototype_space == "pixels":
-        queries, keys = normalize(ood_images).flatten(1), normalize(id_images[:n_id]).flatten(1)
-    else:
-        queries, keys = feats.features[n_rows:], feats.features[:n_id]
-    proto = nearest_prototypes(queries, preds[n_rows:], keys, preds[:n_id], device, k=prototype_k)
+    n_id = len(id_images)
+    preds = feats.preds
+    proto = nearest_prototypes(feats.features[n_id:], preds[n_id:], feats.features[:n_id], preds[:n_id], device, k=prototype_k)
     images = [id_images, ood_images]
-    id_targets = torch.arange(len(id_images))
+    id_targets = torch.arange(n_id)
     if prototype_k == 1:
         target_idx = torch.cat([id_targets, proto])
     else:
-        images.append(mean_images(id_images[:n_id], proto))
-        target_idx = torch.cat([id_targets, len(id_images) + len(ood_images) + torch.arange(len(ood_images))])
-    return DecoderData(torch.cat(images), feats, target_idx, n_id, views, id_views), proto
+        images.append(mean_images(id_images, proto))
+        target_idx = torch.cat([id_targets, n_id + len(ood_images) + torch.arange(len(ood_images))])
+    return DecoderData(torch.cat(images), feats, target_idx, n_id), proto
 
 
 _REPORT_EVERY = 10  # steps between progress updates that read the loss value
@@ -188,20 +122,6 @@ def heatmap_loss(h: torch.Tensor, x: torch.Tensor, t: torch.Tensor, weight: floa
     return (w * (h + x - t).square()).flatten(1).sum(1).mean()
 
 
-SATURATION_KNEE = 3.0  # |pre-activation| beyond which tanh is flat (tanh(3) = 0.995, slope 0.01)
-
-
-def saturation_loss(a: torch.Tensor) -> torch.Tensor:
-    """``mean_batch sum_pixels relu(|a| - 3)^2`` over the decoder's values before ``tanh``.
-
-    Why: a trained paper decoder has a patch of pixels (~1.5-5%, centre rows) whose pre-activation sits at
-    |a| > 14 for *every* input, ID included; tanh's slope there is ~1e-12, so no gradient can ever bring
-    them back and they score a constant 1 (issue 7's diagnosis). The penalty is zero inside tanh's
-    working range and pulls runaway pixels back before they die.
-    """
-    return torch.relu(a.abs() - SATURATION_KNEE).square().flatten(1).sum(1).mean()
-
-
 def decoder_step(
     decoder: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -209,7 +129,6 @@ def decoder_step(
     idx: torch.Tensor,
     loss_weight: float,
     device: torch.device,
-    saturation_penalty: float = 0.0,
 ) -> torch.Tensor:
     """One optimizer step on the rows ``idx`` (on the device); returns the loss, not read back.
 
@@ -220,10 +139,8 @@ def decoder_step(
     t = normalize(data.images[data.target_idx[idx]])
     maps = None if data.feats.maps is None else [m[idx] for m in data.feats.maps]
     with training_autocast(device):
-        h, a = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps, with_pre_activation=True)
+        h = decoder(data.feats.features[idx], data.feats.logits[idx].argmax(1), maps)
     loss = heatmap_loss(h.float(), x, t, loss_weight)
-    if saturation_penalty > 0:
-        loss = loss + saturation_penalty * saturation_loss(a.float())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -239,7 +156,6 @@ def run_epoch(
     generator: torch.Generator,
     device: torch.device,
     on_batch: Callable[[int, float | None], None] | None = None,
-    saturation_penalty: float = 0.0,
     step: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One pass over ``data`` (already on ``device``); returns the mean per-sample loss.
@@ -252,7 +168,7 @@ def run_epoch(
     """
     decoder.train()
     if step is None:
-        step = lambda rows: decoder_step(decoder, optimizer, data, rows, loss_weight, device, saturation_penalty)  # noqa: E731
+        step = lambda rows: decoder_step(decoder, optimizer, data, rows, loss_weight, device)  # noqa: E731
     world = distributed.world_size()
     perm = data.epoch_rows(generator).to(device)
     n = len(perm)
@@ -323,7 +239,7 @@ def fit_decoder(
     step = None
     if graphed:
         step = GraphedStep(
-            lambda rows: decoder_step(net, optimizer, data, rows, cfg.loss_weight, device, cfg.saturation_penalty), device,
+            lambda rows: decoder_step(net, optimizer, data, rows, cfg.loss_weight, device), device,
         )
     losses: list[float] = []
     task = reporter.task("decoder", (cfg.epochs - start_epoch) * len(data.target_idx))
@@ -334,7 +250,7 @@ def fit_decoder(
             loss = run_epoch(
                 net, optimizer, data, cfg.batch_size, cfg.loss_weight, epoch_generator(seed, epoch), device,
                 on_batch=lambda n, v, e=epoch: reporter.advance(task, n, **({} if v is None else {"epoch": e + 1, "loss": v})),
-                saturation_penalty=cfg.saturation_penalty, step=step,
+                step=step,
             )
         except TrainingDivergedError:
             raise TrainingDivergedError(

@@ -1,9 +1,9 @@
 """Prototype search: for each outlier, the nearest ID training image predicted as the same class
-(or its ``k`` nearest, whose mean image is the target with ``decoder.prototype_k`` k; issue 7).
+(or its ``k`` nearest, whose mean image is the target with ``decoder.prototype_k`` k).
 
-METHOD.md defects 1 and 4: every outlier is paired with *its own* prototype (the result is indexed by
-outlier), and the search is batched matrix algebra per predicted class, chunked to bound memory, instead
-of one distance call per outlier.
+Every outlier is paired with *its own* prototype (the result is indexed by outlier), and the search is
+batched matrix algebra per predicted class, chunked to bound memory, instead of one distance call per
+outlier.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import yaml
 
-from hood.config import Config
+from hood.config import Config, known_settings
 from hood.data import registry
 from hood.data.images import ImageSet
 from hood.engine.distributed import is_main_process
@@ -134,7 +134,7 @@ def skip_note(s: ImageSet) -> str | None:
 # where it runs, where files go, how often it checkpoints, and what only `evaluate` reads.
 RESUME_FREE = (
     "name", "run.device", "run.num_threads", "run.compile", "run.out", "run.runs_dir", "data.root", "data.strict",
-    "data.ood", "data.ood_count", "data.id_test_count", "model.classifier", "evaluate.",
+    "data.ood", "data.ood_count", "data.id_test_count", "data.val_ood", "model.classifier", "evaluate.",
     "pretrain.checkpoint_every", "decoder.checkpoint_every", "run.checkpoint_interval_s",
     "pretrain.cuda_graph", "decoder.cuda_graph",  # the same steps, launched another way
 )
@@ -163,7 +163,7 @@ def config_changes(saved: dict[str, Any], cfg: Config, command: str, done_epochs
     line (and a check that the new epoch count is not below the epochs done); anything else is a
     RunError naming the key, both values and how to proceed.
     """
-    old, new = _flatten(saved), _flatten(cfg.to_dict())
+    old, new = _flatten(known_settings(saved)), _flatten(cfg.to_dict())  # settings another hood had do not count
     skip = RESUME_FREE + _UNUSED.get(command, ())
     onecycle = command == "pretrain" and cfg.pretrain.scheduler == "onecycle"
     for key in sorted(set(old) | set(new)):

@@ -8,7 +8,9 @@ combination's ``score_seconds`` is what it adds to the parts scored before it). 
 the ID training features and cache the fit in the run directory (``fits/<method>.pt``, keyed by the
 classifier's fingerprint, the ID set and the detector's parameters), so a later evaluate of the same run
 skips the ID-train pass. OOD sets are streamed: one is loaded, featurized, scored and released before
-the next, so memory does not grow with their number. Per-sample scores go to
+the next, so memory does not grow with their number. A set larger than its count (``data.ood_count``,
+``data.id_test_count``) is a draw of its rows by ``data.ood_draw`` (:mod:`hood.data.draw`), the same
+rows for every method, recorded in ``results.json``. Per-sample scores (and the rows they are of) go to
 ``scores/<method>/<set>.npz`` so metrics can be recomputed without a GPU; ``results.json`` /
 ``results.csv`` hold the table, and ``thresholds`` the score per method that keeps 95% of ID test
 images (``hood score`` reads it).
@@ -30,6 +32,7 @@ import torch
 from hood import __version__
 from hood.config import Config
 from hood.data.builtin import SYNTHETIC_NAMES, VAL_NOISE_SEED, synthetic_set
+from hood.data.draw import draw
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
 from hood.data.validation import validation_rows
@@ -48,6 +51,7 @@ from hood.jobs.common import (
     open_classifier,
     skip_note,
 )
+from hood.jobs.detectors import build_detectors
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
 from hood.models.checkpoint import load_decoder, safe_load
 from hood.runs import Run, create_run, open_run
@@ -75,10 +79,14 @@ def resolve_methods(methods: list[str]) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def save_scores(run: Run, method: str, set_name: str, scores: np.ndarray) -> None:
-    """float64: float32 would merge nearly saturated MSP scores into ties and shift recomputed metrics."""
+def save_scores(run: Run, method: str, set_name: str, scores: np.ndarray, rows: torch.Tensor | None = None) -> None:
+    """float64: float32 would merge nearly saturated MSP scores into ties and shift recomputed metrics. ``rows``:
+    which of the set's images (in file order) the scores are of, when only some were drawn."""
     path = run.path / "scores" / method / f"{set_name}.npz"
-    atomic_save_with(path, lambda fh: np.savez_compressed(fh, scores=np.asarray(scores, dtype=np.float64)))
+    arrays = {"scores": np.asarray(scores, dtype=np.float64)}
+    if rows is not None:
+        arrays["rows"] = rows.numpy().astype(np.int64)
+    atomic_save_with(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def load_scores(run: Run, method: str, set_name: str) -> np.ndarray | None:
@@ -102,7 +110,7 @@ def results_csv(results: dict[str, Any]) -> str:
 
 
 def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter: Reporter) -> tuple[Run | None, list[str]]:
-    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+energy``), a previous evaluate run given
+    """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+vim``), a previous evaluate run given
     with ``--run`` (its cached fits are reused), or None (a fresh evaluate run is made later)."""
     if run_path:
         run = open_run(run_path)
@@ -197,47 +205,43 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
         meta = ckpt.get("meta", {})
         options["decoder_rows"] = decoder_train_ids(meta, cfg.data.id, len(splits["train"]))
-    split = (_validation_split(meta, run, cfg, splits, options, root, size, classifier.meta, str(clf_path))
-             if cfg.evaluate.validation else None)
+    plan = _plan(cfg, run, meta, splits, options, root, size, classifier.meta, str(clf_path))
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options=options)
-    detectors: dict[str, Detector] = {m: ctx.detector(m) for m in methods}  # combinations share their parts' instances
+    detectors = build_detectors(ctx, methods)
     num_maps = max(d.num_maps for d in detectors.values())
     seconds = dict.fromkeys(methods, 0.0)
-    tag = "val-" if split else ""  # validation scores never overwrite the test scores
 
-    _fit_detectors(detectors, run, model, split.fit if split else splits["train"], classifier.fingerprint, cfg, device, reporter)
+    _fit_detectors(detectors, run, model, plan.fit, classifier.fingerprint, cfg, device, reporter)
     ctx.memo.clear()  # the fit rows' scores served the combinations' fits; scoring starts afresh
-    id_test = split.id if split else splits["test"]
-    if cfg.data.id_test_count is not None:
-        id_test = id_test.subset(slice(0, cfg.data.id_test_count))
     del splits
+    id_test = plan.id
     id_feats = extract_features(model, id_test.images, device, cfg.evaluate.batch_size, num_maps, id_test.labels, reporter, "ID test features")
     acc = float((id_feats.preds == id_test.labels).float().mean()) if id_test.labels is not None else None
     id_scores = {m: _score(ctx, d, id_feats, id_test.images, seconds) for m, d in detectors.items()}
     for m, s in id_scores.items():
-        save_scores(run, m, f"{tag}id", s)
+        save_scores(run, m, f"{plan.prefix}id", s, plan.id_rows)
     del id_feats
 
-    # the protocol: the first len(ID test)/5 images of a test set; all of a validation set
-    ood_count = cfg.data.ood_count or (None if split else max(1, len(id_test) // 5))
     per_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     notes = []
-    loaders = split.ood if split else [(dataset_label(spec), lambda spec=spec: load_image_set(spec, root, size, cfg.data.strict)) for spec in cfg.data.ood]
-    for name, load in loaders:
+    drawn: dict[str, dict[str, int]] = {}
+    for name, load in plan.ood:
         ood = load()
         if note := skip_note(ood):
             notes.append(note)
             reporter.log(note)
-        ood = ood.subset(slice(0, ood_count))
+        size_before = len(ood)
+        ood, rows = draw(ood, plan.ood_count, cfg.data.ood_draw, cfg.data.ood_draw_seed)
+        drawn[name] = {"count": len(ood), "size": size_before}
         feats = extract_features(model, ood.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, f"{name} features")
         for m, d in detectors.items():
             scores = _score(ctx, d, feats, ood.images, seconds)
-            save_scores(run, m, f"{tag}{name}", scores)
+            save_scores(run, m, f"{plan.prefix}{name}", scores, rows)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores, cfg.evaluate.fpr_convention), "n": len(scores)}
         del ood, feats
 
     results: dict[str, Any] = {
-        "id_dataset": f"{cfg.data.id} (validation split)" if split else cfg.data.id,
+        "id_dataset": f"{cfg.data.id} (validation split)" if plan.validation else cfg.data.id,
         "classifier": str(clf_path),
         "classifier_arch": classifier.arch,
         "id_test_accuracy": acc,
@@ -254,10 +258,13 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         "threshold_params": {m: detectors[m].score_params() for m in id_scores},
         "threshold_rule": f"OOD score above which an image is called out; keeps {THRESHOLD_KEEP:.0%} of ID test images",
         "score_seconds": {m: round(s, 3) for m, s in seconds.items()},
+        # which images were scored: every method and every decoder seed reads the same rows (scores/*.npz hold them)
+        "draw": {"mode": cfg.data.ood_draw, "seed": cfg.data.ood_draw_seed,
+                 "id": {"count": len(id_test), "size": plan.id_size}, "ood": drawn},
         "notes": notes,
     }
-    if split:
-        results["validation"] = split.describe
+    if plan.validation:
+        results["validation"] = plan.validation
         atomic_write_json(run.file("validation.json"), results)
         atomic_write_text(run.file("validation.csv"), results_csv(results))
         return Evaluation(run, results)
@@ -271,19 +278,41 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
 
 
 @dataclass
-class ValidationSplit:
-    """What ``evaluate --validation`` scores: the decoder run's held-out ID rows against its held-out
-    auxiliary classes (and fresh draws of built-in synthetic sets), with detectors fitted on the remaining training rows."""
+class Plan:
+    """What one evaluate scores, in test or validation mode alike: the rows the detectors fit on, the ID set
+    (already drawn), the OOD sets (loaded one at a time), and where the scores go."""
 
     fit: ImageSet
     id: ImageSet
     ood: list[tuple[str, Callable[[], ImageSet]]]
-    describe: dict[str, Any]
+    ood_count: int | None  # images per OOD set; None = all of each
+    prefix: str  # of score files: validation scores never overwrite the test scores
+    validation: dict[str, Any] | None = None  # how the validation split was made; None for the test sets
+    id_rows: torch.Tensor | None = None  # the ID set's scored rows
+    id_size: int = 0  # its size before the draw
 
 
-def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[str, ImageSet], options: dict[str, Any],
-                      root: Path, size: int, classifier_meta: dict[str, Any], classifier: str) -> ValidationSplit:
-    """The split the decoder run held out (its config, stored in decoder.pt, names it)."""
+def _plan(cfg: Config, run: Run, meta: dict[str, Any], splits: dict[str, ImageSet], options: dict[str, Any],
+          root: Path, size: int, classifier_meta: dict[str, Any], classifier: str) -> Plan:
+    """The test sets, or with ``--validation`` the run's validation split; then the ID draw
+    (``data.id_test_count``) and the OOD count, by one rule for both."""
+    if cfg.evaluate.validation:
+        plan = _validation_plan(meta, run, cfg, splits, options, root, size, classifier_meta, classifier)
+    else:
+        test_sets = [(dataset_label(spec), lambda spec=spec: load_image_set(spec, root, size, cfg.data.strict)) for spec in cfg.data.ood]
+        plan = Plan(fit=splits["train"], id=splits["test"], ood=test_sets, ood_count=None, prefix="")
+    plan.id_size = len(plan.id)
+    plan.id, plan.id_rows = draw(plan.id, cfg.data.id_test_count, cfg.data.ood_draw, cfg.data.ood_draw_seed)
+    # the protocol: len(ID test)/5 images of each test set; all of each validation set
+    plan.ood_count = cfg.data.ood_count or (None if plan.validation else max(1, len(plan.id) // 5))
+    return plan
+
+
+def _validation_plan(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[str, ImageSet], options: dict[str, Any],
+                     root: Path, size: int, classifier_meta: dict[str, Any], classifier: str) -> Plan:
+    """The split the decoder run held out (its config, stored in decoder.pt, names it): its held-out ID rows
+    against its held-out auxiliary classes, fresh draws of the built-in synthetic sets among ``data.ood`` and
+    ``data.val_ood``, and the other ``data.val_ood`` sets; detectors fit on the remaining training rows."""
     data = (meta.get("config") or {}).get("data", {})
     per_class, aux_classes, aux = int(data.get("val_id_per_class", 0)), int(data.get("val_aux_classes", 0)), data.get("aux")
     source = str(data.get("val_id_source", "last"))  # decoders from before the key held out the last rows
@@ -305,18 +334,23 @@ def _validation_split(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[
     ood: list[tuple[str, Callable[[], ImageSet]]] = []
     if aux_classes > 0 and aux:
         ood.append((f"{dataset_label(aux)}-val", lambda: load_held_out_classes(aux, root, size, aux_classes, cfg.data.strict)))
-    # built-in synthetic sets named among --ood: validated on another seeded draw, so no test image is ever used
-    # to choose
-    synthetic = [s for s in cfg.data.ood if s in SYNTHETIC_NAMES]
-    ood += [(f"{k}-val", lambda k=k: synthetic_set(k, size=size, seed=VAL_NOISE_SEED, suffix="-val")) for k in synthetic]
+    # a built-in synthetic set is validated on another seeded draw, so no test image is ever used to choose
+    specs = dict.fromkeys([s for s in cfg.data.ood if s in SYNTHETIC_NAMES] + list(cfg.data.val_ood))
+    for spec in specs:
+        if spec in SYNTHETIC_NAMES:
+            ood.append((f"{spec}-val", lambda k=spec: synthetic_set(k, size=size, seed=VAL_NOISE_SEED, suffix="-val")))
+        else:
+            label = dataset_label(spec)
+            ood.append((label if label.endswith("-val") else f"{label}-val",
+                        lambda spec=spec: load_image_set(spec, root, size, cfg.data.strict)))
     if not ood:
         raise ConfigError(
-            f"{run.path} held out no auxiliary classes and no synthetic set ({', '.join(SYNTHETIC_NAMES)}) is among --ood; "
-            "nothing to validate against"
+            f"{run.path} held out no auxiliary classes, and neither --ood nor data.val_ood names a validation set "
+            f"(a synthetic set: {', '.join(SYNTHETIC_NAMES)}; or --set data.val_ood=[FOLDER]); nothing to validate against"
         )
     describe = {"val_id_source": source, "val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux,
-                "n_fit": len(fit)}
-    return ValidationSplit(fit, val_id, ood, describe)
+                "val_ood": list(cfg.data.val_ood), "n_fit": len(fit)}
+    return Plan(fit=fit, id=val_id, ood=ood, ood_count=None, prefix="val-", validation=describe)
 
 
 def _score(ctx: DetectorContext, d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:

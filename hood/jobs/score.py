@@ -30,6 +30,7 @@ from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.common import check_classifier, open_classifier
+from hood.jobs.detectors import build_detectors
 from hood.models.checkpoint import load_decoder, safe_load
 from hood.runs import Run
 from hood.viz import overlay_image
@@ -102,7 +103,7 @@ def _why(err: Exception) -> str:
 
 def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tuple[float | None, str]:
     """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
-    was set under the scoring settings in force now (a partner weight or fusion changes every score)."""
+    was set under the scoring settings in force now (a partner weight changes every score)."""
     if given is not None:
         return float(given), "--threshold"
     f = run.file("results.json")
@@ -115,12 +116,17 @@ def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tup
         if method in stored:
             then = results.get("threshold_params", {}).get(method)  # absent in results from before it was kept
             now = det.score_params()
+            if then is not None:  # settings older hoods recorded, at the one value this hood always scores with
+                then = {k: v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
             if then is not None and then != now:
                 raise RunError(
                     f"the {method} threshold in {f} was set with {_settings(then)}, this scoring uses {_settings(now)}; "
                     f"run `hood evaluate --run {run.path} --methods {method}` with these settings, or pass --threshold")
             return float(stored[method]), f"{f} (keeps 95% of ID test)"
     return None, "none: run `hood evaluate` on this run or pass --threshold"
+
+
+_ALWAYS = {"fusion": "zscore"}  # a scoring setting older hoods offered, fixed here
 
 
 def _settings(params: dict[str, Any]) -> str:
@@ -167,7 +173,7 @@ def score_images(
     if (method in NEEDS_DECODER or heatmaps_dir) and decoder is None:
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
-    det = ctx.detector(method)
+    det = build_detectors(ctx, [method])[method]
     if det.needs_fit:
         _load_fit(run, method, det, classifier.fingerprint)
     drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)

@@ -14,14 +14,11 @@ from typing import Any
 import torch
 
 from hood.config import Config
-from hood.data.builtin import TRAIN_NOISE_SEED, synthetic_set
-from hood.data.images import ImageSet
 from hood.data.sources import load_id_splits, load_image_set
 from hood.data.validation import validation_rows
 from hood.engine import distributed
-from hood.engine.decoder_training import ID_STREAM, augmented_views, build_decoder_data, fit_decoder, sample_ood_indices
+from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
-from hood.engine.outlier_mining import candidate_count, most_confident
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
@@ -63,28 +60,6 @@ def _saved_indices(run: Run, pool_n: int, num_ood: int) -> torch.Tensor:
     return torch.tensor(indices, dtype=torch.long)
 
 
-def synthetic_outlier_seed(cfg: Config) -> int:
-    """The seed of the run's synthetic outlier draw (one per run seed), recorded in ``ood_samples.json``."""
-    return TRAIN_NOISE_SEED + cfg.run.seed
-
-
-def synthetic_outliers(cfg: Config) -> ImageSet:
-    """``data.aux_synthetic_count`` images of ``data.aux_synthetic`` for training: a draw per run seed that is
-    neither the test set's nor `evaluate --validation`'s (Outlier Exposure trains on such synthetic outliers
-    beside natural ones; they give the decoder a far-OOD kind of image that natural-image pools lack)."""
-    return synthetic_set(cfg.data.aux_synthetic, cfg.data.aux_synthetic_count, cfg.data.image_size,
-                         seed=synthetic_outlier_seed(cfg), suffix="-train")
-
-
-def check_synthetic_outliers(cfg: Config) -> None:
-    """The decoder never trains on a test set's kind of image: refuse a synthetic outlier set the config tests on."""
-    if cfg.data.aux_synthetic_count and cfg.data.aux_synthetic in cfg.data.ood:
-        raise ConfigError(
-            f"config key 'data.aux_synthetic' is '{cfg.data.aux_synthetic}', which is also an OOD test set (data.ood): "
-            "the decoder must not train on a test set's kind of image; pick another synthetic set or drop it from data.ood"
-        )
-
-
 def check_image_size(cfg: Config) -> None:
     """The decoder draws heatmaps of one fixed size per architecture; other input sizes cannot be trained."""
     out_size = decoder_spec_for(cfg.model.arch, 1, 1).out_size
@@ -103,7 +78,6 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
     reporter = distributed.main_only(reporter)  # under torchrun: progress and log lines once, from rank 0
     check_image_size(cfg)
-    check_synthetic_outliers(cfg)
     clf_path = check_classifier(cfg, reporter)  # before any data work
     run = run or create_run(cfg, COMMAND)
     state = resume_state(run, cfg, COMMAND, reporter)
@@ -131,8 +105,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         if "idx" not in chosen:
             if state is not None:  # the indices the run drew, never a new draw
                 chosen["idx"] = _saved_indices(run, n, d.num_ood)
-            else:  # with decoder.ood_candidates > 1 the candidates: most_confident keeps num_ood of them below
-                chosen["idx"] = sample_ood_indices(n, candidate_count(n, d.num_ood, d.ood_candidates), cfg.run.seed)
+            else:
+                chosen["idx"] = sample_ood_indices(n, d.num_ood, cfg.run.seed)
         return chosen["idx"]
 
     pool = load_image_set(cfg.data.aux, root, size, cfg.data.strict, select=select, hold_out_classes=cfg.data.val_aux_classes)
@@ -145,34 +119,22 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
 
     num_maps = d.fw_layers - 1
     model = classifier.model.to(device)
-    if len(pool) > d.num_ood and "idx" in chosen:  # a fresh run with d.ood_candidates > 1 (a resumed one reads the kept rows)
-        keep = most_confident(extract_features(model, pool.images, device, cfg.evaluate.batch_size, reporter=reporter,
-                                               description="outlier mining").logits, d.num_ood)
-        reporter.log(f"outlier mining: kept the {d.num_ood} of {len(pool)} candidates the classifier is most confident about")
-        pool, chosen["idx"] = pool.subset(keep), chosen["idx"][keep]
-    natural = len(pool)
-    if cfg.data.aux_synthetic_count:  # after the sample, so ood_samples.json's indices still name pool rows
-        pool = pool.join(synthetic_outliers(cfg))
     available = len(model.stage_maps(torch.zeros(1, 3, size, size, device=device)))
     if num_maps > available:
         raise ConfigError(f"--fw-layers {d.fw_layers} needs {num_maps} stage maps, but {classifier.arch} offers {available}; use at most {available + 1}")
-    extra = f" + {len(pool) - natural} {cfg.data.aux_synthetic} (synthetic)" if len(pool) > natural else ""
-    reporter.log(f"ID train {len(id_train)} images, outliers {natural} of {pool_size.get('n', natural)}{extra}")
-    id_images = augmented_views(id_train.images, d.id_views, cfg.run.seed, ID_STREAM)  # the same copies again on resume
-    ood_images = augmented_views(pool.images, d.ood_views, cfg.run.seed)
+    reporter.log(f"ID train {len(id_train)} images, outliers {len(pool)} of {pool_size.get('n', len(pool))}")
     # one pass over both, in the order the decoder's data keeps them: the stage maps (with fw_layers > 1 most
     # of the memory) are written once into place, never held twice as ID and outlier parts and their join
-    feats = extract_features(model, torch.cat([id_images, ood_images]), device, cfg.evaluate.batch_size, num_maps,
+    feats = extract_features(model, torch.cat([id_train.images, pool.images]), device, cfg.evaluate.batch_size, num_maps,
                              reporter=reporter, description="ID and outlier features")
     phases.mark("features")
-    data, proto = build_decoder_data(id_images, ood_images, feats, device, d.ood_views, d.prototype_k, d.id_views,
-                                     d.prototype_space)
+    data, proto = build_decoder_data(id_train.images, pool.images, feats, device, d.prototype_k)
     phases.mark("prototypes")
 
-    spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
+    spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers)
     decoder = HeatmapDecoder(spec)
-    as_sampled = feats.features[: len(id_train)]  # the true ID extremes (defect 3): not the augmented copies'
-    decoder.set_feature_range(float(as_sampled.min()), float(as_sampled.max()))
+    id_feats = feats.features[: len(id_train)]  # the true extremes over the ID training features
+    decoder.set_feature_range(float(id_feats.min()), float(id_feats.max()))
     start_epoch = 0
     optimizer_state = None
     losses: list[float] = []
@@ -194,14 +156,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                 "seed": cfg.run.seed,
                 "indices": chosen["idx"].tolist() if "idx" in chosen else list(range(len(pool))),
                 "names": pool.names,
-                "prototype_id_rows": proto.tolist(),  # per outlier row: view 0 of all, then view 1, ...
+                "prototype_id_rows": proto.tolist(),  # per outlier
                 "prototype_k": d.prototype_k,  # > 1: each row lists its k nearest, the target is their mean
-                "prototype_space": d.prototype_space,  # where "nearest" was measured
-                "ood_candidates": d.ood_candidates,  # > 1: the indices are the mined outliers of that many times num_ood drawn
-                "views": d.ood_views,
-                "id_views": d.id_views,
-                "synthetic": {"set": cfg.data.aux_synthetic, "count": len(pool) - natural,
-                              "seed": synthetic_outlier_seed(cfg)},  # the rows after the pool's
             },
         )
     run.update(status="running", epochs_done=start_epoch, losses=losses, skipped_images=notes)

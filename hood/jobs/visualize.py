@@ -3,8 +3,8 @@ score histograms and ROC curves.
 
 The histograms and ROC curves read the per-sample scores ``hood evaluate`` saved
 (``scores/<method>/<set>.npz``), so they show exactly what the table measured and cost no GPU; when the
-run was never evaluated, they fall back to the heatmap scores of the images drawn here (the first
-``data.ood_count`` images of each set, 2,000 when unset) and say so.
+run was never evaluated, they fall back to the heatmap scores of the images drawn here (``data.ood_count``
+images of each set, 2,000 when unset, drawn by ``data.ood_draw`` as evaluate draws them) and say so.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hood.config import Config
+from hood.data.draw import draw
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_id_splits, load_image_set
 from hood.detectors.heatmap import HeatmapDetector
@@ -127,8 +128,7 @@ def _score_figures(run: Run, method: str, names: list[str], grid_scores: dict[st
 
 def _grid(det: HeatmapDetector, model: torch.nn.Module, device: torch.device, name: str, s: ImageSet,
           n: int, how: str, cfg: Config, folder: Path, reporter: Reporter) -> tuple[Path, np.ndarray]:
-    count = cfg.data.ood_count or 2000
-    s = s.subset(slice(0, count))
+    s, _ = draw(s, cfg.data.ood_count or 2000, cfg.data.ood_draw, cfg.data.ood_draw_seed)
     feats = extract_features(model, s.images, device, cfg.evaluate.batch_size, det.num_maps, reporter=reporter,
                              description=f"{name} heatmaps")
     scores = det.score(feats)

@@ -1,6 +1,6 @@
 """The heatmap decoder: classifier features and predicted class in, a 3xHxW heatmap in [-1, 1] out.
 
-Architecture (METHOD.md): Linear to a ``C x 1 x 1`` code, a stride-1 kernel-4 transposed convolution to
+Architecture (the paper's, see docs/method.md): Linear to a ``C x 1 x 1`` code, a stride-1 kernel-4 transposed convolution to
 4x4, then stride-2 transposed convolutions that double the resolution, each followed by BatchNorm and
 ReLU, and a 1x1 transposed convolution to 3 channels with ``tanh``. With ``fw_layers = f > 1`` the ``f-1``
 deepest classifier stage maps are added to the decoder activations of the same resolution.
@@ -23,11 +23,6 @@ class DecoderSpec:
     code_dim: int
     filters: tuple[int, ...]
     fw_layers: int = 1
-    # h = output_scale * tanh(.). The paper's 1 cannot reach targets t - x beyond +-1 (they span +-2);
-    # 2 makes every target reachable. A setting to tune on validation data, not a fix: with fw_layers 1
-    # either value leaves a patch of pixels saturated for every input (pre-tanh beyond |14|, where no
-    # gradient reaches them); decoder.saturation_penalty removes it, fw_layers 2 decoders do not form it.
-    output_scale: float = 1.0
 
     @property
     def out_size(self) -> int:
@@ -38,6 +33,11 @@ class DecoderSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> DecoderSpec:
+        d = dict(d)
+        # decoders saved by older hoods record an output scale; 1 is the decoder built here (h = tanh(.))
+        scale = d.pop("output_scale", 1.0)
+        if scale != 1.0:
+            raise ValueError(f"its heatmaps are scaled by {scale}, which this hood does not support; retrain the decoder")
         return cls(**{**d, "filters": tuple(d["filters"])})
 
 
@@ -50,13 +50,11 @@ _SETTINGS: dict[str, tuple[dict[int, int], tuple[int, ...]]] = {
 }
 
 
-def decoder_spec_for(
-    arch: str, feature_dim: int, num_classes: int, fw_layers: int = 1, output_scale: float = 1.0
-) -> DecoderSpec:
+def decoder_spec_for(arch: str, feature_dim: int, num_classes: int, fw_layers: int = 1) -> DecoderSpec:
     """The paper's decoder for a classifier; unseen class counts get the code size of the nearest one."""
     codes, filters = _SETTINGS[arch]
     nearest = min(codes, key=lambda k: abs(k - num_classes))
-    return DecoderSpec(feature_dim, num_classes, codes[nearest], filters, fw_layers, output_scale)
+    return DecoderSpec(feature_dim, num_classes, codes[nearest], filters, fw_layers)
 
 
 class HeatmapDecoder(nn.Module):
@@ -80,7 +78,7 @@ class HeatmapDecoder(nn.Module):
             in_ch = out_ch
         self.stages = nn.ModuleList(stages)
         self.head = nn.ConvTranspose2d(in_ch, 3, 1)
-        # feature range of the ID training set (METHOD.md defect 3): a buffer, so it travels with the weights
+        # feature range of the ID training set: a buffer, so it travels with the weights
         self.register_buffer("feat_min", torch.tensor(0.0))
         self.register_buffer("feat_max", torch.tensor(1.0))
 
@@ -95,12 +93,8 @@ class HeatmapDecoder(nn.Module):
         onehot = (pred.long()[:, None] == torch.arange(self.spec.num_classes, device=pred.device)).to(z.dtype)
         return torch.cat([z, onehot], dim=1)
 
-    def forward(
-        self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None,
-        with_pre_activation: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The heatmap; with ``with_pre_activation`` also the values before ``tanh`` (for the saturation
-        penalty of training, which must see how far into tanh's flat tails a pixel has gone)."""
+    def forward(self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The heatmap, ``tanh`` of the head's output."""
         x = self.linear(self.code_input(features, pred))[:, :, None, None]
         skips = {}
         if self.spec.fw_layers > 1:
@@ -112,9 +106,7 @@ class HeatmapDecoder(nn.Module):
             skip = skips.get(x.shape[-1])
             if skip is not None:
                 x = x + skip.to(x.dtype)
-        a = self.head(x)
-        h = self.spec.output_scale * torch.tanh(a)
-        return (h, a) if with_pre_activation else h
+        return torch.tanh(self.head(x))
 
 
 def heatmap_score(h: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,7 @@ def bare_forward(model: torch.nn.Module, images: torch.Tensor, batch: int = 500)
 
 
 def speed(a: argparse.Namespace) -> int:
+    from hood.data.draw import draw
     from hood.data.sources import load_id_splits, load_image_set
     from hood.jobs.evaluate import evaluate
     from hood.models.checkpoint import load_classifier
@@ -83,10 +84,11 @@ def speed(a: argparse.Namespace) -> int:
         t = time.perf_counter()
         evaluate(cfg, str(run))  # cold: decodes the archives into the cache
         cold_s = time.perf_counter() - t
-        # the same images for the bare loop (as evaluate reads them: ID test + the first len/5 of each OOD set)
+        # the same images for the bare loop (as evaluate reads them: ID test + len/5 of each OOD set, drawn)
         test = load_id_splits(str(id_path), root, 32)["test"].images
         per_set = max(1, len(test) // 5)
-        images = torch.cat([test] + [load_image_set(str(p), root, 32).images[:per_set] for p in oods])
+        images = torch.cat([test] + [draw(load_image_set(str(p), root, 32), per_set, cfg.data.ood_draw, cfg.data.ood_draw_seed)[0].images
+                                     for p in oods])
         model = load_classifier(run.parent / "classifier.pt").model
         model_cl = load_classifier(run.parent / "classifier.pt").model.to(memory_format=torch.channels_last)
         eval_s, bare_s, bare_cl_s = float("inf"), float("inf"), float("inf")

@@ -1,0 +1,104 @@
+"""bench/quality.sh end to end on tiny fixtures (validation with a far-OOD archive, then the test table),
+and bench/quality_table.py: per-set and mean figures over seeds, the mean over exactly the named sets, and
+the median-score ratio read off the runs' score files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SCRIPT = BENCH / "quality_table.py"
+SETS = {"tin32-test": 0.10, "mnist-test": 0.20, "textures10": 0.30, "uniform-noise": 0.40, "gaussian-noise": 0.90}
+
+
+def _run_dir(folder: Path, seed: int) -> Path:
+    run = folder / f"q-seed{seed}"
+    results = {m: {s: {"fpr95": f + seed * 0.02, "auroc": 1 - f / 2, "n": 10} for s, f in SETS.items()} for m in ("heatmap", "msp")}
+    for per_set in results.values():
+        per_set["mean"] = {"fpr95": 0.99, "auroc": 0.5, "n": 50}  # evaluate's mean over all five: not the table's
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "id_dataset": "cifar10", "n_id": 100, "caption": "", "results": results,
+        "draw": {"mode": "random", "seed": 0, "id": {"count": 100, "size": 100}, "ood": {}}}))
+    for name, median in (("id", 2.0), ("tin32-test", 5.0)):
+        (run / "scores" / "heatmap").mkdir(parents=True, exist_ok=True)
+        np.savez(run / "scores" / "heatmap" / f"{name}.npz", scores=np.array([0.0, median, 100.0]))
+    return run / "results.json"
+
+
+def test_mean_is_over_the_four_target_sets_and_the_heatmap_median_ratio_is_printed(tmp_path: Path) -> None:
+    files = [str(_run_dir(tmp_path, s)) for s in (0, 1)]
+    out = subprocess.run([sys.executable, str(SCRIPT), *files], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "mean over: tin32-test, mnist-test, textures10, uniform-noise" in out.stdout
+    assert "random draw, seed 0" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if line.startswith("heatmap "))
+    mean_cell = row.split("/")[-2].split()[-1]  # "<fpr>±<std>" of the last column
+    assert float(mean_cell.split("±")[0]) == pytest.approx(100 * (np.mean([0.1, 0.2, 0.3, 0.4]) + 0.01), abs=0.05)
+    ratio = next(line for line in out.stdout.splitlines() if line.strip().startswith("heatmap") and line.strip().endswith("x"))
+    assert ratio.split()[-1] == "2.5x" and "msp" not in out.stdout.split("median score")[1].split("target")[0]
+    assert "target:" in out.stdout
+
+    explicit = subprocess.run([sys.executable, str(SCRIPT), "--mean-sets", "gaussian-noise", *files], capture_output=True, text=True, timeout=60)
+    row = next(line for line in explicit.stdout.splitlines() if line.startswith("msp "))
+    assert float(row.split("/")[-2].split()[-1].split("±")[0]) == pytest.approx(91.0, abs=0.05)
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--mean-sets", "svhn", *files], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "svhn" in bad.stderr
+
+
+def _archive(folder: Path, path: Path, flat: bool = False) -> None:
+    with tarfile.open(path, "w:gz") as tf:
+        if flat:
+            for f in sorted(folder.iterdir()):
+                tf.add(f, arcname=f.name)
+        else:
+            tf.add(folder, arcname=folder.name)
+    shutil.rmtree(folder)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bench/quality.sh is a bash script")
+def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_path: Path) -> None:
+    from conftest import save_random_classifier, write_flat_folder, write_image_folder
+    from PIL import Image
+
+    fx = tmp_path / "fixtures"
+    data = fx / "data"
+    data.mkdir(parents=True)
+    ident = tmp_path / "cifar10-jpg"
+    write_image_folder(ident / "train", per_class=12)
+    write_image_folder(ident / "test", per_class=10, offset=100)
+    _archive(ident, data / "cifar10-jpg.tar.gz")
+    _archive(write_image_folder(tmp_path / "tin32-pool", classes=4, per_class=5, offset=500), data / "tin32-pool.tar.gz")
+    _archive(write_flat_folder(tmp_path / "tin32-test", count=8, seed=1), data / "tin32-test.tar.gz", flat=True)
+    _archive(write_image_folder(tmp_path / "mnist-test", classes=10, per_class=2, offset=700), data / "mnist-test.tar.gz")
+    _archive(write_image_folder(tmp_path / "textures10", classes=2, per_class=4, offset=900), data / "textures10.tar.gz")
+    chars = tmp_path / "omniglot-val"
+    chars.mkdir()
+    for i in range(5):
+        Image.fromarray((np.random.default_rng(i).random((40, 40)) > 0.8).astype(np.uint8) * 255, mode="L").save(chars / f"{i}.png")
+    _archive(chars, data / "omniglot-val.tar.gz", flat=True)
+    (fx / "models").mkdir()
+    save_random_classifier(fx / "models" / "cifar10_wrn10_2.pt")
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\nmodel: {arch: wrn10_2}\ndata: {val_id_per_class: 2, val_aux_classes: 1}\n"
+                      "decoder: {epochs: 1, batch_size: 8, num_ood: 10}\nrun: {num_threads: 1}\n")
+    env = {**os.environ, "HOOD_FIXTURES": str(fx), "CONFIG": str(config), "SEEDS": "0", "METHODS": "msp,energy",
+           "DEVICE": "cpu", "OOD_COUNT": "4", "OUT_DIR": str(tmp_path / "runs"), "PY": sys.executable}
+    env.pop("SHARED", None)
+    out = subprocess.run(["bash", str(BENCH / "quality.sh")], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    validation, test = out.stdout.split("TEST:")
+    assert "1 seed(s)" in validation and "omniglot-val" in validation and "uniform-noise-val" in validation
+    assert "tin32-pool-val" in validation and "tin32-test" not in validation
+    assert "mean over: tin32-test, mnist-test, textures10, uniform-noise" in test and "gaussian-noise" in test
+    res = json.loads(next((tmp_path / "runs").glob("*-seed0/results.json")).read_text())
+    assert res["draw"]["mode"] == "random" and res["draw"]["ood"]["mnist-test"] == {"count": 4, "size": 20}
