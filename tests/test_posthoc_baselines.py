@@ -87,7 +87,7 @@ def test_gen_sums_the_generalized_entropy_of_the_top_m_probabilities() -> None:
     assert every[1] < every[0] < every[2]  # confident = ID = low
     with pytest.raises(DetectorParameterError, match="^gamma must be positive"):
         GENDetector(gamma=0)
-    with pytest.raises(DetectorParameterError, match="^M must be at least 1"):
+    with pytest.raises(DetectorParameterError, match="^m must be at least 1"):
         GENDetector(m=0)
 
 
@@ -116,7 +116,7 @@ def test_fdbd_fit_round_trips_through_a_checkpoint(tmp_path) -> None:
     assert a.params() == {}
 
 
-def test_parameters_come_from_the_config_and_errors_name_its_keys() -> None:
+def test_parameters_come_from_the_config_and_errors_name_their_key() -> None:
     from hood.jobs.detectors import build_detectors
 
     cfg = resolve(None, {"evaluate.ash_percentile": 90, "evaluate.scale_percentile": 80, "evaluate.gen_gamma": 0.5, "evaluate.gen_m": 5}, None)
@@ -128,10 +128,10 @@ def test_parameters_come_from_the_config_and_errors_name_its_keys() -> None:
     assert DETECTORS["ash"](defaults).percentile == 95.0 and DETECTORS["scale"](defaults).percentile == 85.0
     assert (DETECTORS["gen"](defaults).gamma, DETECTORS["gen"](defaults).m) == (0.1, 100)
     for method, key, value in (("ash", "ash_percentile", 100), ("scale", "scale_percentile", -1), ("gen", "gen_gamma", 0), ("gen", "gen_m", 0)):
-        bad = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"),
-                              options={"config": resolve(None, {f"evaluate.{key}": value}, None)})
-        with pytest.raises(ConfigError, match=f"^evaluate.{key}: "):  # the jobs layer names the key the user set
-            build_detectors(bad, [method])
+        bad = resolve(None, {f"evaluate.{key}": value}, None)
+        bad_ctx = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"), options={"config": bad})
+        with pytest.raises(ConfigError, match=f"^evaluate.{key}: "):
+            build_detectors(bad_ctx, [method])
 
 
 def synthetic_case() -> tuple[Head, FeatureSet, FeatureSet, FeatureSet]:

@@ -31,7 +31,7 @@ class GENDetector(Detector):
         if not gamma > 0:
             raise DetectorParameterError(self.name, "gamma", f"must be positive, got {gamma}")
         if m < 1:
-            raise DetectorParameterError(self.name, "M", f"must be at least 1, got {m}")
+            raise DetectorParameterError(self.name, "m", f"must be at least 1, got {m}")
         self.gamma = float(gamma)
         self.m = int(m)
 
@@ -44,6 +44,6 @@ class GENDetector(Detector):
         return (top.pow(self.gamma) * (1 - top).pow(self.gamma)).sum(dim=1).numpy()
 
 
-@register("gen", options={"gamma": "gen_gamma", "M": "gen_m"})
+@register("gen", options={"gamma": "gen_gamma", "m": "gen_m"})
 def _build(ctx: DetectorContext) -> Detector:
     return GENDetector(float(ctx.param("gen_gamma", 0.1)), int(ctx.param("gen_m", 100)))
