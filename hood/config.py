@@ -120,7 +120,7 @@ class EvaluateConfig:
     scale_percentile: float = 85.0  # SCALE's percentile for its scaling factor (the authors' default)
     gen_gamma: float = 0.1
     gen_m: int = 100  # GEN reads the M largest softmax probabilities, capped at the number of classes
-        # heatmap+vim: score = z_heatmap + partner_weight * z_vim (detectors/combined.py); 1 = the plain sum
+    # heatmap+vim: score = z_heatmap + partner_weight * z_vim (detectors/combined.py); 1 = the plain sum
     partner_weight: float = 1.0
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets

@@ -59,9 +59,9 @@ def test_ash_keeps_the_top_activations_scaled_by_the_sum_ratio() -> None:
 def test_ash_and_scale_reject_percentiles_that_keep_nothing() -> None:
     head = Head(np.eye(4), np.zeros(4))
     for make in (ASHDetector, SCALEDetector):
-        with pytest.raises(DetectorParameterError, match="percentile must be in"):
+        with pytest.raises(DetectorParameterError, match=r"^percentile must be in \[0, 100\), got 100.0$"):
             make(head, percentile=100)
-        with pytest.raises(DetectorParameterError, match="keeps none of the 4 activations"):
+        with pytest.raises(DetectorParameterError, match="^percentile 90.0 keeps none of the 4 activations"):
             make(head, percentile=90)  # 4 - round(3.6) = 0
 
 
@@ -85,9 +85,9 @@ def test_gen_sums_the_generalized_entropy_of_the_top_m_probabilities() -> None:
     assert every[0] == pytest.approx(math.sqrt(0.6 * 0.4) + 2 * math.sqrt(0.2 * 0.8), rel=1e-6)
     assert every[2] == pytest.approx(3 * math.sqrt(2 / 9), rel=1e-12)
     assert every[1] < every[0] < every[2]  # confident = ID = low
-    with pytest.raises(DetectorParameterError, match="gamma must be positive"):
+    with pytest.raises(DetectorParameterError, match="^gamma must be positive"):
         GENDetector(gamma=0)
-    with pytest.raises(DetectorParameterError, match="m must be at least 1"):
+    with pytest.raises(DetectorParameterError, match="^m must be at least 1"):
         GENDetector(m=0)
 
 
