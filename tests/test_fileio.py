@@ -18,7 +18,7 @@ from hood.data.cache import cache_dir
 from hood.data.sources import load_id_splits
 from hood.errors import HoodError, RunError
 from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text, ensure_dir
-from hood.jobs.common import classifier_path
+from hood.jobs.lookup import classifier_path
 from hood.runs import create_run, find_latest
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

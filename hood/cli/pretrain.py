@@ -50,8 +50,9 @@ def pretrain(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier on the ID set (METHOD.md recipe); keeps the best checkpoint by validation accuracy."""
-    from hood.jobs.common import preflight, resume_target
+    from hood.jobs.lookup import preflight
     from hood.jobs.pretrain import pretrain as run_pretrain
+    from hood.jobs.resume import resume_target
     from hood.runs import create_run
 
     resumed, config = resume_target(resume, out, config, "pretrain")

@@ -27,7 +27,7 @@ def score(
     quiet: QuietOpt = False,
 ) -> None:
     """Score your own images: predicted class, OOD score and in/out verdict per file; unreadable files are listed, not fatal."""
-    from hood.jobs.common import decoder_run
+    from hood.jobs.lookup import decoder_run
     from hood.jobs.score import score_images
     from hood.runs import find_latest
 

@@ -44,6 +44,7 @@ from hood.data.images import is_image_name
 from hood.engine.progress import NullReporter, Reporter
 from hood.errors import DataError, HoodError
 from hood.fileio import atomic_write_json
+from hood.locks import exclusive
 
 RETRY_DELAYS: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)  # seconds slept between tries of one URL
 TIMEOUT_S = 60.0  # per socket operation, not per file
@@ -448,23 +449,14 @@ def install(
 def _exclusive(root: Path, name: str) -> Iterator[None]:
     """One ``hood download`` per set and data root at a time (two cluster jobs would share the .part file).
 
-    The lock is an advisory ``flock`` on the set's download folder: released by the kernel when the process
-    dies, so a crash never leaves a stale lock. File systems without ``flock`` go unlocked (best effort).
+    The lock is the set's download folder's (:mod:`hood.locks`): released by the kernel when the process
+    dies, so a crash never leaves a stale lock.
     """
     folder = _mkdir(downloads_dir(root) / name)
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HoodError(f"another `hood download` is installing '{name}' into {root}; wait for it to finish") from None
-        except (ImportError, OSError):
-            pass
-        yield
+        with exclusive(folder, f"hood download {name}", "wait for it to finish"):
+            yield
     finally:
-        os.close(fd)
         _drop_empty_downloads(root, name)
 
 

@@ -10,7 +10,7 @@ broken file in a folder of thousands should not cost the rest.
 from __future__ import annotations
 
 import io
-import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,8 +29,10 @@ from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.common import check_classifier, open_classifier
-from hood.models.checkpoint import load_decoder, safe_load
+from hood.jobs.fits import fit_key, fit_path, load_fit, settings
+from hood.jobs.lookup import check_classifier, open_classifier
+from hood.jobs.results import RESULTS, read_results, rerun
+from hood.models.checkpoint import load_decoder
 from hood.runs import Run
 from hood.viz import overlay_image
 
@@ -100,44 +102,45 @@ def _why(err: Exception) -> str:
     return f"not a readable image ({text or type(err).__name__})"
 
 
-def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tuple[float | None, str]:
+def _threshold(run: Run, method: str, det: Detector, fit: dict[str, Any] | None, given: float | None) -> tuple[float | None, str]:
     """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
-    was set under the scoring settings in force now (a partner weight or fusion changes every score)."""
+    was set under every fit and scoring parameter in force now and beside the fit loaded now (``fit``)."""
     if given is not None:
+        if not math.isfinite(given):
+            raise ConfigError(f"--threshold must be a finite number, got {given}")
         return float(given), "--threshold"
-    f = run.file("results.json")
-    if f.is_file():
-        try:
-            results = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            results = {}
-        stored = results.get("thresholds", {})
-        if method in stored:
-            then = results.get("threshold_params", {}).get(method)  # absent in results from before it was kept
-            now = det.score_params()
-            if then is not None and then != now:
-                raise RunError(
-                    f"the {method} threshold in {f} was set with {_settings(then)}, this scoring uses {_settings(now)}; "
-                    f"run `hood evaluate --run {run.path} --methods {method}` with these settings, or pass --threshold")
-            return float(stored[method]), f"{f} (keeps 95% of ID test)"
-    return None, "none: run `hood evaluate` on this run or pass --threshold"
+    results = read_results(run)
+    f = run.file(RESULTS)
+    if results is None or method not in results.get("thresholds", {}):
+        return None, "none: run `hood evaluate` on this run or pass --threshold"
+    fix = f"{rerun(run, method)} with these settings, or pass --threshold"
+    then = results.get("threshold_params", {}).get(method)
+    now = settings(det)
+    if then != now:
+        then = then if isinstance(then, dict) else {}
+        differ = [k for k in {**then, **now} if then.get(k, "unset") != now.get(k, "unset")]
+        raise RunError(f"the {method} threshold in {f} was set with {_settings(then, differ)}, this scoring uses "
+                       f"{_settings(now, differ)}; {fix}")
+    if fit is not None and results.get("fits", {}).get(method) != fit:
+        raise RunError(f"the {method} threshold in {f} was set with another fit than {fit_path(run, method)} "
+                       f"(it was refitted since); {fix}")
+    return float(results["thresholds"][method]), f"{f} (keeps 95% of ID test)"
 
 
-def _settings(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in params.items()) or "defaults"
+def _settings(params: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k} {params.get(k, 'unset')}" for k in keys)
 
 
-def _load_fit(run: Run, method: str, d: Detector, fingerprint: str) -> None:
+def _load_fit(run: Run, method: str, d: Detector, fingerprint: str, cfg: Config) -> dict[str, Any]:
     """A feature-space detector needs the fit ``evaluate`` cached for this classifier and parameters."""
-    path = run.path / "fits" / f"{method}.pt"
-    hint = f"run `hood evaluate --run {run.path} --methods {method}` first"
-    if not path.is_file():
+    hint = rerun(run, method) + " first"
+    if not fit_path(run, method).is_file():
         raise RunError(f"{method} needs its fit on the ID training set, which {run.path} does not hold; {hint}")
-    cached = safe_load(path)
-    key = cached.get("key", {})
-    if key.get("classifier") != fingerprint or key.get("params") != d.params():
-        raise RunError(f"the cached {method} fit in {run.path} is for another classifier or other parameters; {hint}")
-    d.load_state(cached["state"])
+    key = load_fit(run, d, fit_key(method, d, fingerprint, cfg))
+    if key is None:
+        raise RunError(f"the cached {method} fit in {run.path} is damaged or for another classifier or other "
+                       f"parameters; {hint}")
+    return key
 
 
 def _heatmap_name(name: str, used: set[str]) -> str:
@@ -168,11 +171,10 @@ def score_images(
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
     det = ctx.detector(method)
-    if det.needs_fit:
-        _load_fit(run, method, det, classifier.fingerprint)
+    fit = _load_fit(run, method, det, classifier.fingerprint, cfg) if det.needs_fit else None
     drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
     num_maps = max(det.num_maps, drawer.num_maps if drawer else 0)
-    thr, source = _threshold(run, method, det, threshold)
+    thr, source = _threshold(run, method, det, fit, threshold)
     result = ScoreResult(str(run.path), method, thr, source)
     if thr is None:
         result.notes.append(f"no threshold for {method}: verdicts are '?'; {source}")
