@@ -21,6 +21,7 @@ INFO_FILE = ".hood.lock"
 F = TypeVar("F", bound=Callable[..., Any])
 
 _held: dict[Path, int] = {}  # folder (resolved) -> the open descriptor that holds its lock
+_on_failure: dict[Path, Callable[[BaseException], None]] = {}  # what to record in a folder when its command fails
 _depth = 0  # nesting of command scopes; the outermost one releases every lock at its end
 
 
@@ -28,10 +29,12 @@ class FolderBusy(HoodError):
     """Another process holds the folder's lock."""
 
 
-def acquire(folder: str | os.PathLike, command: str, advice: str) -> bool:
+def acquire(folder: str | os.PathLike, command: str, advice: str,
+            on_failure: Callable[[BaseException], None] | None = None) -> bool:
     """Lock ``folder`` (which must exist) for this process; False when this process already holds it.
 
     ``command`` is recorded for others to read (``hood train-decoder``); ``advice`` ends the refusal.
+    ``on_failure`` is called (best effort) if the command scope holding the lock ends with an exception.
     """
     key = Path(folder).resolve()
     if key in _held:
@@ -50,6 +53,8 @@ def acquire(folder: str | os.PathLike, command: str, advice: str) -> bool:
     except (ImportError, OSError):
         pass  # a file system (or platform) without flock: unlocked, best effort
     _held[key] = fd
+    if on_failure is not None:
+        _on_failure[key] = on_failure
     with contextlib.suppress(OSError):
         (key / INFO_FILE).write_text(f"{os.getpid()} {command}\n")
     return True
@@ -65,6 +70,7 @@ def _holder(folder: Path) -> str:
 
 
 def release(folder: str | os.PathLike) -> None:
+    _on_failure.pop(Path(folder).resolve(), None)
     fd = _held.pop(Path(folder).resolve(), None)
     if fd is None:
         return
@@ -86,6 +92,12 @@ def command_scope() -> Iterator[None]:
     _depth += 1
     try:
         yield
+    except BaseException as err:
+        if _depth == 1:
+            for record in list(_on_failure.values()):
+                with contextlib.suppress(Exception):  # the disk may be why it failed
+                    record(err)
+        raise
     finally:
         _depth -= 1
         if _depth == 0:

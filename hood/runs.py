@@ -22,7 +22,7 @@ from typing import Any
 from hood import __version__, locks
 from hood.config import Config, dump_yaml
 from hood.errors import HoodError, RunError
-from hood.fileio import atomic_write_json, atomic_write_text, describe_os_error, ensure_dir
+from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir, write_error
 
 RUN_FILE = "run.json"
 
@@ -157,7 +157,7 @@ def _claim(path: Path) -> bool:
     except FileExistsError:
         return False
     except OSError as err:
-        raise HoodError(describe_os_error(path, err)) from err
+        raise write_error(path, err) from err
     return True
 
 
@@ -182,7 +182,20 @@ def lock_run(path: str | os.PathLike, command: str, advice: str = "wait for it t
     then clear temporary files a killed writer left. Under torchrun rank 0 writes, so rank 0 alone locks."""
     if os.environ.get("RANK", "0") not in ("", "0"):
         return
-    if locks.acquire(path, f"hood {command}", advice):
+    f = Path(path) / RUN_FILE
+    before = f.stat().st_mtime_ns if f.is_file() else None
+
+    def record(err: BaseException) -> None:
+        """A command that stops on an error leaves its run "failed" (or "interrupted"), not "running"; a run
+        it did not write (refused at once) is left as it was."""
+        if not f.is_file() or f.stat().st_mtime_ns == before:
+            return
+        run = open_run(path)
+        if run.info.get("status") == "running":
+            stopped = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            run.mark_stopped(stopped, **({"error": str(err)} if isinstance(err, HoodError) else {}))
+
+    if locks.acquire(path, f"hood {command}", advice, record):
         remove_stale_temps(Path(path))
 
 

@@ -42,7 +42,7 @@ from hood.data import registry
 from hood.data.extract import safe_extract, strip_single_top
 from hood.data.images import is_image_name
 from hood.engine.progress import NullReporter, Reporter
-from hood.errors import DataError, HoodError
+from hood.errors import DataError, DiskError, HoodError
 from hood.fileio import atomic_write_json
 from hood.locks import exclusive
 
@@ -157,7 +157,8 @@ def _disk_error(path: Path, err: OSError) -> HoodError:
         why = "no permission"
     else:
         why = err.strerror or str(err)
-    return HoodError(f"{why} while writing {path}; partial files were removed; free space or choose another --root / HOOD_DATA")
+    cls = DiskError if err.errno in (errno.ENOSPC, errno.EDQUOT) else HoodError
+    return cls(f"{why} while writing {path}; partial files were removed; free space or choose another --root / HOOD_DATA")
 
 
 def _mkdir(path: Path) -> Path:

@@ -9,10 +9,12 @@ broken file in a folder of thousands should not cost the rest.
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,14 @@ import numpy as np
 
 from hood.config import Config
 from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
-from hood.data.readers import is_archive, list_members
+from hood.data.readers import (
+    MAX_ARCHIVE_BYTES,
+    folder_members,
+    is_archive,
+    iter_archive,
+    read_image_file,
+    safe_member_name,
+)
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import extract_features
@@ -67,31 +76,77 @@ class ScoreResult:
 
 
 def iter_inputs(paths: list[str], size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """``(name, HWC uint8 image or None, error or None)`` for every image under ``paths``, in order."""
+    """``(name, HWC uint8 image or None, error or None)`` for every image under ``paths``, in order.
+
+    One file or archive member is in memory at a time, each at most :data:`MAX_MEMBER_BYTES` and an archive at
+    most :data:`MAX_ARCHIVE_BYTES` unpacked; only regular files are opened (see :func:`read_image_file`).
+    A folder's files are named by their path below it, subfolders included.
+    """
     for spec in paths:
         path = Path(spec).expanduser()
-        if not path.exists():
-            yield spec, None, "no such file or folder"
+        try:
+            info = path.stat()
+        except OSError as err:
+            yield spec, None, _missing(path, err)
             continue
-        if path.is_dir() or is_archive(path):
+        if stat.S_ISDIR(info.st_mode):
             try:
-                members = list_members(path)
+                members = folder_members(path)
             except HoodError as err:
                 yield spec, None, str(err)
                 continue
             if not members:
                 yield spec, None, "holds no image files"
             for m in members:
-                name = f"{spec.rstrip('/')}/{m.relpath}"
-                try:
-                    yield name, decode_image(m.read(), size), None
-                except (UnreadableImage, OSError) as err:
-                    yield name, None, _why(err)
-            continue
-        try:
-            yield spec, decode_image(path.read_bytes(), size), None
-        except (UnreadableImage, OSError) as err:
-            yield spec, None, _why(err)
+                yield from _decoded(f"{spec.rstrip('/')}/{m.relpath}", m.read, size)
+        elif is_archive(path):
+            yield from _archive_inputs(spec, path, size)
+        else:
+            yield from _decoded(spec, lambda path=path: read_image_file(path), size)
+
+
+def _missing(path: Path, err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if err.errno == errno.ENOENT and path.is_symlink():
+        return "a broken symbolic link (its target does not exist)"
+    if err.errno == errno.ENOENT:
+        return "no such file or folder"
+    return f"cannot be read ({err.strerror or err})"
+
+
+def _decoded(name: str, read: Callable[[], bytes], size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    try:
+        data = read()
+    except UnreadableImage as err:  # not a regular file, or too large: said as it is
+        yield name, None, str(err)
+        return
+    except OSError as err:
+        yield name, None, _missing(Path(name), err)
+        return
+    try:
+        yield name, decode_image(data, size), None
+    except (UnreadableImage, OSError) as err:
+        yield name, None, _why(err)
+
+
+def _archive_inputs(spec: str, path: Path, size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """An archive's image members, decoded as they are reached: never more than one held at a time."""
+    found = False
+    try:
+        for member, data, why in iter_archive(path, skip_large=True, total_limit=MAX_ARCHIVE_BYTES):
+            found = True
+            name = f"{spec.rstrip('/')}/{safe_member_name(member) or member}"
+            if data is None:
+                yield name, None, why
+            else:
+                yield from _decoded(name, lambda data=data: data, size)
+            del data
+    except HoodError as err:
+        yield spec, None, str(err)
+        return
+    if not found:
+        yield spec, None, "holds no image files"
 
 
 def _why(err: Exception) -> str:
@@ -196,7 +251,7 @@ def score_images(
                 img = overlay_image(images[i], maps[i])
                 buf = io.BytesIO()
                 img.save(buf, format="PNG")
-                atomic_write_bytes(path, buf.getvalue())
+                atomic_write_bytes(path, buf.getvalue(), "--heatmaps folder")
                 item.heatmap = str(path)
 
     pending: list[tuple[ScoredImage, np.ndarray]] = []
