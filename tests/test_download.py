@@ -10,6 +10,8 @@ import errno
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -426,8 +428,19 @@ def test_one_failing_set_does_not_stop_the_others(server: Server, root: Path) ->
 
 
 def test_a_second_download_of_the_same_set_is_refused_while_the_first_runs(server: Server, root: Path) -> None:
-    with dl._exclusive(root, "svhn"):  # what a concurrent `hood download svhn` holds
-        with pytest.raises(HoodError, match="another `hood download` is installing 'svhn'"):
+    """The set's lock is held by another process (what a running `hood download svhn` holds): refused, naming it;
+    other sets are not blocked; once the holder is gone (killed: the lock dies with it) the set installs."""
+    folder = dl.downloads_dir(root) / "svhn"
+    folder.mkdir(parents=True)
+    code = ("import sys, time\nfrom hood.locks import acquire\nacquire(sys.argv[1], 'hood download svhn', '')\n"
+            "print('held', flush=True)\ntime.sleep(300)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(HoodError, match=rf"in use by `hood download svhn` \(pid {holder.pid}\); wait for it"):
             dl.install("svhn", root)
         assert dl.install("tinyimages300k", root).state == "installed"  # other sets are not blocked
+    finally:
+        holder.kill()
+        holder.wait()
     assert dl.install("svhn", root).state == "installed" and not dl.downloads_dir(root).exists()
