@@ -3,6 +3,10 @@
 A run directory holds ``run.json`` (command, config name, seed, status, environment), ``config.yaml``
 (the full resolved config) and the command's outputs. ``status`` becomes ``complete`` only when the
 command finished; commands that pick "the latest run" skip incomplete ones and say so.
+
+A run has one writer at a time: the command that creates, resumes or evaluates it locks it first
+(:func:`lock_run`, :mod:`hood.locks`) and holds the lock until it ends. Files read back go through
+:func:`read_json` (or a validating reader built on it), so a damaged one is one line naming it and the fix.
 """
 
 from __future__ import annotations

@@ -33,20 +33,21 @@ def classifier_path(cfg: Config, reporter: Reporter) -> Path:
     """``model.classifier`` if given, else ``classifier.pt`` of the newest complete pretrain run."""
     if cfg.model.classifier:
         return Path(cfg.model.classifier)
-    run, skipped = find_latest(cfg.run.runs_dir, "pretrain", cfg.name)
-    if skipped:
-        reporter.log(f"skipped {skipped} incomplete pretrain run(s) in {cfg.run.runs_dir}")
-    if run is None:
-        raise RunError(
-            f"no classifier given and no complete pretrain run for '{cfg.name}' in {cfg.run.runs_dir}/"
-            f"{_skipped_note(skipped, 'pretrain')}; pass --classifier PATH or run `hood pretrain` first"
-        )
-    reporter.log(f"using classifier from {run.path}")
+    run = _latest(cfg, "pretrain", reporter, "no classifier given and ", "pass --classifier PATH", "classifier from")
     return run.file("classifier.pt")
 
 
-def _skipped_note(skipped: int, command: str) -> str:
-    return f" ({skipped} incomplete one(s) skipped: finish them with `hood {command} --resume RUN`)" if skipped else ""
+def _latest(cfg: Config, command: str, reporter: Reporter, lead: str, option: str, using: str) -> Run:
+    """The newest complete ``command`` run for this config, logging how many incomplete ones were skipped."""
+    run, skipped = find_latest(cfg.run.runs_dir, command, cfg.name)
+    if skipped:
+        reporter.log(f"skipped {skipped} incomplete {command} run(s) in {cfg.run.runs_dir}")
+    if run is None:
+        note = f" ({skipped} incomplete one(s) skipped: finish them with `hood {command} --resume RUN`)" if skipped else ""
+        raise RunError(f"{lead}no complete {command} run for '{cfg.name}' in {cfg.run.runs_dir}/{note}; "
+                       f"{option} or run `hood {command}` first")
+    reporter.log(f"using {using} {run.path}")
+    return run
 
 
 def check_classifier(cfg: Config, reporter: Reporter) -> Path:
@@ -87,16 +88,7 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
         if run.info.get("status") != "complete":
             raise RunError(f"{path} is incomplete (status {run.info.get('status')}); resume it with `hood train-decoder --resume {path}`")
         return run
-    run, skipped = find_latest(cfg.run.runs_dir, "train-decoder", cfg.name)
-    if skipped:
-        reporter.log(f"skipped {skipped} incomplete train-decoder run(s) in {cfg.run.runs_dir}")
-    if run is None:
-        raise RunError(
-            f"no complete train-decoder run for '{cfg.name}' in {cfg.run.runs_dir}/{_skipped_note(skipped, 'train-decoder')}; "
-            f"pass --run PATH or run `hood train-decoder` first"
-        )
-    reporter.log(f"using decoder run {run.path}")
-    return run
+    return _latest(cfg, "train-decoder", reporter, "", "pass --run PATH", "decoder run")
 
 
 def decoder_train_ids(meta: dict[str, Any], id_dataset: str, n_train: int) -> torch.Tensor | None:

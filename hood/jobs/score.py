@@ -193,8 +193,8 @@ def _load_fit(run: Run, method: str, d: Detector, fingerprint: str, cfg: Config)
         raise RunError(f"{method} needs its fit on the ID training set, which {run.path} does not hold; {hint}")
     key = load_fit(run, d, fit_key(method, d, fingerprint, cfg))
     if key is None:
-        raise RunError(f"the cached {method} fit in {run.path} is damaged or for another classifier or other "
-                       f"parameters; {hint}")
+        raise RunError(f"the cached {method} fit in {run.path} is damaged or was made for another classifier, ID "
+                       f"data set, image size or parameters; {hint}")
     return key
 
 
