@@ -372,11 +372,13 @@ class _FullDisk(io.BytesIO):
         raise OSError(self.code, "simulated")
 
 
-@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, "no space left"), (errno.EACCES, "no permission")])
-def test_disk_full_or_no_permission_while_downloading(server: Server, root: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str) -> None:
+@pytest.mark.parametrize(("code", "words", "exit_code"), [(errno.ENOSPC, "no space left", 1), (errno.EACCES, "no permission", 2)])
+def test_disk_full_or_no_permission_while_downloading(server: Server, root: Path, monkeypatch: pytest.MonkeyPatch, code: int,
+                                                      words: str, exit_code: int) -> None:
+    """A full disk is the machine's error (exit 1), a missing permission the user's to fix (exit 2)."""
     monkeypatch.setattr(dl, "_open_part", lambda path, mode: (path.write_bytes(b"partial"), _FullDisk(code))[1])
     res = CliRunner().invoke(app, ["download", "svhn", "--root", str(root)])
-    assert res.exit_code == 2
+    assert res.exit_code == exit_code
     assert res.stderr.count("\n") == 1 and words in res.stderr and "--root" in res.stderr
     assert not _part(root, "svhn").exists() and not (root / "svhn").exists()
 
