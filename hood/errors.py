@@ -13,6 +13,12 @@ class HoodError(Exception):
     exit_code: int = 2
 
 
+class DiskError(HoodError):
+    """A write failed on the machine's side (disk full, no permission): an operating-system error, exit 1."""
+
+    exit_code = 1
+
+
 class ConfigError(HoodError):
     """The resolved configuration is invalid (unknown key, wrong type, impossible value)."""
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from hood.errors import HoodError
+from hood.errors import DiskError, HoodError
 
 
 def _umask() -> int:
@@ -29,16 +29,23 @@ def _umask() -> int:
     return mask
 
 
-def describe_os_error(path: Path, err: OSError) -> str:
-    """One line for a failed write, naming the path and what to do about it."""
+def describe_os_error(path: Path, err: OSError, where: str = "--out") -> str:
+    """One line for a failed write, naming the path and what to do about it (``where``: the flag that
+    chooses the location)."""
     if err.errno == errno.ENOSPC or err.errno == errno.EDQUOT:
-        return f"no space left on the device while writing {path}; free some space or choose another --out"
+        return f"no space left on the device while writing {path}; free some space or choose another {where}"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"no permission to write {path}; choose a writable --out"
+        return f"no permission to write {path}; choose a writable {where}"
     return f"could not write {path}: {err.strerror or err}"
 
 
-def ensure_dir(path: str | os.PathLike) -> Path:
+def write_error(path: Path, err: OSError, where: str = "--out") -> HoodError:
+    """The error for a failed write: a full disk is the machine's (exit 1), a missing permission the user's to fix."""
+    cls = DiskError if err.errno in (errno.ENOSPC, errno.EDQUOT) else HoodError
+    return cls(describe_os_error(path, err, where))
+
+
+def ensure_dir(path: str | os.PathLike, where: str = "--out") -> Path:
     """``mkdir -p`` with a one-line error instead of a traceback (read-only or full file systems)."""
     p = Path(path)
     try:
@@ -46,7 +53,7 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     except FileExistsError:
         raise HoodError(f"could not create the directory {p}: a file of that name is in the way") from None
     except OSError as err:
-        raise HoodError(describe_os_error(p, err)) from err
+        raise write_error(p, err, where) from err
     return p
 
 
@@ -90,14 +97,14 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", where: str = "--out") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; it replaces ``path`` only on success.
 
     Any exception, including Ctrl-C/SIGTERM arriving mid-write, removes the temporary file and leaves
-    an existing ``path`` untouched.
+    an existing ``path`` untouched. ``where`` names the flag that chooses the location, for the error.
     """
     path = Path(path)
-    ensure_dir(path.parent)
+    ensure_dir(path.parent, where)
     tmp_name: str | None = None
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -113,15 +120,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         tmp_name = None
         _fsync_dir(path.parent)
     except OSError as err:
-        raise HoodError(describe_os_error(path, err)) from err
+        raise write_error(path, err, where) from err
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, where: str = "--out") -> None:
+    with atomic_open(path, "wb", where) as fh:
         fh.write(data)
 
 

@@ -3,10 +3,15 @@
 A run directory holds ``run.json`` (command, config name, seed, status, environment), ``config.yaml``
 (the full resolved config) and the command's outputs. ``status`` becomes ``complete`` only when the
 command finished; commands that pick "the latest run" skip incomplete ones and say so.
+
+A run has one writer at a time: the command that creates, resumes or evaluates it locks it first
+(:func:`lock_run`, :mod:`hood.locks`) and holds the lock until it ends. Files read back go through
+:func:`read_json` (or a validating reader built on it), so a damaged one is one line naming it and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hood import __version__
+from hood import __version__, locks
 from hood.config import Config, dump_yaml
 from hood.errors import HoodError, RunError
-from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir
+from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir, write_error
 
 RUN_FILE = "run.json"
 
@@ -117,25 +122,20 @@ def create_run(cfg: Config, command: str, write: bool = True) -> Run:
 def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
     if cfg.run.out:
         path = Path(cfg.run.out)
+        if write:  # locked before anything is read or written: a second writer is refused here, naming the first
+            ensure_dir(path)
+            lock_run(path, command, "wait for it to finish, or choose another --out")
         if (path / RUN_FILE).exists():
-            try:
-                prev = json.loads((path / RUN_FILE).read_text())
-            except (OSError, ValueError):
-                prev = {}
-            if prev.get("command") == command and prev.get("status") == "complete":
-                raise RunError(f"{path} already holds a complete {command} run; choose another --out or delete it")
-            if prev.get("command") == command and (path / "train_state.pt").is_file():
-                raise RunError(
-                    f"{path} holds an interrupted {command} run; continue it with `hood {command} --resume {path}` "
-                    f"or choose another --out"
-                )
+            _refuse_reuse(path, command)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.run.runs_dir) / f"{cfg.name}-{command}-{stamp}"
         n = 1
-        while path.exists():
+        while path.exists() or (write and not _claim(path)):  # two commands in one second get two folders
             n += 1
             path = Path(cfg.run.runs_dir) / f"{cfg.name}-{command}-{stamp}-{n}"
+        if write:
+            lock_run(path, command, "wait for it to finish")
     info = {
         "command": command,
         "config_name": cfg.name,
@@ -153,17 +153,85 @@ def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
     return run
 
 
+def _claim(path: Path) -> bool:
+    """Create ``path`` unless it already exists (then False)."""
+    ensure_dir(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise write_error(path, err) from err
+    return True
+
+
+def _refuse_reuse(path: Path, command: str) -> None:
+    """``--out`` naming an existing run: only an unfinished run of the same command that never saved an epoch
+    is started afresh; anything else is refused before a file is touched."""
+    prev = read_json(path / RUN_FILE, "choose another --out")
+    prev = prev if isinstance(prev, dict) else {}
+    if prev.get("command") != command:
+        raise RunError(f"{path} holds a {prev.get('command') or 'damaged'} run, not a {command} run; choose another --out")
+    if prev.get("status") == "complete":
+        raise RunError(f"{path} already holds a complete {command} run; choose another --out or delete it")
+    if (path / "train_state.pt").is_file():
+        raise RunError(
+            f"{path} holds an interrupted {command} run; continue it with `hood {command} --resume {path}` "
+            f"or choose another --out"
+        )
+
+
+def lock_run(path: str | os.PathLike, command: str, advice: str = "wait for it to finish") -> None:
+    """Make this process the run directory's one writer until its command ends (see :mod:`hood.locks`),
+    then clear temporary files a killed writer left. Under torchrun rank 0 writes, so rank 0 alone locks."""
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return
+    f = Path(path) / RUN_FILE
+    before = f.stat().st_mtime_ns if f.is_file() else None
+
+    def record(err: BaseException) -> None:
+        """A command that stops on an error leaves its run "failed" (or "interrupted"), not "running"; a run
+        it did not write (refused at once) is left as it was."""
+        if not f.is_file() or f.stat().st_mtime_ns == before:
+            return
+        run = open_run(path)
+        if run.info.get("status") == "running":
+            stopped = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            run.mark_stopped(stopped, **({"error": str(err)} if isinstance(err, HoodError) else {}))
+
+    if locks.acquire(path, f"hood {command}", advice, record):
+        remove_stale_temps(Path(path))
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete the ``.<name>.*.tmp`` files of writes that were killed before their rename (only the run's
+    writer calls this, so no write of another process is in flight). Returns how many were removed."""
+    removed = 0
+    for tmp in path.rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """A JSON file hood wrote, or one line naming it as damaged and ``fix`` (the command that rewrites it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} cannot be read ({getattr(err, 'strerror', None) or err}); {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path} is damaged ({err.msg} at line {err.lineno}); {fix}") from None
+
+
 def open_run(path: str | os.PathLike) -> Run:
     p = Path(path)
     f = p / RUN_FILE
     if not f.is_file():
         raise RunError(f"{p} is not a hood run directory (no {RUN_FILE})")
-    try:
-        info = json.loads(f.read_text())
-    except json.JSONDecodeError as err:
-        raise RunError(f"{f} is damaged ({err.msg}); the run cannot be used") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunError(f"{f} cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    info = read_json(f, "the run cannot be used")
     if not isinstance(info, dict):
         raise RunError(f"{f} is damaged (not a JSON object); the run cannot be used")
     return Run(p, info)

@@ -17,7 +17,7 @@ from hood.cli.app import app
 from hood.data.images import decode_image
 from hood.data.sources import load_id_splits, load_image_set
 from hood.errors import ConfigError, DataError
-from hood.jobs.common import skip_note
+from hood.jobs.lookup import skip_note
 from hood.models.checkpoint import classifier_state, save_checkpoint
 from hood.models.registry import build_classifier
 

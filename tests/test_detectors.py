@@ -277,7 +277,7 @@ def test_combinations_need_a_decoder() -> None:
 
 
 def test_combination_standardizes_on_id_rows_the_decoder_never_saw() -> None:
-    from hood.jobs.common import decoder_train_ids
+    from hood.jobs.lookup import decoder_train_ids
 
     rng = np.random.default_rng(5)
     train = fs(rng.normal(size=(150, 4)), rng.normal(size=(150, 3)) * 3)

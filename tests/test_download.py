@@ -10,6 +10,8 @@ import errno
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -370,11 +372,13 @@ class _FullDisk(io.BytesIO):
         raise OSError(self.code, "simulated")
 
 
-@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, "no space left"), (errno.EACCES, "no permission")])
-def test_disk_full_or_no_permission_while_downloading(server: Server, root: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str) -> None:
+@pytest.mark.parametrize(("code", "words", "exit_code"), [(errno.ENOSPC, "no space left", 1), (errno.EACCES, "no permission", 2)])
+def test_disk_full_or_no_permission_while_downloading(server: Server, root: Path, monkeypatch: pytest.MonkeyPatch, code: int,
+                                                      words: str, exit_code: int) -> None:
+    """A full disk is the machine's error (exit 1), a missing permission the user's to fix (exit 2)."""
     monkeypatch.setattr(dl, "_open_part", lambda path, mode: (path.write_bytes(b"partial"), _FullDisk(code))[1])
     res = CliRunner().invoke(app, ["download", "svhn", "--root", str(root)])
-    assert res.exit_code == 2
+    assert res.exit_code == exit_code
     assert res.stderr.count("\n") == 1 and words in res.stderr and "--root" in res.stderr
     assert not _part(root, "svhn").exists() and not (root / "svhn").exists()
 
@@ -426,8 +430,19 @@ def test_one_failing_set_does_not_stop_the_others(server: Server, root: Path) ->
 
 
 def test_a_second_download_of_the_same_set_is_refused_while_the_first_runs(server: Server, root: Path) -> None:
-    with dl._exclusive(root, "svhn"):  # what a concurrent `hood download svhn` holds
-        with pytest.raises(HoodError, match="another `hood download` is installing 'svhn'"):
+    """The set's lock is held by another process (what a running `hood download svhn` holds): refused, naming it;
+    other sets are not blocked; once the holder is gone (killed: the lock dies with it) the set installs."""
+    folder = dl.downloads_dir(root) / "svhn"
+    folder.mkdir(parents=True)
+    code = ("import sys, time\nfrom hood.locks import acquire\nacquire(sys.argv[1], 'hood download svhn', '')\n"
+            "print('held', flush=True)\ntime.sleep(300)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(HoodError, match=rf"in use by `hood download svhn` \(pid {holder.pid}\); wait for it"):
             dl.install("svhn", root)
         assert dl.install("tinyimages300k", root).state == "installed"  # other sets are not blocked
+    finally:
+        holder.kill()
+        holder.wait()
     assert dl.install("svhn", root).state == "installed" and not dl.downloads_dir(root).exists()

@@ -50,16 +50,20 @@ def _human(size: int | None) -> str:
 def _url_overrides(values: list[str], names: list[str]) -> dict[str, str]:
     """``--url NAME=URL`` (repeatable), or a bare ``--url URL`` when exactly one set is named."""
     from hood.data import registry
+    from hood.data.download import check_url
 
     out: dict[str, str] = {}
     for value in values:
         key, sep, rest = value.partition("=")
         if sep and registry.entry(key) is not None and "://" not in key:
-            out[key] = rest
+            name, url = key, rest
         elif len(names) == 1:
-            out[names[0]] = value
+            name, url = names[0], value
         else:
             raise DataError(f"--url {value}: with several sets, write --url NAME=URL")
+        if name in out:
+            raise DataError(f"--url names {name} twice ({out[name]} and {url}); give one URL per set")
+        out[name] = check_url(url, "--url")
     return out
 
 

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from hood.errors import HoodError
+from hood.locks import command_scope
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,7 +54,8 @@ def handle_errors(resume_hint: Callable[[], str | None] | None = None) -> Callab
             except ValueError:  # not the main thread (e.g. under a test runner thread)
                 previous = None
             try:
-                return fn(*args, **kwargs)
+                with command_scope():  # the run directories it writes stay locked until it ends
+                    return fn(*args, **kwargs)
             except HoodError as err:
                 if debug():
                     raise

@@ -56,8 +56,9 @@ def pretrain(
 
     The ID data set is a registry name (cifar10, cifar100, tinyimagenet),
     demo-digits, or a folder or archive with train/ and test/."""
-    from hood.jobs.common import preflight, resume_target
+    from hood.jobs.lookup import preflight
     from hood.jobs.pretrain import pretrain as run_pretrain
+    from hood.jobs.resume import resume_target
     from hood.runs import create_run
 
     resumed, config = resume_target(resume, out, config, "pretrain")

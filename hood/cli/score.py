@@ -31,7 +31,7 @@ def score(
     Paths may be image files, folders or archives (.tar, .tar.gz, .tgz, .zip);
     unreadable files are listed, not fatal. The default threshold is the one
     `hood evaluate` stored for the method: it keeps 95% of the ID test images."""
-    from hood.jobs.common import decoder_run
+    from hood.jobs.lookup import decoder_run
     from hood.jobs.score import score_images
     from hood.runs import find_latest
 

@@ -55,7 +55,8 @@ def train_decoder(
     quiet: QuietOpt = False,
 ) -> None:
     """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
-    from hood.jobs.common import check_classifier, preflight, resume_target
+    from hood.jobs.lookup import check_classifier, preflight
+    from hood.jobs.resume import resume_target
     from hood.jobs.train_decoder import check_image_size
     from hood.jobs.train_decoder import train_decoder as run_job
     from hood.runs import create_run

@@ -30,6 +30,7 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,8 +43,9 @@ from hood.data import registry
 from hood.data.extract import safe_extract, strip_single_top
 from hood.data.images import is_image_name
 from hood.engine.progress import NullReporter, Reporter
-from hood.errors import DataError, HoodError
+from hood.errors import DataError, DiskError, HoodError
 from hood.fileio import atomic_write_json
+from hood.locks import exclusive
 
 RETRY_DELAYS: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)  # seconds slept between tries of one URL
 TIMEOUT_S = 60.0  # per socket operation, not per file
@@ -114,14 +116,23 @@ def file_specs(name: str) -> list[FileSpec]:
     return [FileSpec.from_manifest(f) for f in _entry(name)["files"]]
 
 
+def check_url(url: str, what: str) -> str:
+    """``url`` when it is one hood can fetch (http, https, or file with a path); else one line naming ``what``."""
+    parts = urllib.parse.urlsplit(url)
+    ok = (parts.scheme in ("http", "https") and bool(parts.netloc)) or (parts.scheme == "file" and bool(parts.path))
+    if not ok:
+        raise DataError(f"{what} {url!r} is not a URL hood can fetch; write http(s)://HOST/PATH or file:///PATH")
+    return url
+
+
 def sources(spec: FileSpec, url_override: str | None = None) -> list[str]:
     """URLs to try, in order: ``--url`` alone; else ``$HOOD_MIRROR/<file name>`` alone; else the manifest's
     URL and its mirrors. An explicit choice is never silently replaced by the internet."""
     if url_override:
-        return [url_override]
+        return [check_url(url_override, "--url")]
     mirror = os.environ.get("HOOD_MIRROR", "").strip()
     if mirror:
-        return [f"{mirror.rstrip('/')}/{spec.name}"]
+        return [check_url(f"{mirror.rstrip('/')}/{spec.name}", "HOOD_MIRROR")]
     return [spec.url, *spec.mirrors]
 
 
@@ -156,7 +167,8 @@ def _disk_error(path: Path, err: OSError) -> HoodError:
         why = "no permission"
     else:
         why = err.strerror or str(err)
-    return HoodError(f"{why} while writing {path}; partial files were removed; free space or choose another --root / HOOD_DATA")
+    cls = DiskError if err.errno in (errno.ENOSPC, errno.EDQUOT) else HoodError
+    return cls(f"{why} while writing {path}; partial files were removed; free space or choose another --root / HOOD_DATA")
 
 
 def _mkdir(path: Path) -> Path:
@@ -201,9 +213,13 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, reporter: Repor
             return  # nothing left to send: the file is probably complete; verification decides
         if err.code >= 500 or err.code in (408, 429):
             raise _Retryable(f"HTTP {err.code} {err.reason}") from err
+        if 300 <= err.code < 400:  # urllib gave up following them: a loop, or too many
+            raise _Refused(f"HTTP {err.code}: a redirect that cannot be followed (a loop, too many, or no target)") from err
         raise _Refused(f"HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        reason = getattr(err, "reason", None) or err
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+        reason = str(getattr(err, "reason", None) or err).splitlines()[0]
+        if isinstance(err, ValueError) or url.startswith("file:"):  # a local path or a malformed URL: no retry helps
+            raise _Refused(f"cannot read {url} ({reason})") from err
         raise _Retryable(f"connection failed ({reason})") from err
     with resp:
         status = resp.status or 200
@@ -317,7 +333,8 @@ def _download_verified(name: str, spec: FileSpec, root: Path, url: str | None, r
         raise ChecksumError(
             f"{name}: {spec.name} from {tried[-1]} failed verification ({last}); the file was removed and nothing was extracted; {hint}"
         )
-    raise DownloadError(f"could not download {name} from {', '.join(tried)}: {last}; rerun to resume, or {hint}")
+    again = "rerun to resume, or " if isinstance(last, _Retryable) else ""  # a refusal will be refused again
+    raise DownloadError(f"could not download {name} from {', '.join(tried)}: {last}; {again}{hint}")
 
 
 # --- layout after extraction ---------------------------------------------------------------------
@@ -448,23 +465,14 @@ def install(
 def _exclusive(root: Path, name: str) -> Iterator[None]:
     """One ``hood download`` per set and data root at a time (two cluster jobs would share the .part file).
 
-    The lock is an advisory ``flock`` on the set's download folder: released by the kernel when the process
-    dies, so a crash never leaves a stale lock. File systems without ``flock`` go unlocked (best effort).
+    The lock is the set's download folder's (:mod:`hood.locks`): released by the kernel when the process
+    dies, so a crash never leaves a stale lock.
     """
     folder = _mkdir(downloads_dir(root) / name)
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HoodError(f"another `hood download` is installing '{name}' into {root}; wait for it to finish") from None
-        except (ImportError, OSError):
-            pass
-        yield
+        with exclusive(folder, f"hood download {name}", "wait for it to finish"):
+            yield
     finally:
-        os.close(fd)
         _drop_empty_downloads(root, name)
 
 

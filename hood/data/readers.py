@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -28,11 +29,32 @@ from hood.data.images import IMAGE_EXTENSIONS, ImageSet, UnreadableImage, decode
 from hood.errors import DataError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
-MAX_MEMBER_BYTES = 256 * 1024 * 1024  # no single image is this large; bigger members are refused
+MAX_MEMBER_BYTES = 256 * 1024 * 1024  # no single image file is this large; bigger files and members are refused
+MAX_ARCHIVE_BYTES = 16 * MAX_MEMBER_BYTES  # what one archive may unpack to when its images are scored
 
 
 def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def read_image_file(path: Path, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; anything else is :class:`UnreadableImage` with
+    the reason. Opened without blocking and checked before a byte is read, so a FIFO (which would wait for a
+    writer forever), a device behind a link (``/dev/zero`` never ends) or a huge sparse file costs nothing."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableImage("not a regular file: a FIFO, device, socket or folder")
+        if info.st_size > limit:
+            raise UnreadableImage(f"{info.st_size / 2**20:,.0f} MiB, above the {limit // 2**20} MiB limit for one image")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:  # it grew while being read
+            raise UnreadableImage(f"above the {limit // 2**20} MiB limit for one image")
+        return data
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -43,7 +65,8 @@ class Member:
     read: Callable[[], bytes]
 
 
-def _folder_members(root: Path) -> list[Member]:
+def folder_members(root: Path) -> list[Member]:
+    """The image files under ``root`` (hidden ones and links to folders left out), paths relative to it."""
     members = []
 
     def unreadable(err: OSError) -> None:
@@ -55,31 +78,50 @@ def _folder_members(root: Path) -> list[Member]:
             if fn.startswith(".") or not is_image_name(fn):
                 continue
             full = Path(dirpath) / fn
-            members.append(Member(full.relative_to(root).as_posix(), full.read_bytes))
+            members.append(Member(full.relative_to(root).as_posix(), lambda full=full: read_image_file(full)))
     return members
 
 
-def _iter_archive(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(name, bytes)`` for every regular image member, streaming (no random access needed)."""
+def iter_archive(path: Path, skip_large: bool = False, total_limit: int | None = None) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """``(name, bytes, None)`` for every regular image member, streaming, one member in memory at a time.
+
+    A member above :data:`MAX_MEMBER_BYTES` refuses the whole archive, or with ``skip_large`` is yielded as
+    ``(name, None, reason)``; so is every member after ``total_limit`` unpacked bytes.
+    """
     name = path.name.lower()
+    total = 0
+
+    def too_large(member: str, size: int) -> str | None:
+        if size > MAX_MEMBER_BYTES:
+            if not skip_large:
+                raise DataError(f"{path}: member {member} is implausibly large; refusing the archive")
+            return f"{size / 2**20:,.0f} MiB unpacked, above the {MAX_MEMBER_BYTES // 2**20} MiB limit for one image"
+        if total_limit is not None and total + size > total_limit:
+            return f"past the {total_limit // 2**30} GiB the archive may unpack to"
+        return None
+
     try:
         if name.endswith(".zip"):
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
                     if info.is_dir() or not is_image_name(info.filename):
                         continue
-                    if info.file_size > MAX_MEMBER_BYTES:
-                        raise DataError(f"{path}: member {info.filename} is implausibly large; refusing the archive")
-                    yield info.filename, zf.read(info)
+                    if why := too_large(info.filename, info.file_size):
+                        yield info.filename, None, why
+                        continue
+                    total += info.file_size
+                    yield info.filename, zf.read(info), None
         else:
             with tarfile.open(path, mode="r|*") as tf:
                 for info in tf:
                     if not info.isfile() or not is_image_name(info.name):
                         continue
-                    if info.size > MAX_MEMBER_BYTES:
-                        raise DataError(f"{path}: member {info.name} is implausibly large; refusing the archive")
+                    if why := too_large(info.name, info.size):
+                        yield info.name, None, why
+                        continue
+                    total += info.size
                     fh = tf.extractfile(info)
-                    yield info.name, fh.read() if fh is not None else b""
+                    yield info.name, fh.read() if fh is not None else b"", None
     except DataError:
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError,
@@ -89,20 +131,28 @@ def _iter_archive(path: Path) -> Iterator[tuple[str, bytes]]:
         raise DataError(f"{path} is not a readable archive ({type(err).__name__}{': ' + reason if reason else ''}); re-download it") from None
 
 
+def safe_member_name(name: str) -> str | None:
+    """A member's path without leading ``./`` or ``/``; None for names that climb out (``..``) or are empty."""
+    clean = name.lstrip("./").lstrip("/")
+    if not clean or any(part in ("..", "") for part in clean.split("/")):
+        return None
+    return clean
+
+
 def _archive_members(path: Path) -> list[Member]:
     members = []
-    for name, data in _iter_archive(path):
-        clean = name.lstrip("./").lstrip("/")
-        if not clean or any(part in ("..", "") for part in clean.split("/")):
+    for name, data, _ in iter_archive(path):
+        clean = safe_member_name(name)
+        if clean is None:
             continue  # never trust member names; such members are not images of the set anyway
-        members.append(Member(clean, (lambda d=data: d)))
+        members.append(Member(clean, (lambda d=data: d)))  # type: ignore[misc]
     members.sort(key=lambda m: m.relpath)
     return members
 
 
 def list_members(path: Path) -> list[Member]:
     """All image members of a folder or archive, sorted, with one common top folder stripped."""
-    members = _archive_members(path) if is_archive(path) else _folder_members(path)
+    members = _archive_members(path) if is_archive(path) else folder_members(path)
     while members:
         tops = {m.relpath.split("/", 1)[0] for m in members}
         if len(tops) == 1 and all("/" in m.relpath for m in members):

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hood import __version__
 from hood.config import Config
 from hood.data.builtin import SYNTHETIC_NAMES, VAL_NOISE_SEED, synthetic_set
 from hood.data.draw import draw
@@ -40,9 +39,11 @@ from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, 
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
-from hood.errors import ConfigError, HoodError, RunError
-from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
-from hood.jobs.common import (
+from hood.errors import ConfigError, RunError
+from hood.fileio import atomic_write_json, atomic_write_text
+from hood.jobs.detectors import build_detectors
+from hood.jobs.fits import fit_key, load_fit, save_fit, settings
+from hood.jobs.lookup import (
     check_classifier,
     check_given_files,
     data_root,
@@ -51,10 +52,11 @@ from hood.jobs.common import (
     open_classifier,
     skip_note,
 )
-from hood.jobs.detectors import build_detectors
+from hood.jobs.results import begin_results, save_scores, write_results
+from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
-from hood.models.checkpoint import load_decoder, safe_load
-from hood.runs import Run, create_run, open_run
+from hood.models.checkpoint import load_decoder
+from hood.runs import Run, create_run, lock_run, open_run
 
 THRESHOLD_KEEP = 0.95  # the verdict threshold keeps this share of ID test images
 
@@ -79,24 +81,6 @@ def resolve_methods(methods: list[str]) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def save_scores(run: Run, method: str, set_name: str, scores: np.ndarray, rows: torch.Tensor | None = None) -> None:
-    """float64: float32 would merge nearly saturated MSP scores into ties and shift recomputed metrics. ``rows``:
-    which of the set's images (in file order) the scores are of, when only some were drawn."""
-    path = run.path / "scores" / method / f"{set_name}.npz"
-    arrays = {"scores": np.asarray(scores, dtype=np.float64)}
-    if rows is not None:
-        arrays["rows"] = rows.numpy().astype(np.int64)
-    atomic_save_with(path, lambda fh: np.savez_compressed(fh, **arrays))
-
-
-def load_scores(run: Run, method: str, set_name: str) -> np.ndarray | None:
-    path = run.path / "scores" / method / f"{set_name}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as f:
-        return f["scores"]
-
-
 def results_csv(results: dict[str, Any]) -> str:
     """Tidy form: one row per (method, set, metric)."""
     buf = io.StringIO()
@@ -109,6 +93,12 @@ def results_csv(results: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def _locked(run: Run) -> Run:
+    """Evaluate writes scores, fits and results into the run: one writer at a time."""
+    lock_run(run.path, "evaluate")
+    return run
+
+
 def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter: Reporter) -> tuple[Run | None, list[str]]:
     """The run to write into: a train-decoder run (needed by ``heatmap`` and ``heatmap+vim``), a previous evaluate run given
     with ``--run`` (its cached fits are reused), or None (a fresh evaluate run is made later)."""
@@ -118,12 +108,12 @@ def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter:
             if uses_decoder(methods):
                 need = ", ".join(m for m in methods if m in NEEDS_DECODER)
                 raise RunError(f"{run_path} is an evaluate run without a decoder; {need} needs a train-decoder run")
-            return run, methods
-        return decoder_run(run_path, cfg, reporter), methods
+            return _locked(run), methods
+        return _locked(decoder_run(run_path, cfg, reporter)), methods
     if not uses_decoder(methods):
         return None, methods
     try:
-        return decoder_run(None, cfg, reporter), methods
+        return _locked(decoder_run(None, cfg, reporter)), methods
     except RunError:
         if methods == all_methods():  # --methods all without a decoder: the baselines alone
             reporter.log("no train-decoder run found; evaluating the baselines without heatmap")
@@ -131,52 +121,34 @@ def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter:
         raise
 
 
-def _fit_key(method: str, d: Detector, fingerprint: str, cfg: Config, n_train: int) -> dict[str, Any]:
-    return {"method": method, "classifier": fingerprint, "id_dataset": cfg.data.id,
-            "image_size": cfg.data.image_size, "n_train": n_train, "params": d.params()}
-
-
-def _load_fit(run: Run, d: Detector, key: dict[str, Any]) -> bool:
-    path = run.path / "fits" / f"{key['method']}.pt"
-    if not path.is_file():
-        return False
-    try:
-        cached = safe_load(path)
-    except HoodError:
-        return False  # a damaged cache is refitted, not fatal
-    if cached.get("key") != key:
-        return False
-    d.load_state(cached["state"])
-    return True
-
-
 def _fit_detectors(detectors: dict[str, Detector], run: Run, model: torch.nn.Module, train: Any, fingerprint: str,
-                   cfg: Config, device: torch.device, reporter: Reporter) -> None:
-    """Fit what needs fitting, from the run's cache where its key matches; else one ID-train pass."""
-    todo = {}
+                   cfg: Config, device: torch.device, reporter: Reporter) -> dict[str, dict[str, Any]]:
+    """Fit what needs fitting, from the run's cache where its key matches; else one ID-train pass.
+    Returns each fitted method's cache key (recorded with the thresholds)."""
+    keys, todo = {}, []
     for m, d in detectors.items():
         if not d.needs_fit:
             continue
-        key = _fit_key(m, d, fingerprint, cfg, len(train))
-        if _load_fit(run, d, key):
+        keys[m] = fit_key(m, d, fingerprint, cfg, len(train))
+        if load_fit(run, d, keys[m]) is not None:
             reporter.log(f"{m}: fit on ID train loaded from {run.path / 'fits'}")
         else:
-            todo[m] = key
+            todo.append(m)
     if not todo:
-        return
+        return keys
     num_maps = max(detectors[m].num_maps for m in todo)  # a decoder with fw_layers > 1 reads stage maps
     # the maps of the rows the fits read, not of all training images (gigabytes)
     wanted = [detectors[m].map_rows(len(train)) for m in todo if detectors[m].num_maps]
     map_rows = None if not wanted or any(r is None for r in wanted) else torch.cat(wanted)  # type: ignore[arg-type]
     feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, num_maps, train.labels, reporter,
                              "ID train features", map_rows)
-    for m, key in todo.items():
-        d = detectors[m]
-        d.fit(feats)
-        atomic_save_with(run.path / "fits" / f"{m}.pt",
-                         lambda fh, d=d, key=key: torch.save({"key": key, "hood_version": __version__, "state": d.state()}, fh))
+    for m in todo:
+        detectors[m].fit(feats)
+        save_fit(run, detectors[m], keys[m])
+    return keys
 
 
+@holds_locks  # the run it writes is locked until it returns
 def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None = None) -> Evaluation:
     reporter = reporter or NullReporter()
     device = resolve_device(cfg.run.device)
@@ -211,7 +183,9 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     num_maps = max(d.num_maps for d in detectors.values())
     seconds = dict.fromkeys(methods, 0.0)
 
-    _fit_detectors(detectors, run, model, plan.fit, classifier.fingerprint, cfg, device, reporter)
+    if not plan.validation:
+        begin_results(run)  # score and visualize refuse this run until write_results
+    fits = _fit_detectors(detectors, run, model, plan.fit, classifier.fingerprint, cfg, device, reporter)
     ctx.memo.clear()  # the fit rows' scores served the combinations' fits; scoring starts afresh
     del splits
     id_test = plan.id
@@ -254,8 +228,10 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
             for m, per_set in per_method.items() if per_set
         },
         "thresholds": {m: id_threshold(s, THRESHOLD_KEEP) for m, s in id_scores.items()},
-        # what each threshold was set under beyond the cached fit (hood score refuses it under other settings)
-        "threshold_params": {m: detectors[m].score_params() for m in id_scores},
+        # what each threshold was set under: every fit and scoring parameter, and the fit itself (hood score
+        # refuses the threshold under other settings or beside another fit)
+        "threshold_params": {m: settings(detectors[m]) for m in id_scores},
+        "fits": fits,
         "threshold_rule": f"OOD score above which an image is called out; keeps {THRESHOLD_KEEP:.0%} of ID test images",
         "score_seconds": {m: round(s, 3) for m, s in seconds.items()},
         # which images were scored: every method and every decoder seed reads the same rows (scores/*.npz hold them)
@@ -268,8 +244,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         atomic_write_json(run.file("validation.json"), results)
         atomic_write_text(run.file("validation.csv"), results_csv(results))
         return Evaluation(run, results)
-    atomic_write_json(run.file("results.json"), results)
     atomic_write_text(run.file("results.csv"), results_csv(results))
+    write_results(run, results)
     if run.info.get("command") == "evaluate":
         run.mark_complete()
     else:

@@ -19,18 +19,12 @@ from hood.engine.pretrain import accuracy, fit_classifier
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import DataError, TrainingDivergedError
-from hood.jobs.common import (
-    Checkpointer,
-    all_finite,
-    capture_rng,
-    data_root,
-    restore_rng,
-    resume_state,
-    skip_note,
-)
+from hood.jobs.lookup import data_root, skip_note
+from hood.jobs.resume import Checkpointer, all_finite, capture_rng, restore_rng, resume_state
+from hood.locks import holds_locks
 from hood.models.checkpoint import classifier_state, load_classifier, save_checkpoint
 from hood.models.registry import build_classifier
-from hood.runs import Run, create_run
+from hood.runs import Run, create_run, lock_run
 
 COMMAND = "pretrain"
 
@@ -47,6 +41,7 @@ def _with_lr(opt_state: dict[str, Any], lr: float) -> dict[str, Any]:
     return {**opt_state, "param_groups": groups}
 
 
+@holds_locks  # the run it writes is locked until it returns
 def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = None) -> Run:
     """Run the job into ``run`` (created when None); a run holding ``train_state.pt`` is resumed."""
     reporter = reporter or NullReporter()
@@ -55,6 +50,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     distributed.init_from_env(cfg.run.device)  # under torchrun: join the process group (else a no-op)
     reporter = distributed.main_only(reporter)  # under torchrun: progress and log lines once, from rank 0
     run = run or create_run(cfg, COMMAND)
+    lock_run(run.path, COMMAND)  # a run given by the caller is locked too (this process may hold it already)
     state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     splits = load_id_splits(cfg.data.id, data_root(cfg), cfg.data.image_size, cfg.data.strict)

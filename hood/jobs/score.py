@@ -9,10 +9,12 @@ broken file in a folder of thousands should not cost the rest.
 
 from __future__ import annotations
 
+import errno
 import io
-import json
+import math
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,14 @@ import numpy as np
 
 from hood.config import Config
 from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
-from hood.data.readers import is_archive, list_members
+from hood.data.readers import (
+    MAX_ARCHIVE_BYTES,
+    folder_members,
+    is_archive,
+    iter_archive,
+    read_image_file,
+    safe_member_name,
+)
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import extract_features
@@ -29,9 +38,11 @@ from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.common import check_classifier, open_classifier
 from hood.jobs.detectors import build_detectors
-from hood.models.checkpoint import load_decoder, safe_load
+from hood.jobs.fits import fit_key, fit_path, load_fit, settings
+from hood.jobs.lookup import check_classifier, open_classifier
+from hood.jobs.results import RESULTS, read_results, rerun
+from hood.models.checkpoint import load_decoder
 from hood.runs import Run
 from hood.viz import overlay_image
 
@@ -66,31 +77,77 @@ class ScoreResult:
 
 
 def iter_inputs(paths: list[str], size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """``(name, HWC uint8 image or None, error or None)`` for every image under ``paths``, in order."""
+    """``(name, HWC uint8 image or None, error or None)`` for every image under ``paths``, in order.
+
+    One file or archive member is in memory at a time, each at most :data:`MAX_MEMBER_BYTES` and an archive at
+    most :data:`MAX_ARCHIVE_BYTES` unpacked; only regular files are opened (see :func:`read_image_file`).
+    A folder's files are named by their path below it, subfolders included.
+    """
     for spec in paths:
         path = Path(spec).expanduser()
-        if not path.exists():
-            yield spec, None, "no such file or folder"
+        try:
+            info = path.stat()
+        except OSError as err:
+            yield spec, None, _missing(path, err)
             continue
-        if path.is_dir() or is_archive(path):
+        if stat.S_ISDIR(info.st_mode):
             try:
-                members = list_members(path)
+                members = folder_members(path)
             except HoodError as err:
                 yield spec, None, str(err)
                 continue
             if not members:
                 yield spec, None, "holds no image files"
             for m in members:
-                name = f"{spec.rstrip('/')}/{m.relpath}"
-                try:
-                    yield name, decode_image(m.read(), size), None
-                except (UnreadableImage, OSError) as err:
-                    yield name, None, _why(err)
-            continue
-        try:
-            yield spec, decode_image(path.read_bytes(), size), None
-        except (UnreadableImage, OSError) as err:
-            yield spec, None, _why(err)
+                yield from _decoded(f"{spec.rstrip('/')}/{m.relpath}", m.read, size)
+        elif is_archive(path):
+            yield from _archive_inputs(spec, path, size)
+        else:
+            yield from _decoded(spec, lambda path=path: read_image_file(path), size)
+
+
+def _missing(path: Path, err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if err.errno == errno.ENOENT and path.is_symlink():
+        return "a broken symbolic link (its target does not exist)"
+    if err.errno == errno.ENOENT:
+        return "no such file or folder"
+    return f"cannot be read ({err.strerror or err})"
+
+
+def _decoded(name: str, read: Callable[[], bytes], size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    try:
+        data = read()
+    except UnreadableImage as err:  # not a regular file, or too large: said as it is
+        yield name, None, str(err)
+        return
+    except OSError as err:
+        yield name, None, _missing(Path(name), err)
+        return
+    try:
+        yield name, decode_image(data, size), None
+    except (UnreadableImage, OSError) as err:
+        yield name, None, _why(err)
+
+
+def _archive_inputs(spec: str, path: Path, size: int) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """An archive's image members, decoded as they are reached: never more than one held at a time."""
+    found = False
+    try:
+        for member, data, why in iter_archive(path, skip_large=True, total_limit=MAX_ARCHIVE_BYTES):
+            found = True
+            name = f"{spec.rstrip('/')}/{safe_member_name(member) or member}"
+            if data is None:
+                yield name, None, why
+            else:
+                yield from _decoded(name, lambda data=data: data, size)
+            del data
+    except HoodError as err:
+        yield spec, None, str(err)
+        return
+    if not found:
+        yield spec, None, "holds no image files"
 
 
 def _why(err: Exception) -> str:
@@ -101,49 +158,50 @@ def _why(err: Exception) -> str:
     return f"not a readable image ({text or type(err).__name__})"
 
 
-def _threshold(run: Run, method: str, det: Detector, given: float | None) -> tuple[float | None, str]:
+def _threshold(run: Run, method: str, det: Detector, fit: dict[str, Any] | None, given: float | None) -> tuple[float | None, str]:
     """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
-    was set under the scoring settings in force now (a partner weight changes every score)."""
+    was set under every fit and scoring parameter in force now and beside the fit loaded now (``fit``)."""
     if given is not None:
+        if not math.isfinite(given):
+            raise ConfigError(f"--threshold must be a finite number, got {given}")
         return float(given), "--threshold"
-    f = run.file("results.json")
-    if f.is_file():
-        try:
-            results = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            results = {}
-        stored = results.get("thresholds", {})
-        if method in stored:
-            then = results.get("threshold_params", {}).get(method)  # absent in results from before it was kept
-            now = det.score_params()
-            if then is not None:  # settings older hoods recorded, at the one value this hood always scores with
-                then = {k: v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
-            if then is not None and then != now:
-                raise RunError(
-                    f"the {method} threshold in {f} was set with {_settings(then)}, this scoring uses {_settings(now)}; "
-                    f"run `hood evaluate --run {run.path} --methods {method}` with these settings, or pass --threshold")
-            return float(stored[method]), f"{f} (keeps 95% of ID test)"
-    return None, "none: run `hood evaluate` on this run or pass --threshold"
+    results = read_results(run)
+    f = run.file(RESULTS)
+    if results is None or method not in results.get("thresholds", {}):
+        return None, "none: run `hood evaluate` on this run or pass --threshold"
+    fix = f"{rerun(run, method)} with these settings, or pass --threshold"
+    then = results.get("threshold_params", {}).get(method)
+    if isinstance(then, dict):  # a setting older hoods recorded, at the one value this hood always scores with
+        then = {k: v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
+    now = settings(det)
+    if then != now:
+        then = then if isinstance(then, dict) else {}
+        differ = [k for k in {**then, **now} if then.get(k, "unset") != now.get(k, "unset")]
+        raise RunError(f"the {method} threshold in {f} was set with {_settings(then, differ)}, this scoring uses "
+                       f"{_settings(now, differ)}; {fix}")
+    if fit is not None and results.get("fits", {}).get(method) != fit:
+        raise RunError(f"the {method} threshold in {f} was set with another fit than {fit_path(run, method)} "
+                       f"(it was refitted since); {fix}")
+    return float(results["thresholds"][method]), f"{f} (keeps 95% of ID test)"
 
 
 _ALWAYS = {"fusion": "zscore"}  # a scoring setting older hoods offered, fixed here
 
 
-def _settings(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in params.items()) or "defaults"
+def _settings(params: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k} {params.get(k, 'unset')}" for k in keys)
 
 
-def _load_fit(run: Run, method: str, d: Detector, fingerprint: str) -> None:
+def _load_fit(run: Run, method: str, d: Detector, fingerprint: str, cfg: Config) -> dict[str, Any]:
     """A feature-space detector needs the fit ``evaluate`` cached for this classifier and parameters."""
-    path = run.path / "fits" / f"{method}.pt"
-    hint = f"run `hood evaluate --run {run.path} --methods {method}` first"
-    if not path.is_file():
+    hint = rerun(run, method) + " first"
+    if not fit_path(run, method).is_file():
         raise RunError(f"{method} needs its fit on the ID training set, which {run.path} does not hold; {hint}")
-    cached = safe_load(path)
-    key = cached.get("key", {})
-    if key.get("classifier") != fingerprint or key.get("params") != d.params():
-        raise RunError(f"the cached {method} fit in {run.path} is for another classifier or other parameters; {hint}")
-    d.load_state(cached["state"])
+    key = load_fit(run, d, fit_key(method, d, fingerprint, cfg))
+    if key is None:
+        raise RunError(f"the cached {method} fit in {run.path} is damaged or was made for another classifier, ID "
+                       f"data set, image size or parameters; {hint}")
+    return key
 
 
 def _heatmap_name(name: str, used: set[str]) -> str:
@@ -174,11 +232,10 @@ def score_images(
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
     det = build_detectors(ctx, [method])[method]
-    if det.needs_fit:
-        _load_fit(run, method, det, classifier.fingerprint)
+    fit = _load_fit(run, method, det, classifier.fingerprint, cfg) if det.needs_fit else None
     drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
     num_maps = max(det.num_maps, drawer.num_maps if drawer else 0)
-    thr, source = _threshold(run, method, det, threshold)
+    thr, source = _threshold(run, method, det, fit, threshold)
     result = ScoreResult(str(run.path), method, thr, source)
     if thr is None:
         result.notes.append(f"no threshold for {method}: verdicts are '?'; {source}")
@@ -200,7 +257,7 @@ def score_images(
                 img = overlay_image(images[i], maps[i])
                 buf = io.BytesIO()
                 img.save(buf, format="PNG")
-                atomic_write_bytes(path, buf.getvalue())
+                atomic_write_bytes(path, buf.getvalue(), "--heatmaps folder")
                 item.heatmap = str(path)
 
     pending: list[tuple[ScoredImage, np.ndarray]] = []

@@ -23,20 +23,12 @@ from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
-from hood.jobs.common import (
-    Checkpointer,
-    all_finite,
-    capture_rng,
-    check_classifier,
-    data_root,
-    open_classifier,
-    restore_rng,
-    resume_state,
-    skip_note,
-)
+from hood.jobs.lookup import check_classifier, data_root, open_classifier, skip_note
+from hood.jobs.resume import Checkpointer, all_finite, capture_rng, restore_rng, resume_state
+from hood.locks import holds_locks
 from hood.models.checkpoint import save_decoder
 from hood.models.decoder import HeatmapDecoder, decoder_spec_for
-from hood.runs import Run, create_run
+from hood.runs import Run, create_run, lock_run
 
 COMMAND = "train-decoder"
 OOD_FILE = "ood_samples.json"
@@ -70,6 +62,7 @@ def check_image_size(cfg: Config) -> None:
         )
 
 
+@holds_locks  # the run it writes is locked until it returns
 def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None = None) -> Run:
     """Run the job into ``run`` (created when None); a run holding ``train_state.pt`` is resumed."""
     reporter = reporter or NullReporter()
@@ -80,6 +73,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     check_image_size(cfg)
     clf_path = check_classifier(cfg, reporter)  # before any data work
     run = run or create_run(cfg, COMMAND)
+    lock_run(run.path, COMMAND)  # a run given by the caller is locked too (this process may hold it already)
     state = resume_state(run, cfg, COMMAND, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     root, size, d = data_root(cfg), cfg.data.image_size, cfg.decoder

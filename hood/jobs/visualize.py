@@ -10,7 +10,6 @@ images of each set, 2,000 when unset, drawn by ``data.ood_draw`` as evaluate dra
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.common import check_classifier, check_given_files, data_root, decoder_run, open_classifier
-from hood.jobs.evaluate import load_scores
+from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier
+from hood.jobs.results import load_scores, read_results
 from hood.models.checkpoint import load_decoder
 from hood.runs import Run
 from hood.viz import heatmap_grid, roc_curves, score_histograms
@@ -75,6 +74,7 @@ def visualize(
     configure_threads(cfg.run.num_threads)
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
     run = decoder_run(run_path, cfg, reporter)
+    results = read_results(run) or {}  # before any work: an unfinished or damaged evaluation is refused by name
     if cfg.model.classifier is None:
         cfg.model.classifier = run.info.get("classifier")
     clf_path = check_classifier(cfg, reporter)
@@ -97,22 +97,29 @@ def visualize(
         s = load_image_set(spec, root, size, cfg.data.strict)
         path, grid_scores[name] = _grid(det, model, device, name, s, n, how, cfg, folder, reporter)
         figs.paths.append(path)
-    _score_figures(run, method, names, grid_scores, folder, figs)
+    _score_figures(run, results, method, names, grid_scores, folder, figs)
     return figs
 
 
-def _score_figures(run: Run, method: str, names: list[str], grid_scores: dict[str, np.ndarray], folder: Path,
-                   figs: Figures) -> None:
+def _score_figures(run: Run, results: dict, method: str, names: list[str], grid_scores: dict[str, np.ndarray],
+                   folder: Path, figs: Figures) -> None:
     """Histograms of ``method`` and ROC curves of every evaluated method, from the saved scores."""
-    results_file = run.file("results.json")
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     convention = results.get("fpr_convention", "id")
-    evaluated = [m for m in results.get("methods", list(results.get("results", {}))) if load_scores(run, m, "id") is not None]
+    table = results.get("results", {})
+
+    def count(m: str, s: str) -> int | None:  # what results.json says the file holds
+        n = results.get("n_id") if s == "id" else (table.get(m, {}).get(s) or {}).get("n")
+        return n if isinstance(n, int) else None
+
+    def scores(m: str, s: str) -> np.ndarray | None:
+        return load_scores(run, m, s, count(m, s))
+
+    evaluated = [m for m in results.get("methods", list(table)) if scores(m, "id") is not None]
     if not names:
         return
     if method not in evaluated and method != "heatmap":
         raise ConfigError(f"no saved scores of '{method}' in {run.path}; run `hood evaluate --run {run.path} --methods {method}` first")
-    saved = {m: {s: load_scores(run, m, s) for s in ["id", *names]} for m in evaluated}
+    saved = {m: {s: scores(m, s) for s in ["id", *names]} for m in evaluated}
     saved = {m: v for m, v in saved.items() if all(x is not None for x in v.values())}
     if method not in saved:
         figs.notes.append(f"{run.path} holds no saved scores for every set; histograms and ROC use the heatmap "

@@ -1,4 +1,5 @@
-"""Pieces every job needs: where the data and the classifier are, and how to pick previous runs."""
+"""Checkpointing and resuming training runs: which config changes a resume allows, the saved training state,
+the random generators' states, and the :class:`Checkpointer` that writes ``train_state.pt``."""
 
 from __future__ import annotations
 
@@ -15,120 +16,11 @@ import torch
 import yaml
 
 from hood.config import Config, known_settings
-from hood.data import registry
-from hood.data.images import ImageSet
 from hood.engine.distributed import is_main_process
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import seeded_indices
-from hood.errors import CheckpointError, ConfigError, RunError, TrainingDivergedError
-from hood.models.checkpoint import (
-    LoadedClassifier,
-    infer_arch,
-    load_classifier,
-    load_train_state,
-    read_classifier_checkpoint,
-    read_decoder_checkpoint,
-    save_train_state,
-    strip_prefixes,
-)
-from hood.runs import Run, find_latest, open_run
-
-
-def data_root(cfg: Config) -> Path:
-    return registry.resolve_root(cfg.data.root)
-
-
-def classifier_path(cfg: Config, reporter: Reporter) -> Path:
-    """``model.classifier`` if given, else ``classifier.pt`` of the newest complete pretrain run."""
-    if cfg.model.classifier:
-        return Path(cfg.model.classifier)
-    run, skipped = find_latest(cfg.run.runs_dir, "pretrain", cfg.name)
-    if skipped:
-        reporter.log(f"skipped {skipped} incomplete pretrain run(s) in {cfg.run.runs_dir}")
-    if run is None:
-        raise RunError(
-            f"no classifier given and no complete pretrain run for '{cfg.name}' in {cfg.run.runs_dir}/"
-            f"{_skipped_note(skipped, 'pretrain')}; pass --classifier PATH or run `hood pretrain` first"
-        )
-    reporter.log(f"using classifier from {run.path}")
-    return run.file("classifier.pt")
-
-
-def _skipped_note(skipped: int, command: str) -> str:
-    return f" ({skipped} incomplete one(s) skipped: finish them with `hood {command} --resume RUN`)" if skipped else ""
-
-
-def check_classifier(cfg: Config, reporter: Reporter) -> Path:
-    """Validate the classifier file (safe load, layout) before any data is touched."""
-    path = classifier_path(cfg, reporter)
-    ckpt = read_classifier_checkpoint(path)
-    found = str(ckpt.get("arch") or infer_arch(strip_prefixes(ckpt["net_state_dict"])))
-    if found != cfg.model.arch:
-        raise CheckpointError(
-            f"{path} holds a {found} classifier, but the config asks for {cfg.model.arch}; "
-            f"pass --set model.arch={found} or a config for {found}"
-        )
-    return path
-
-
-def check_given_files(cfg: Config, reporter: Reporter, decoder: str | Path | None = None) -> None:
-    """Check the files the user named (``--classifier``, a decoder) before anything else is looked up.
-
-    Called first by every command taking them, so a wrong or unsafe file is reported at once, naming
-    it, whether or not any data or previous run is present.
-    """
-    if cfg.model.classifier:
-        check_classifier(cfg, reporter)
-    if decoder is not None:
-        read_decoder_checkpoint(decoder)
-
-
-def open_classifier(path: Path, cfg: Config, num_classes: int | None = None) -> LoadedClassifier:
-    return load_classifier(path, arch=cfg.model.arch, num_classes=num_classes)
-
-
-def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
-    """The train-decoder run to use: the given path, else the newest complete one for this config."""
-    if path:
-        run = open_run(path)
-        if run.info.get("command") != "train-decoder":
-            raise RunError(f"{path} is a {run.info.get('command')} run, not a train-decoder run")
-        if run.info.get("status") != "complete":
-            raise RunError(f"{path} is incomplete (status {run.info.get('status')}); resume it with `hood train-decoder --resume {path}`")
-        return run
-    run, skipped = find_latest(cfg.run.runs_dir, "train-decoder", cfg.name)
-    if skipped:
-        reporter.log(f"skipped {skipped} incomplete train-decoder run(s) in {cfg.run.runs_dir}")
-    if run is None:
-        raise RunError(
-            f"no complete train-decoder run for '{cfg.name}' in {cfg.run.runs_dir}/{_skipped_note(skipped, 'train-decoder')}; "
-            f"pass --run PATH or run `hood train-decoder` first"
-        )
-    reporter.log(f"using decoder run {run.path}")
-    return run
-
-
-def decoder_train_ids(meta: dict[str, Any], id_dataset: str, n_train: int) -> torch.Tensor | None:
-    """Rows of the ID training set a decoder was trained on, from its checkpoint's metadata; None when
-    unknown (another ID data set than the one being evaluated, or a checkpoint that records neither the
-    rows nor the draw that chose them)."""
-    if meta.get("id_dataset") != id_dataset:
-        return None
-    if isinstance(meta.get("id_rows"), torch.Tensor):
-        return meta["id_rows"]
-    if "num_id" not in meta or "seed" not in meta:
-        return None
-    return seeded_indices(n_train, int(meta["num_id"]), int(meta["seed"]))  # before id_rows were recorded
-
-
-def skip_note(s: ImageSet) -> str | None:
-    if not s.skipped:
-        return None
-    first = ", ".join(s.skipped[:3])
-    return f"{s.name}: skipped {len(s.skipped)} unreadable file(s) ({first}{', ...' if len(s.skipped) > 3 else ''}); --strict makes them fatal"
-
-
-# ---- resuming -------------------------------------------------------------------------------------------
+from hood.errors import ConfigError, RunError, TrainingDivergedError
+from hood.models.checkpoint import load_train_state, save_train_state
+from hood.runs import Run, lock_run, open_run
 
 # Keys that may differ between an interrupted run and its resumption without changing what it computes:
 # where it runs, where files go, how often it checkpoints, and what only `evaluate` reads.
@@ -199,6 +91,7 @@ def open_resume(path: str | Path, command: str) -> Run:
     run = open_run(path)
     if run.info.get("command") != command:
         raise RunError(f"{path} is a {run.info.get('command')} run; resume it with `hood {run.info.get('command')} --resume {path}`")
+    lock_run(run.path, command)  # one writer: a second --resume is refused, naming the first
     return run  # a complete run is refused, or extended, by resume_state, which knows the epochs asked for
 
 
@@ -381,12 +274,3 @@ def diverged_error(run: Run, what: str, epoch: int, lr: float, saved: int | None
         f"{what} loss became NaN/inf in epoch {epoch} at learning rate {lr:g}; the learning rate is probably "
         f"too high: {kept}"
     )
-
-
-def preflight(cfg: Config, specs: list[str]) -> None:
-    """Check that every named data set can be found before a run directory or any work is started."""
-    from hood.data.sources import require_available
-
-    root = data_root(cfg)
-    for spec in specs:
-        require_available(spec, root)

@@ -1,0 +1,63 @@
+"""The fit cache of a run (``fits/<method>.pt``): what a detector learned from the ID training set, under a
+key naming everything the fit depends on, so ``evaluate`` and ``score`` agree on when a cached fit applies.
+
+A key holds the method, the classifier's fingerprint, the ID data set, the image size, the number of
+training rows fitted on and the detector's fit parameters. ``score`` cannot count the training rows without
+loading the set, so it matches on every other field and then checks the whole key against the one its
+threshold was set with (:func:`settings`, ``results.json``'s ``fits``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hood import __version__
+from hood.config import Config
+from hood.detectors import Detector
+from hood.errors import HoodError
+from hood.fileio import atomic_save_with
+from hood.models.checkpoint import safe_load
+from hood.runs import Run
+
+
+def fit_key(method: str, d: Detector, fingerprint: str, cfg: Config, n_train: int | None = None) -> dict[str, Any]:
+    """The cache key of ``method``'s fit; without ``n_train`` a key that any row count matches."""
+    key = {"method": method, "classifier": fingerprint, "id_dataset": cfg.data.id,
+           "image_size": cfg.data.image_size, "params": d.params()}
+    if n_train is not None:
+        key["n_train"] = n_train
+    return key
+
+
+def settings(d: Detector) -> dict[str, Any]:
+    """Every parameter a detector's scores depend on, fit and scoring: what a stored threshold was set under."""
+    return {**d.params(), **d.score_params()}
+
+
+def fit_path(run: Run, method: str) -> Path:
+    return run.path / "fits" / f"{method}.pt"
+
+
+def load_fit(run: Run, d: Detector, key: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the cached fit into ``d`` when every field of ``key`` matches; its full key, else None (no
+    cache, a damaged one, or one made under other settings: all are refitted by ``evaluate``)."""
+    path = fit_path(run, key["method"])
+    if not path.is_file():
+        return None
+    try:
+        cached = safe_load(path)
+        stored = cached.get("key")
+        if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in key.items()):
+            return None
+        d.load_state(cached["state"])
+    except (HoodError, KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+        return None  # a damaged cache is refitted, not fatal
+    return stored
+
+
+def save_fit(run: Run, d: Detector, key: dict[str, Any]) -> None:
+    atomic_save_with(fit_path(run, key["method"]),
+                     lambda fh: torch.save({"key": key, "hood_version": __version__, "state": d.state()}, fh))
