@@ -26,5 +26,5 @@ def most_confident(logits: torch.Tensor, keep: int) -> torch.Tensor:
 
 def candidate_count(pool_size: int, num_ood: int, candidates: int) -> int:
     """How many outliers to draw before mining: ``candidates * num_ood``, at most the whole pool, and never
-    fewer than ``num_ood`` (a pool smaller than that is the sampler's error to report)."""
+    fewer than ``num_ood`` (train-decoder caps ``num_ood`` at the pool's size first)."""
     return max(num_ood, min(pool_size, candidates * num_ood))
