@@ -187,3 +187,12 @@ def test_a_malformed_registry_file_is_one_line_in_every_command(tmp_path: Path, 
 def test_a_registry_file_that_is_not_there_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOD_REGISTRY", "nowhere.json")
     assert_one_line_error(runner.invoke(app, ["download", "svhn"]), "HOOD_REGISTRY=nowhere.json: No such file or directory")
+
+
+def test_docs_data_lists_every_registered_set_and_alias() -> None:
+    rows = {line.split("|")[1].strip(" `"): line for line in (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for name in registry.registry_names() + registry.manual_names():
+        assert name in rows, f"docs/data.md lists no '{name}'"
+        for alias in registry.aliases(name):
+            assert f"`{alias}`" in rows[name], f"docs/data.md does not give '{name}' its alias '{alias}'"
