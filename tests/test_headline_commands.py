@@ -8,11 +8,9 @@ cifar10``, ``hood train-decoder --num-ood 5000`` and ``hood evaluate --ood svhn,
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import pickle
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import class_image
 from http_server import Server
-from PIL import Image
+from test_download import _jpeg, _mat_bytes, _npy_bytes, _tar_bytes
 from test_pipeline_cli import assert_one_line_error
 from typer.testing import CliRunner
 
@@ -29,16 +27,6 @@ from hood.cli.app import app
 from hood.data import registry, sources
 
 runner = CliRunner()
-
-
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _cifar10_python(per_batch: int = 6, test: int = 10) -> bytes:
@@ -52,34 +40,14 @@ def _cifar10_python(per_batch: int = 6, test: int = 10) -> bytes:
     members = {f"cifar-10-batches-py/data_batch_{b}": batch(100 * b, per_batch) for b in range(1, 6)}
     members["cifar-10-batches-py/test_batch"] = batch(1000, test)
     members["cifar-10-batches-py/batches.meta"] = pickle.dumps({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, protocol=2)
-    return _tar_gz(members)
-
-
-def _svhn_mat(n: int = 12) -> bytes:
-    from scipy.io import savemat
-
-    buf = io.BytesIO()
-    savemat(buf, {"X": np.random.default_rng(3).integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": np.ones((n, 1), dtype=np.uint8)})
-    return buf.getvalue()
-
-
-def _jpeg(seed: int, size: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _npy(n: int) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.random.default_rng(4).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
-    return buf.getvalue()
+    return _tar_bytes(members, gz=True)
 
 
 STAND_INS = {  # set -> bytes, served under the registry's file name of that set
     "cifar10": _cifar10_python(),
-    "svhn": _svhn_mat(),
-    "lsun-c": _tar_gz({f"LSUN/test/{i:05d}.jpg": _jpeg(i, 36) for i in range(12)}),  # ODIN's 36x36 crops
-    "tinyimages300k": _npy(16),  # train-decoder's default auxiliary set (data.aux)
+    "svhn": _mat_bytes(12),
+    "lsun-c": _tar_bytes({f"LSUN/test/{i:05d}.jpg": _jpeg(i) for i in range(12)}, gz=True),  # as ODIN's LSUN.tar.gz
+    "tinyimages300k": _npy_bytes(16),  # train-decoder's default auxiliary set (data.aux)
 }
 
 
@@ -134,7 +102,7 @@ def test_the_papers_three_commands_as_written(my_sets: Server, tmp_path: Path) -
 
 
 def test_a_labs_own_set_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    archive = _tar_gz({f"scans/{c}/{i}.jpg": _jpeg(10 * i + len(c), 40) for c in ("a", "b") for i in range(3)})
+    archive = _tar_bytes({f"scans/{c}/{i}.jpg": _jpeg(10 * i + len(c)) for c in ("a", "b") for i in range(3)}, gz=True)
     (tmp_path / "lab.json").write_text(json.dumps({"sets": {"lab-scans": {
         "role": "ood", "title": "Our scanner's rejects", "layout": "images", "dir": "lab-scans", "aliases": ["scans"],
         "files": [_file_entry("scans.tar.gz", archive, "tar.gz")]}}}))

@@ -44,7 +44,7 @@ def load_manifest() -> dict[str, Any]:
         st = Path(path).expanduser().stat()
     except OSError as err:
         raise RegistryError(f"{REGISTRY_ENV}={path}: {err.strerror or err}; point it at a JSON registry file, or unset it") from None
-    return _with_user_registry(path, st.st_mtime_ns, st.st_size)
+    return _with_user_registry(path, str(Path(path).expanduser().resolve()), st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=1)
@@ -53,10 +53,11 @@ def _builtin() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=4)
-def _with_user_registry(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
-    """Built-in entries, then the user's: a new name adds a set, a known one replaces the keys it gives."""
+def _with_user_registry(path: str, resolved: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    """Built-in entries, then the user's: a new name adds a set, a known one replaces the keys it gives.
+    Cached per file and version (``path`` as the user wrote it, for the messages)."""
     where = f"{REGISTRY_ENV}={path}"
-    user = _read_user_file(Path(path).expanduser(), where)
+    user = _read_user_file(Path(resolved), where)
     merged = copy.deepcopy(_builtin())
     for name, e in user["sets"].items():
         if not isinstance(name, str) or not _NAME_RE.match(name):
