@@ -77,7 +77,7 @@ def _list_rows(base: Path) -> list[dict[str, Any]]:
                      "partial_bytes": partial, "path": str(registry.set_dir(name, base)), "title": e.get("title")})
     for name in registry.manual_names():
         m = registry.manual_entry(name) or {}
-        rows.append({"name": name, "role": m.get("role"), "size": None, "state": "manual", "partial_bytes": 0, "path": m.get("url"), "title": m.get("title")})
+        rows.append({"name": name, "aliases": [], "role": m.get("role"), "size": None, "state": "manual", "partial_bytes": 0, "path": m.get("url"), "title": m.get("title")})
     return rows
 
 

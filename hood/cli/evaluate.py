@@ -47,7 +47,6 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Score ID and OOD test sets; print FPR95 / AUROC / AUPR-In / AUPR-Out and write results.json/.csv."""
-    from hood.jobs.common import preflight
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {
@@ -57,7 +56,6 @@ def evaluate(
         "evaluate.validation": True if validation else None,
     }
     cfg = build_config(config, named, set_)
-    preflight(cfg, [cfg.data.id] + ([] if cfg.evaluate.validation else cfg.data.ood))  # every missing set named at once
     with RichReporter(quiet) as rep:
         result = run_job(cfg, run, rep)
     if json_out:
