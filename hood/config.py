@@ -363,11 +363,7 @@ def unknown_dataset(spec: str) -> str | None:
 
     if "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).suffix or Path(spec).exists():
         return None
-    try:
-        known = registry.registry_names()
-    except Exception:  # a broken manifest is the download command's to report
-        return None
-    if spec in known or spec in BUILTIN_NAMES:
+    if spec in BUILTIN_NAMES or registry.canonical(spec) is not None:  # a name or an alias (lsun = lsun-c)
         return None
     return f"names no known data set: '{_short(spec)[1:-1]}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`, or give a folder or archive path"
 

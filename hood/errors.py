@@ -40,14 +40,18 @@ class DataError(HoodError):
 
 
 class DatasetMissingError(DataError):
-    """A named data set is not under the data root; the message names ``hood download``."""
+    """Named data sets are not under the data root; the message names one ``hood download`` for all of them."""
 
-    def __init__(self, name: str, root: str) -> None:
+    def __init__(self, names: str | list[str], root: str) -> None:
+        self.names = [names] if isinstance(names, str) else list(names)
+        self.name = self.names[0]
+        quoted = ", ".join(f"'{n}'" for n in self.names)
+        what = f"data set {quoted} is" if len(self.names) == 1 else f"data sets {quoted} are"
+        where = "it lives" if len(self.names) == 1 else "they live"
         super().__init__(
-            f"data set '{name}' is not installed under {root}; run `hood download {name}` "
-            f"(or pass --data-root / set HOOD_DATA to where it lives)"
+            f"{what} not installed under {root}; run `hood download {' '.join(self.names)}` "
+            f"(or pass --data-root / set HOOD_DATA to where {where})"
         )
-        self.name = name
 
 
 class CheckpointError(HoodError):

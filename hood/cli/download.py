@@ -56,7 +56,7 @@ def _url_overrides(values: list[str], names: list[str]) -> dict[str, str]:
     for value in values:
         key, sep, rest = value.partition("=")
         if sep and registry.entry(key) is not None and "://" not in key:
-            name, url = key, rest
+            name, url = registry.canonical(key) or key, rest
         elif len(names) == 1:
             name, url = names[0], value
         else:
@@ -77,11 +77,11 @@ def _list_rows(base: Path) -> list[dict[str, Any]]:
         size = sum(f.get("size") or 0 for f in e["files"]) if all(f.get("size") for f in e["files"]) else None
         state = "present" if registry.is_installed(name, base) else "missing"
         partial = dl.partial_bytes(name, base)
-        rows.append({"name": name, "role": e.get("role"), "size": size, "state": state, "partial_bytes": partial,
-                     "path": str(registry.set_dir(name, base)), "title": e.get("title")})
+        rows.append({"name": name, "aliases": registry.aliases(name), "role": e.get("role"), "size": size, "state": state,
+                     "partial_bytes": partial, "path": str(registry.set_dir(name, base)), "title": e.get("title")})
     for name in registry.manual_names():
         m = registry.manual_entry(name) or {}
-        rows.append({"name": name, "role": m.get("role"), "size": None, "state": "manual", "partial_bytes": 0, "path": m.get("url"), "title": m.get("title")})
+        rows.append({"name": name, "aliases": [], "role": m.get("role"), "size": None, "state": "manual", "partial_bytes": 0, "path": m.get("url"), "title": m.get("title")})
     return rows
 
 
@@ -98,7 +98,8 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
             state += f" ({_human(r['partial_bytes'])} downloaded; resumes)"
         if r.get("detail"):
             state += f": {r['detail']}"
-        table.add_row(r["name"], r["role"] or "", _human(r["size"]), state, r["path"] or "")
+        name = r["name"] + "".join(f" [dim](or {a})[/]" for a in r.get("aliases") or [])
+        table.add_row(name, r["role"] or "", _human(r["size"]), state, r["path"] or "")
     stdout.print(table)
 
 
@@ -146,6 +147,7 @@ def download(
     for name in names:
         if registry.entry(name) is None:
             dl.file_specs(name)  # raises the one-line "cannot be fetched" / "unknown set" error
+    names = list(dict.fromkeys(registry.canonical(n) or n for n in names))  # aliases as their sets, once each
     if verify:
         return _verify(names, base, json_out)
     if list_ or not names:

@@ -452,6 +452,7 @@ def install(
     """
     reporter = reporter or NullReporter()
     _entry(name)  # the one-line error for unknown and manual-only names
+    name = registry.canonical(name) or name  # an alias installs its set, under the set's own name
     final = registry.set_dir(name, root)
     if registry.is_installed(name, root) and not force:
         return InstallResult(name, "present", final)
@@ -553,6 +554,7 @@ def _assemble(
 
 def verify_installed(name: str, root: Path) -> VerifyResult:
     """Re-check an installed set against the record in its marker and the manifest's checksums."""
+    name = registry.canonical(name) or name
     path = registry.set_dir(name, root)
     if not registry.is_installed(name, root):
         return VerifyResult(name, "missing", f"run `hood download {name}`", path)

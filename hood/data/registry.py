@@ -1,33 +1,197 @@
-"""The data-set registry: names, roles and on-disk layouts from ``manifest.json``, and the data root.
+"""The data-set registry: names, aliases, roles and on-disk layouts, and the data root.
 
-This module is what the loaders need (where a named set lives and whether it is installed). Fetching,
-verifying and unpacking belong to :mod:`hood.data.download`, driven by the same manifest.
+The built-in entries are ``manifest.json``; ``$HOOD_REGISTRY`` names a JSON file of the user's own whose entries
+add to them or replace their keys (a lab's own sets, a mirror with other files and checksums). This module is
+what the loaders need (where a named set lives and whether it is installed). Fetching, verifying and unpacking
+belong to :mod:`hood.data.download`, driven by the same entries.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hood.errors import ConfigError
+
 COMPLETE_MARKER = ".hood-complete"
+REGISTRY_ENV = "HOOD_REGISTRY"
+ROLES = ("id", "ood", "aux")
+LAYOUTS = ("cifar-python", "images", "splits", "svhn-mat", "npy")
+FORMATS = ("tar", "tar.gz", "zip", "mat", "npy")
+ENTRY_KEYS = ("role", "title", "layout", "dir", "files", "aliases", "transform", "license", "citation", "note", "postprocess")
+FILE_KEYS = ("name", "url", "mirrors", "md5", "sha256", "size", "format")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no dots or slashes: a name must never look like a path
+_HEX = {"md5": 32, "sha256": 64}
+
+
+class RegistryError(ConfigError):
+    """``$HOOD_REGISTRY`` names a file that is not a valid registry; the message names the file and the entry."""
+
+
+def load_manifest() -> dict[str, Any]:
+    """The built-in manifest with the entries of ``$HOOD_REGISTRY`` applied (re-read when that file changes)."""
+    path = os.environ.get(REGISTRY_ENV, "").strip()
+    if not path:
+        return _builtin()
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError as err:
+        raise RegistryError(f"{REGISTRY_ENV}={path}: {err.strerror or err}; point it at a JSON registry file, or unset it") from None
+    return _with_user_registry(path, str(Path(path).expanduser().resolve()), st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=1)
-def load_manifest() -> dict[str, Any]:
+def _builtin() -> dict[str, Any]:
     return json.loads(resources.files("hood.data").joinpath("manifest.json").read_text())
+
+
+@lru_cache(maxsize=4)
+def _with_user_registry(path: str, resolved: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    """Built-in entries, then the user's: a new name adds a set, a known one replaces the keys it gives.
+    Cached per file and version (``path`` as the user wrote it, for the messages)."""
+    where = f"{REGISTRY_ENV}={path}"
+    user = _read_user_file(Path(resolved), where)
+    merged = copy.deepcopy(_builtin())
+    for name, e in user["sets"].items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise RegistryError(f"{where}: set name {name!r} must be lower-case letters, digits, '-' or '_' (no dots or slashes)")
+        if not isinstance(e, dict):
+            raise RegistryError(f"{where}: set '{name}' must be an object of keys ({', '.join(ENTRY_KEYS[:5])}, ...)")
+        merged["sets"][name] = {**merged["sets"].get(name, {}), **e}
+        _check_entry(name, merged["sets"][name], f"{where}: set '{name}'")
+    _check_unique(merged["sets"], where)
+    return merged
+
+
+def _read_user_file(path: Path, where: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RegistryError(f"{where}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RegistryError(f"{where} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("sets"), dict):
+        raise RegistryError(f'{where}: expected a JSON object {{"sets": {{"NAME": {{...}}}}}}, one entry per data set')
+    extra = sorted(set(data) - {"sets", "doc"})
+    if extra:
+        raise RegistryError(f"{where}: unknown top-level key '{extra[0]}'; a registry file holds \"sets\" (and an optional \"doc\")")
+    return data
+
+
+def _check_entry(name: str, e: dict[str, Any], where: str) -> None:
+    """One line for the first thing wrong with an entry (after merging with the built-in one of that name)."""
+    for key in e:
+        if key not in ENTRY_KEYS:
+            raise RegistryError(f"{where}: unknown key '{key}'{_closest(key, ENTRY_KEYS)}; keys: {', '.join(ENTRY_KEYS)}")
+    for key in ("role", "layout", "dir", "files"):
+        if key not in e:
+            raise RegistryError(f"{where}: '{key}' is missing (a new set needs role, layout, dir and files)")
+    if e["role"] not in ROLES:
+        raise RegistryError(f"{where}: role must be one of {', '.join(ROLES)}, got {e['role']!r}")
+    if e["layout"] not in LAYOUTS:
+        raise RegistryError(f"{where}: layout must be one of {', '.join(LAYOUTS)}, got {e['layout']!r}")
+    d = e["dir"]
+    if not isinstance(d, str) or not d or d.startswith(("/", ".", "~")) or "\\" in d or ".." in d.split("/"):
+        raise RegistryError(f"{where}: dir must be a folder name relative to the data root, got {d!r}")
+    aliases = e.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and _NAME_RE.match(a) for a in aliases):
+        raise RegistryError(f"{where}: aliases must be a list of names (lower-case letters, digits, '-', '_'), got {aliases!r}")
+    if e.get("postprocess") is not None:
+        from hood.data.download import POSTPROCESS
+
+        if e["postprocess"] not in POSTPROCESS:
+            raise RegistryError(f"{where}: postprocess must be one of {', '.join(POSTPROCESS)}, got {e['postprocess']!r}")
+    files = e["files"]
+    if not isinstance(files, list) or not files:
+        raise RegistryError(f"{where}: files must be a non-empty list of {{name, url, format, md5 or sha256}} objects")
+    for i, f in enumerate(files):
+        _check_file(f, f"{where}, files[{i}]")
+
+
+def _check_file(f: Any, where: str) -> None:
+    if not isinstance(f, dict):
+        raise RegistryError(f"{where}: expected an object with name, url, format and md5 or sha256")
+    for key in f:
+        if key not in FILE_KEYS:
+            raise RegistryError(f"{where}: unknown key '{key}'{_closest(key, FILE_KEYS)}; keys: {', '.join(FILE_KEYS)}")
+    for key in ("name", "url", "format"):
+        if not isinstance(f.get(key), str) or not f[key]:
+            raise RegistryError(f"{where}: '{key}' must be a non-empty string")
+    if "/" in f["name"] or "\\" in f["name"] or f["name"].startswith("."):
+        raise RegistryError(f"{where}: name must be a plain file name (it is the name under HOOD_MIRROR), got {f['name']!r}")
+    if f["format"] not in FORMATS:
+        raise RegistryError(f"{where}: format must be one of {', '.join(FORMATS)}, got {f['format']!r}")
+    for key, length in _HEX.items():
+        v = f.get(key)
+        if v is not None and not (isinstance(v, str) and re.fullmatch(f"[0-9a-f]{{{length}}}", v)):
+            raise RegistryError(f"{where}: {key} must be {length} lower-case hex digits or null, got {v!r}")
+    if not f.get("md5") and not f.get("sha256"):
+        raise RegistryError(f"{where}: give md5 or sha256 (e.g. the output of `sha256sum {f['name']}`) so downloads can be verified")
+    size = f.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise RegistryError(f"{where}: size must be a byte count or null, got {size!r}")
+    mirrors = f.get("mirrors", [])
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+        raise RegistryError(f"{where}: mirrors must be a list of URLs")
+
+
+def _check_unique(sets: dict[str, Any], where: str) -> None:
+    """Every name and alias names one set, none shadows a built-in set, and no two sets share a folder."""
+    from hood.data.builtin import BUILTIN_NAMES
+
+    owner: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    for name, e in sets.items():
+        for word in (name, *e.get("aliases", [])):
+            if word in BUILTIN_NAMES:
+                raise RegistryError(f"{where}: '{word}' is the name of a built-in set; choose another name for '{name}'")
+            if word in owner:
+                raise RegistryError(f"{where}: '{word}' names both '{owner[word]}' and '{name}'; every name and alias must be unique")
+            owner[word] = name
+        if e["dir"] in folders:
+            raise RegistryError(f"{where}: sets '{folders[e['dir']]}' and '{name}' both use dir '{e['dir']}'; give each its own folder")
+        folders[e["dir"]] = name
+
+
+def _closest(word: str, options: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def registry_names() -> list[str]:
     return sorted(load_manifest()["sets"])
 
 
+def canonical(name: str) -> str | None:
+    """The registry name that ``name`` is or is an alias of (any letter case), else None."""
+    sets = load_manifest()["sets"]
+    if name in sets:
+        return name
+    key = name.lower()
+    for n, e in sets.items():
+        if key == n or key in e.get("aliases", ()):
+            return n
+    return None
+
+
+def aliases(name: str) -> list[str]:
+    e = entry(name)
+    return list(e.get("aliases", [])) if e else []
+
+
 def entry(name: str) -> dict[str, Any] | None:
-    return load_manifest()["sets"].get(name)
+    """The entry of a registry name or alias, else None."""
+    n = canonical(name)
+    return load_manifest()["sets"][n] if n is not None else None
 
 
 def manual_names() -> list[str]:
@@ -59,8 +223,8 @@ def set_dir(name: str, root: Path) -> Path:
 
 
 def _cifar_files_present(d: Path) -> bool:
-    names = ("data_batch_1", "test_batch") if d.name.startswith("cifar-10") else ("train", "test")
-    return all((d / n).is_file() for n in names)
+    """CIFAR-10's or CIFAR-100's pickled batches, as torchvision or a manual unpacking leaves them."""
+    return all((d / n).is_file() for n in ("data_batch_1", "test_batch")) or all((d / n).is_file() for n in ("train", "test"))
 
 
 def is_installed(name: str, root: Path) -> bool:
@@ -83,5 +247,6 @@ def read_marker(name: str, root: Path) -> dict[str, Any] | None:
 
 def suggest(name: str, extra: list[str] | tuple[str, ...] = ()) -> str:
     """' (did you mean X?)' for the closest known name, or ''."""
-    close = difflib.get_close_matches(name, registry_names() + manual_names() + list(extra), n=1, cutoff=0.5)
+    words = registry_names() + [a for n in registry_names() for a in aliases(n)] + manual_names() + list(extra)
+    close = difflib.get_close_matches(name, words, n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -16,6 +16,7 @@ import torch
 from hood.data import registry
 from hood.data.builtin import BUILTIN_NAMES, load_builtin
 from hood.data.cache import cached, source_key
+from hood.data.cifar import read_cifar_python
 from hood.data.images import ImageSet, hwc_to_chw
 from hood.data.readers import decode_members, is_archive, list_members, split_names
 from hood.data.validation import split_aux_classes
@@ -80,21 +81,6 @@ def _read_svhn_mat(path: Path, size: int, name: str) -> ImageSet:
     return ImageSet(name, _resize_batch(x, size), names=[f"{name}[{i}]" for i in range(len(x))])
 
 
-def _read_cifar(name: str, root: Path, size: int) -> dict[str, ImageSet]:
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
-    out = {}
-    for split, train in (("train", True), ("test", False)):
-        try:
-            ds = cls(str(root), train=train, download=False)
-        except RuntimeError:  # torchvision's checksum test: files missing, truncated or corrupted
-            raise DataError(f"{name} under {root} is incomplete or corrupted; run `hood download {name}` again") from None
-        images = _resize_batch(hwc_to_chw(ds.data), size)
-        out[split] = ImageSet(name, images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes))
-    return out
-
-
 def _registry_splits(name: str, root: Path, size: int, strict: bool, select: Selector | None) -> dict[str, ImageSet]:
     e = registry.entry(name)
     assert e is not None
@@ -103,7 +89,7 @@ def _registry_splits(name: str, root: Path, size: int, strict: bool, select: Sel
     d = registry.set_dir(name, root)
     layout = e["layout"]
     if layout == "cifar-python":
-        return _read_cifar(name, root, size)
+        return {split: ImageSet(s.name, _resize_batch(s.images, size), s.labels, s.classes) for split, s in read_cifar_python(d, name).items()}
     if layout == "svhn-mat":
         return {"all": _read_svhn_mat(next(d.glob("*.mat")), size, name)}
     if layout == "npy":
@@ -115,8 +101,9 @@ def _splits(spec: str, root: Path, size: int, strict: bool, select: Selector | N
     builtin = load_builtin(spec, size)
     if builtin is not None:
         return builtin if isinstance(builtin, dict) else {"all": builtin}
-    if registry.entry(spec) is not None:
-        return _registry_splits(spec, root, size, strict, select)
+    name = registry.canonical(spec)
+    if name is not None:
+        return _registry_splits(name, root, size, strict, select)
     if _looks_like_path(spec):
         path = Path(spec).expanduser()
         if not path.exists():
@@ -131,20 +118,25 @@ def _splits(spec: str, root: Path, size: int, strict: bool, select: Selector | N
     raise DataError(f"unknown data set '{spec}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`")
 
 
-def require_available(spec: str, root: Path) -> None:
-    """Fail fast, without reading any image, when ``spec`` cannot be loaded: a registry set that is not
-    installed (naming ``hood download``), a path that does not exist, or a name nobody knows."""
-    if spec in BUILTIN_NAMES:
-        return
-    if registry.entry(spec) is not None:
-        if not registry.is_installed(spec, root):
-            raise DatasetMissingError(spec, str(root))
-        return
-    if _looks_like_path(spec):
-        if not Path(spec).expanduser().exists():
-            raise DataError(f"data set path {spec} does not exist")
-        return
-    raise DataError(f"unknown data set '{spec}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`")
+def require_available(specs: list[str], root: Path) -> None:
+    """Fail fast, without reading any image, when a set in ``specs`` cannot be loaded: a name nobody knows or
+    a path that does not exist (the first such), else every registry set that is not installed, in one line
+    naming one ``hood download`` command for all of them."""
+    missing: list[str] = []
+    for spec in specs:
+        if spec in BUILTIN_NAMES:
+            continue
+        name = registry.canonical(spec)
+        if name is not None:
+            if not registry.is_installed(name, root) and name not in missing:
+                missing.append(name)
+        elif _looks_like_path(spec):
+            if not Path(spec).expanduser().exists():
+                raise DataError(f"data set path {spec} does not exist")
+        else:
+            raise DataError(f"unknown data set '{spec}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`")
+    if missing:
+        raise DatasetMissingError(missing, str(root))
 
 
 def load_id_splits(spec: str, root: Path, size: int, strict: bool = False) -> dict[str, ImageSet]:
@@ -193,9 +185,13 @@ def _is_memory_mapped(spec: str) -> bool:
 
 
 def dataset_label(spec: str) -> str:
-    """A short display name: the registry/built-in name, or the file name without archive suffixes."""
-    if spec in BUILTIN_NAMES or registry.entry(spec) is not None:
+    """A short display name: the built-in or registry name (an alias gives its set's name), or the file name
+    without archive suffixes."""
+    if spec in BUILTIN_NAMES:
         return spec
+    name = registry.canonical(spec)
+    if name is not None:
+        return name
     name = Path(spec).name
     for suf in (".tar.gz", ".tgz", ".tar", ".zip", ".npy", ".mat"):
         if name.lower().endswith(suf):

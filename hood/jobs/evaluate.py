@@ -50,6 +50,7 @@ from hood.jobs.lookup import (
     decoder_run,
     decoder_train_ids,
     open_classifier,
+    preflight,
     skip_note,
 )
 from hood.jobs.results import begin_results, save_scores, write_results
@@ -155,6 +156,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     configure_threads(cfg.run.num_threads)
     methods = resolve_methods(cfg.evaluate.methods)
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
+    preflight(cfg, [cfg.data.id] + ([] if cfg.evaluate.validation else cfg.data.ood))  # every missing set named at once
     run, methods = _target_run(run_path, cfg, methods, reporter)
     if cfg.model.classifier is None and run is not None:
         cfg.model.classifier = run.info.get("classifier")

@@ -115,6 +115,4 @@ def preflight(cfg: Config, specs: list[str]) -> None:
     """Check that every named data set can be found before a run directory or any work is started."""
     from hood.data.sources import require_available
 
-    root = data_root(cfg)
-    for spec in specs:
-        require_available(spec, root)
+    require_available(specs, data_root(cfg))

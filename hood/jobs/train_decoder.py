@@ -97,10 +97,11 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     def select(n: int) -> torch.Tensor:
         pool_size["n"] = n
         if "idx" not in chosen:
+            num_ood = min(d.num_ood, n)  # a pool smaller than decoder.num_ood is used whole (said below)
             if state is not None:  # the indices the run drew, never a new draw
-                chosen["idx"] = _saved_indices(run, n, d.num_ood)
+                chosen["idx"] = _saved_indices(run, n, num_ood)
             else:
-                chosen["idx"] = sample_ood_indices(n, d.num_ood, cfg.run.seed)
+                chosen["idx"] = sample_ood_indices(n, num_ood, cfg.run.seed)
         return chosen["idx"]
 
     pool = load_image_set(cfg.data.aux, root, size, cfg.data.strict, select=select, hold_out_classes=cfg.data.val_aux_classes)
@@ -109,6 +110,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         reporter.log(note)
     if len(pool) < 1:
         raise DataError(f"auxiliary set '{cfg.data.aux}' yielded no images")
+    if pool_size.get("n", d.num_ood) < d.num_ood:
+        reporter.log(f"the auxiliary set '{cfg.data.aux}' holds {pool_size['n']} images, fewer than decoder.num_ood = {d.num_ood}: "
+                     f"training on all {pool_size['n']}")
     phases.mark("data")
 
     num_maps = d.fw_layers - 1

@@ -26,7 +26,7 @@ from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier
+from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier, preflight
 from hood.jobs.results import load_scores, read_results
 from hood.models.checkpoint import load_decoder
 from hood.runs import Run
@@ -73,6 +73,7 @@ def visualize(
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
+    preflight(cfg, [cfg.data.id, *cfg.data.ood])  # every missing set named at once
     run = decoder_run(run_path, cfg, reporter)
     results = read_results(run) or {}  # before any work: an unfinished or damaged evaluation is refused by name
     if cfg.model.classifier is None:
