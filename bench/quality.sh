@@ -19,6 +19,8 @@
 #   CONFIG      a config by path or bundled name (default cifar10_$ARCH); its architecture, decoder budget
 #               (decoder.epochs / num_id / num_ood) and validation split (data.val_id_per_class /
 #               val_aux_classes) are the defaults of ARCH, EPOCHS, NUM_ID, NUM_OOD, VAL_ID_PER_CLASS, VAL_AUX_CLASSES
+#   VAL_ID_PER_CLASS, VAL_AUX_CLASSES  the validation split held out of decoder training (default: the config's,
+#               else 100 training images per class and the last 16 classes of the outlier pool; 0 = none)
 #   ARCH        wrn40_2 | resnet18, picks the classifier (default: the config's, else wrn40_2)
 #   SEEDS       decoder seeds ("0")
 #   METHODS     comma-separated detectors (default: every method but ODIN, which costs a classifier pass per
@@ -74,8 +76,9 @@ ID_TEST_COUNT=${ID_TEST_COUNT:-}
 OOD_COUNT=${OOD_COUNT:-2000}
 OOD_DRAW=${OOD_DRAW:-random}
 OUT_DIR=${OUT_DIR:-runs/quality}
-VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-$CFG_VAL_ID}
-VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-$CFG_VAL_AUX}
+# the validation split every figure holds out of decoder training (a config may set its own)
+VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-$( [ "$CFG_VAL_ID" != 0 ] && echo "$CFG_VAL_ID" || echo 100)}
+VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-$( [ "$CFG_VAL_AUX" != 0 ] && echo "$CFG_VAL_AUX" || echo 16)}
 TRAIN_SET=${TRAIN_SET:-}
 EVAL_SET=${EVAL_SET:-}
 TEST=${TEST:-1}

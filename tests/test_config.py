@@ -324,3 +324,12 @@ def test_compile_flag_reaches_the_run_config() -> None:
     assert build_config("demo", {"run.compile": True}, None).run.compile is True
     assert build_config("demo", {"run.compile": None}, None).run.compile is False
     assert build_config("demo", {}, ["run.compile=true"]).run.compile is True
+
+
+def test_recommended_configs_hold_no_validation_split_so_any_outlier_set_trains() -> None:
+    """A held-out split needs class folders in the outlier set (the default one, tinyimages300k, has none):
+    the recommended configs leave it to the quality script, so the quick start runs with the default sets."""
+    for name in RECOMMENDED:
+        cfg = resolve(bundled_configs()[name])
+        assert (cfg.data.val_id_per_class, cfg.data.val_aux_classes) == (0, 0), name
+        assert cfg.data.aux == Config().data.aux and "heatmap+vim" in cfg.evaluate.methods
