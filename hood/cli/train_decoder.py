@@ -39,7 +39,9 @@ def train_decoder(
     fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add that many minus one classifier stage maps as skips.")] = None,
     ood_views: Annotated[int | None, typer.Option("--ood-views", help="Outlier augmentation: 1 = as sampled (the paper); V adds V-1 seeded crop+flip copies of each outlier, one drawn per epoch.")] = None,
     id_views: Annotated[int | None, typer.Option("--id-views", help="ID augmentation: 1 = as sampled (the paper); V adds V-1 seeded crop+flip copies of each ID image (target h = 0), one drawn per epoch.")] = None,
-    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (hood's or the authors' layout); default: the latest pretrain run.")] = None,
+    classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (hood's or the authors' layout; a state dict with --arch torchvision:NAME or module:FILE.py:FUNC); default: the latest pretrain run.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Classifier architecture: resnet18 | wrn40_2 | resnet50, torchvision:NAME (e.g. torchvision:resnet18) or module:FILE.py:FUNCTION (your builder, called with the class count).")] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Classes of a torchvision:/module: classifier (default: read off its weights).")] = None,
     aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outlier set: a registry name, folder or archive.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted train-decoder run directory from its last saved epoch (same outliers, same classifier).")] = None,
@@ -65,7 +67,7 @@ def train_decoder(
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
         "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "decoder.ood_views": ood_views,
-        "decoder.id_views": id_views, "model.classifier": classifier,
+        "decoder.id_views": id_views, "model.classifier": classifier, "model.arch": arch, "model.num_classes": num_classes,
         "data.aux": aux, "data.id": dataset, "run.device": device, "run.compile": compile_, "run.seed": seed,
         "data.root": data_root, "run.out": out, "data.strict": strict,
     }

@@ -37,8 +37,9 @@ from hood.jobs.common import (
     resume_state,
     skip_note,
 )
+from hood.models.adapter import decoder_spec_of, is_external_arch
 from hood.models.checkpoint import save_decoder
-from hood.models.decoder import HeatmapDecoder, decoder_spec_for
+from hood.models.decoder import HeatmapDecoder, decoder_layout, decoder_spec_for
 from hood.runs import Run, create_run
 
 COMMAND = "train-decoder"
@@ -87,6 +88,12 @@ def check_synthetic_outliers(cfg: Config) -> None:
 
 def check_image_size(cfg: Config) -> None:
     """The decoder draws heatmaps of one fixed size per architecture; other input sizes cannot be trained."""
+    if is_external_arch(cfg.model.arch):  # any classifier: a decoder is built for the input size, if it can be
+        try:
+            decoder_layout(cfg.data.image_size)
+        except ValueError as err:
+            raise ConfigError(f"config key 'data.image_size': {err}") from None
+        return
     out_size = decoder_spec_for(cfg.model.arch, 1, 1).out_size
     if cfg.data.image_size != out_size:
         raise ConfigError(
@@ -169,7 +176,10 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                                      d.prototype_space)
     phases.mark("prototypes")
 
-    spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
+    if is_external_arch(classifier.arch):
+        spec = decoder_spec_of(model, size, d.fw_layers, d.output_scale)
+    else:
+        spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers, d.output_scale)
     decoder = HeatmapDecoder(spec)
     as_sampled = feats.features[: len(id_train)]  # the true ID extremes (defect 3): not the augmented copies'
     decoder.set_feature_range(float(as_sampled.min()), float(as_sampled.max()))

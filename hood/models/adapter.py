@@ -38,6 +38,19 @@ def is_external_arch(arch: str) -> bool:
     return arch.startswith((TORCHVISION_PREFIX, MODULE_PREFIX))
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for a probe, each submodule's own mode restored after (a model may keep
+    some layers, e.g. frozen BatchNorm, in another mode than the rest)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def find_final_linear(model: nn.Module, name: str | None = None) -> tuple[str, nn.Linear]:
     """The final ``nn.Linear`` of ``model``: the one called ``name``, else the last one registered."""
     modules = dict(model.named_modules())
@@ -65,6 +78,7 @@ class WrappedClassifier(Classifier):
     ) -> None:
         super().__init__()
         self.net = module
+        self.training = module.training  # the wrapper is in the mode of the model it wraps
         self.image_size = int(image_size)
         self.linear_name, layer = find_final_linear(module, linear)
         self.feature_dim, self.num_classes = layer.in_features, layer.out_features
@@ -110,11 +124,8 @@ class WrappedClassifier(Classifier):
         base = self.image_size >> (stages - 1)
         sizes = {base * 2**i for i in range(stages)}
         names = list(named) if named is not None else [n for n, _ in self.net.named_modules() if n]
-        with self._capture(names) as got, torch.no_grad():
-            was_training = self.net.training
-            self.net.eval()
+        with self._capture(names) as got, torch.no_grad(), eval_mode(self.net):
             out = self.net(self.to_model_input(torch.zeros(2, 3, self.image_size, self.image_size, device=self.in_scale.device)))
-            self.net.train(was_training)
         self._check_output(out, got)
         maps = {n: t for n, t in got.items() if not n.startswith("\0") and t.ndim == 4}
         if named is not None:
@@ -162,23 +173,26 @@ class WrappedClassifier(Classifier):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.to_model_input(x))
 
-    def decoder_spec(self, fw_layers: int = 1, output_scale: float = 1.0) -> DecoderSpec:
-        """The decoder for this classifier: sized by its feature width and input resolution, with the
-        channels of the ``fw_layers - 1`` deepest stage maps where their skips join."""
-        need = fw_layers - 1
-        if need > len(self.skip_layers):
-            raise ValueError(f"fw_layers={fw_layers} needs {need} stage maps, but the model offers {len(self.skip_layers)} "
-                             f"at sides the decoder draws; use fw_layers={len(self.skip_layers) + 1} at most")
-        channels: dict[int, int] = {}
-        if need:
-            probe = torch.zeros(1, 3, self.image_size, self.image_size, device=self.in_scale.device)
-            with torch.no_grad():
-                was_training = self.training
-                self.eval()
-                maps = self.forward_all(probe).maps[len(self.skip_layers) - need:]
-                self.train(was_training)
-            channels = {m.shape[-1]: m.shape[1] for m in maps}
-        return generic_decoder_spec(self.feature_dim, self.num_classes, self.image_size, fw_layers, channels, output_scale)
+
+def decoder_spec_of(classifier: Classifier, image_size: int, fw_layers: int = 1, output_scale: float = 1.0) -> DecoderSpec:
+    """The decoder for any classifier: sized by its feature width and the input resolution, with the
+    channels of its ``fw_layers - 1`` deepest stage maps where their skips join."""
+    need = fw_layers - 1
+    channels: dict[int, int] = {}
+    if need:
+        probe = torch.zeros(1, 3, image_size, image_size, device=next(classifier.parameters()).device)
+        with torch.no_grad(), eval_mode(classifier):
+            maps = classifier.stage_maps(probe)
+        if need > len(maps):
+            raise ValueError(f"fw_layers={fw_layers} needs {need} stage maps, but the model offers {len(maps)} at sides "
+                             f"the decoder draws; use fw_layers={len(maps) + 1} at most")
+        channels = {m.shape[-1]: m.shape[1] for m in maps[len(maps) - need:]}
+    spec = generic_decoder_spec(classifier.feature_dim, classifier.num_classes, image_size, fw_layers, channels, output_scale)
+    sides = {spec.base * 2**i for i in range(len(spec.filters))}
+    if not set(channels) <= sides:
+        raise ValueError(f"the model's stage maps of {sorted(set(channels) - sides)} pixels match no decoder stage at "
+                         f"{image_size}x{image_size} input; use fw_layers=1")
+    return spec
 
 
 def torchvision_model(name: str, num_classes: int) -> nn.Module:

@@ -284,7 +284,7 @@ def classifier_fingerprint(model: Classifier) -> str:
     return _classifier_fingerprint(dict(model.linear.state_dict()))
 
 
-def _state_dict_of(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A plain state dict (or one under ``state_dict`` / ``model``, as training scripts often save it)."""
     ckpt = safe_load(path)
     for key in ("state_dict", "model"):
@@ -306,7 +306,7 @@ def load_external_classifier(
     """
     from hood.models.adapter import IMAGENET_MEAN, IMAGENET_STD, WrappedClassifier, external_model, find_final_linear
 
-    state = _state_dict_of(path)
+    state = read_state_dict(path)
     try:
         probe = external_model(arch, num_classes or 1000)
         name, _ = find_final_linear(probe)
