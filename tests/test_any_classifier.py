@@ -57,6 +57,10 @@ def test_cli_trains_a_decoder_for_a_torchvision_state_dict(id_folder: Path, ood_
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert Path(out["decoder"]).is_file() and len(out["losses"]) == 1
+    r = invoke("evaluate", "--arch", "torchvision:resnet18", "--dataset", str(id_folder), "--ood", str(ood_folder),
+               "--run", "runs/tv", "--methods", "heatmap,vim", "--device", "cpu", "--quiet", "--json")
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.stdout)["results"]) == {"heatmap", "vim"}
     # the run is scored by `hood score` with the same architecture, read back from the run
     r = invoke("score", str(id_folder / "test" / "class0"), "--run", "runs/tv", "--json", "--quiet")
     assert r.exit_code == 0, r.output

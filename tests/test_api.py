@@ -104,7 +104,7 @@ def test_api_scores_a_cli_run_bit_for_bit_as_hood_score(pipeline: dict[str, Any]
     from PIL import Image
 
     names = sorted(cli)
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(folder / n))).permute(2, 0, 1) for n in names])
+    images = torch.stack([torch.from_numpy(np.array(Image.open(folder / n))).permute(2, 0, 1) for n in names])
     run = hood.load_run(pipeline["run"], device="cpu")
     api = run.score(images)
     assert [float(s) for s in api] == [cli[n] for n in names]  # floats through JSON: the same bits

@@ -36,6 +36,7 @@ def evaluate(
     methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated detectors: heatmap, heatmap+energy, heatmap+knn, heatmap+vim, heatmap+mahalanobis, heatmap+vim+mahalanobis, msp, energy, maxlogit, odin, mahalanobis, knn, react, vim; or 'all' (default: heatmap,msp,energy,knn). Parameters: --set evaluate.knn_k=50, odin_temperature, odin_epsilon, react_percentile, vim_dim, partner_weight (heatmap+X = z_heatmap + w z_X, w on each partner), fusion=tail (sum -log ID tail probabilities instead), tail_fraction.")] = None,
     fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper: ID positive) | ood (OpenOOD).")] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: the one the decoder was trained on).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Classifier architecture, as given to train-decoder (e.g. torchvision:resnet18).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set (overrides the config).")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -51,7 +52,7 @@ def evaluate(
 
     named = {
         "data.ood": _csv(ood), "data.ood_count": ood_count, "evaluate.methods": _csv(methods),
-        "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "data.id": dataset,
+        "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "model.arch": arch, "data.id": dataset,
         "run.device": device, "run.seed": seed, "data.root": data_root, "data.strict": strict,
         "evaluate.validation": True if validation else None,
     }
