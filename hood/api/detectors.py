@@ -333,8 +333,10 @@ def _baseline(name: str, method: str, doc: str, needs_model: bool = False, **par
         for key, value in params.items():
             if value is None:
                 continue
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name}: {next(k for k, v in param_names.items() if v == key)} must be a positive number, got {value!r}")
+            zero_ok = key == "odin_epsilon"  # no perturbation is a valid ODIN (temperature scaling alone)
+            if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero_ok):
+                word = "a non-negative" if zero_ok else "a positive"
+                raise ValueError(f"{name}: {next(k for k, v in param_names.items() if v == key)} must be {word} number, got {value!r}")
         Baseline.__init__(self, model, **rest, **{k: v for k, v in params.items() if v is not None})
 
     return type(name, (Baseline,), {"method": method, "needs_model": needs_model, "__init__": __init__, "__doc__": doc})
@@ -364,6 +366,7 @@ class HeatmapViM:
             raise TypeError(f"HeatmapViM combines a fitted hood.HeatmapDetector with ViM, got a {type(heatmap).__name__}")
         self.heatmap, self.dim = heatmap, dim
         self._det: Detector | None = None
+        self._fitted = False
 
     def _detector(self) -> Detector:
         hm = self.heatmap
@@ -389,7 +392,7 @@ class HeatmapViM:
 
     @plain_errors
     def predict(self, x: Any) -> np.ndarray:
-        if not getattr(self, "_fitted", False):
+        if not self._fitted:
             raise ValueError("HeatmapViM is not fitted: call fit(id_data) with ID images the decoder was not trained on")
         det = self._detector()
         hm = self.heatmap
