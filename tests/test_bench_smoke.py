@@ -90,3 +90,9 @@ def test_fusion_check_runs(tmp_path: Path) -> None:
         assert len(rows) == 3
         for row in rows:  # OOD 5 sigma out on both components: every rule accepts almost none of it
             assert float(row.split("|")[2]) < 1 and float(row.split("|")[3].split("(")[0]) < 1
+
+
+def test_api_bench_runs_both_sides() -> None:
+    proc = _run("bench_api.py", "--n", "32", "--batch", "16", "--rounds", "1", "--target", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "RESULT API predict throughput / bare forward" in proc.stdout
