@@ -1,3 +1,31 @@
-"""hood: heatmap-based out-of-distribution detection (Hornauer & Belagiannis, WACV 2023)."""
+"""hood: heatmap-based out-of-distribution detection (Hornauer & Belagiannis, WACV 2023).
+
+The Python API (``hood.HeatmapDetector``, ``hood.load_run``, the baselines; see ``docs/api.md``) is imported
+on first use, so ``import hood`` and the command line start without loading torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = ("KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
+        "MaxLogit", "ReAct", "ViM", "load_run", "overlay")
+__all__ = ["__version__", "metrics", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import hood.api
+
+        return getattr(hood.api, name)
+    if name == "metrics":
+        import hood.metrics
+
+        return hood.metrics
+    raise AttributeError(f"module 'hood' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

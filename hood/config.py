@@ -57,8 +57,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    # resnet18 | wrn40_2 | resnet50 (hood's own), torchvision:NAME (any torchvision classifier) or
+    # module:FILE.py:FUNCTION (a user's builder, called with the class count); the last two read a state dict
     arch: str = "resnet18"
     classifier: str | None = None  # a classifier checkpoint; None = the latest pretrain run
+    num_classes: int | None = None  # classes of a torchvision:/module: classifier; None = read off its state dict
+    # the input normalization a torchvision:/module: classifier was trained with, per RGB channel; None = ImageNet's
+    input_mean: list[float] | None = None
+    input_std: list[float] | None = None
 
 
 @dataclass
@@ -378,7 +384,13 @@ def validate(cfg: Config) -> Config:
         if not ok:
             raise ConfigError(f"config key '{key}' {msg}")
 
-    need(cfg.model.arch in ARCHITECTURES, "model.arch", f"must be one of {', '.join(ARCHITECTURES)}, got '{cfg.model.arch}'{_closest(cfg.model.arch, list(ARCHITECTURES))}")
+    external = cfg.model.arch.startswith(("torchvision:", "module:"))
+    need(cfg.model.arch in ARCHITECTURES or external, "model.arch",
+         f"must be one of {', '.join(ARCHITECTURES)}, torchvision:NAME or module:FILE.py:FUNCTION, got '{cfg.model.arch}'{_closest(cfg.model.arch, list(ARCHITECTURES))}")
+    need(cfg.model.num_classes is None or cfg.model.num_classes >= 2, "model.num_classes", f"must be at least 2, got {cfg.model.num_classes}")
+    for key, values in (("model.input_mean", cfg.model.input_mean), ("model.input_std", cfg.model.input_std)):
+        need(values is None or (len(values) == 3 and (key.endswith("mean") or min(values) > 0)), key,
+             f"must be three numbers, one per RGB channel{' (positive)' if key.endswith('std') else ''}, got {values}")
     need(8 <= cfg.data.image_size <= 1024, "data.image_size", f"must be between 8 and 1024, got {cfg.data.image_size}")
     need(cfg.data.ood_count is None or cfg.data.ood_count >= 1, "data.ood_count", "must be at least 1")
     need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")

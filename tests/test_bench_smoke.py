@@ -39,3 +39,9 @@ def test_fit_memory_bench_runs_both_sides() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "ID train 40 (fit included): peak RSS" in proc.stdout and "ID train 120 (fit included): peak RSS" in proc.stdout
     assert "RESULT evaluate peak RSS, ID train 120 / 40" in proc.stdout
+
+
+def test_api_bench_runs_both_sides() -> None:
+    proc = _run("bench_api.py", "--n", "32", "--batch", "16", "--rounds", "1", "--target", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "RESULT API predict throughput / bare forward" in proc.stdout

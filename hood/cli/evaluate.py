@@ -38,6 +38,7 @@ def evaluate(
     methods: Annotated[str | None, typer.Option("--methods", help="Detectors to run, or all (see above).")] = None,
     fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper) or ood (OpenOOD).")] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier (default: the decoder's own).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Classifier architecture, as given to train-decoder.")] = None,
     dataset: DatasetOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -68,7 +69,7 @@ def evaluate(
 
     named = {
         "data.ood": _csv(ood), "data.ood_count": ood_count, "evaluate.methods": _csv(methods),
-        "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "data.id": dataset,
+        "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "model.arch": arch, "data.id": dataset,
         "run.device": device, "run.seed": seed, "data.root": data_root, "data.strict": strict,
         "evaluate.validation": True if validation else None,
     }

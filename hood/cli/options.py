@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -76,7 +77,7 @@ def build_config(config: str | None, named: dict[str, Any], sets: list[str] | No
     if config is None:
         from hood.data.sources import dataset_label
 
-        cfg.name = f"{dataset_label(cfg.data.id)}_{cfg.model.arch}".replace("/", "_")
+        cfg.name = re.sub(r"[/:\\]", "_", f"{dataset_label(cfg.data.id)}_{cfg.model.arch}")
     return cfg
 
 

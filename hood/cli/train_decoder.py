@@ -41,6 +41,8 @@ def train_decoder(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
     fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add stage maps as skips.")] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: latest pretrain).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="resnet18, wrn40_2, resnet50, torchvision:NAME or module:FILE.py:FUNC.")] = None,
+    num_classes: Annotated[int | None, typer.Option("--num-classes", help="Classes of a torchvision:/module: classifier.")] = None,
     aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outliers: a name, folder or archive.")] = None,
     dataset: DatasetOpt = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue this interrupted train-decoder run.")] = None,
@@ -67,6 +69,7 @@ def train_decoder(
     named = {
         "decoder.num_ood": num_ood, "decoder.num_id": num_id, "decoder.epochs": epochs,
         "decoder.batch_size": batch_size, "decoder.fw_layers": fw_layers, "model.classifier": classifier,
+        "model.arch": arch, "model.num_classes": num_classes,
         "data.aux": aux, "data.id": dataset, "run.device": device, "run.compile": compile_, "run.seed": seed,
         "data.root": data_root, "run.out": out, "data.strict": strict,
     }

@@ -13,13 +13,16 @@ from hood.data import registry
 from hood.data.images import ImageSet
 from hood.engine.progress import Reporter
 from hood.engine.runtime import seeded_indices
-from hood.errors import CheckpointError, RunError
+from hood.errors import CheckpointError, ConfigError, RunError
+from hood.models.adapter import is_external_arch
 from hood.models.checkpoint import (
     LoadedClassifier,
     infer_arch,
     load_classifier,
+    load_external_classifier,
     read_classifier_checkpoint,
     read_decoder_checkpoint,
+    read_state_dict,
     strip_prefixes,
 )
 from hood.runs import Run, find_latest, open_run
@@ -52,6 +55,12 @@ def _latest(cfg: Config, command: str, reporter: Reporter, lead: str, option: st
 
 def check_classifier(cfg: Config, reporter: Reporter) -> Path:
     """Validate the classifier file (safe load, layout) before any data is touched."""
+    if is_external_arch(cfg.model.arch):
+        if not cfg.model.classifier:
+            raise ConfigError(f"--arch {cfg.model.arch} needs its weights: pass --classifier WEIGHTS.pt (a state dict of that model)")
+        path = Path(cfg.model.classifier)
+        read_state_dict(path)
+        return path
     path = classifier_path(cfg, reporter)
     ckpt = read_classifier_checkpoint(path)
     found = str(ckpt.get("arch") or infer_arch(strip_prefixes(ckpt["net_state_dict"])))
@@ -76,6 +85,12 @@ def check_given_files(cfg: Config, reporter: Reporter, decoder: str | Path | Non
 
 
 def open_classifier(path: Path, cfg: Config, num_classes: int | None = None) -> LoadedClassifier:
+    """The classifier ``path`` holds; ``num_classes`` (the data set's) must match it."""
+    if is_external_arch(cfg.model.arch):
+        m = cfg.model
+        if m.num_classes is not None and num_classes is not None and m.num_classes != num_classes:
+            raise ConfigError(f"--num-classes is {m.num_classes}, but the data set has {num_classes} classes")
+        return load_external_classifier(path, m.arch, cfg.data.image_size, m.num_classes or num_classes, m.input_mean, m.input_std)
     return load_classifier(path, arch=cfg.model.arch, num_classes=num_classes)
 
 

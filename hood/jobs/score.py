@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from hood.config import Config
 from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
@@ -33,7 +34,7 @@ from hood.data.readers import (
 )
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector
-from hood.engine.features import extract_features
+from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
@@ -214,10 +215,36 @@ def _heatmap_name(name: str, used: set[str]) -> str:
     return out + ".png"
 
 
-def score_images(
-    cfg: Config, run: Run, paths: list[str], method: str = "heatmap", threshold: float | None = None,
-    heatmaps_dir: str | None = None, reporter: Reporter | None = None,
-) -> ScoreResult:
+@dataclass
+class Scorer:
+    """A run's detector, ready to score uint8 image batches: what ``hood score`` and the Python API's
+    :func:`hood.load_run` both use, so the two give the same scores."""
+
+    method: str
+    model: torch.nn.Module
+    detector: Detector
+    drawer: HeatmapDetector | None  # the heatmap detector that draws pictures, when the run has a decoder
+    device: torch.device
+    batch_size: int
+    classes: list[str]
+    threshold: float | None
+    threshold_source: str
+
+    @property
+    def num_maps(self) -> int:
+        return max(self.detector.num_maps, self.drawer.num_maps if self.drawer else 0)
+
+    def features(self, images: torch.Tensor) -> FeatureSet:
+        return extract_features(self.model, images, self.device, self.batch_size, self.num_maps)
+
+    def score(self, images: torch.Tensor, feats: FeatureSet) -> np.ndarray:
+        """OOD scores of ``images`` (uint8), whose features are ``feats``."""
+        return self.detector.score_images(images) if self.detector.needs_images else self.detector.score(feats)
+
+
+def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float | None = None,
+                heatmaps: bool = False, reporter: Reporter | None = None) -> Scorer:
+    """The classifier, decoder, fitted detector and threshold of ``run`` for ``method``."""
     reporter = reporter or NullReporter()
     if method not in DETECTORS:
         raise ConfigError(f"unknown method '{method}'; available: {', '.join(DETECTORS)}")
@@ -228,26 +255,36 @@ def score_images(
     classifier = open_classifier(check_classifier(cfg, reporter), cfg)
     model = classifier.model.to(device)
     decoder = load_decoder(run.file("decoder.pt"), classifier)[0] if run.file("decoder.pt").is_file() else None
-    if (method in NEEDS_DECODER or heatmaps_dir) and decoder is None:
+    if (method in NEEDS_DECODER or heatmaps) and decoder is None:
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
     ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
     det = build_detectors(ctx, [method])[method]
     fit = _load_fit(run, method, det, classifier.fingerprint, cfg) if det.needs_fit else None
-    drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps_dir else None)
-    num_maps = max(det.num_maps, drawer.num_maps if drawer else 0)
+    drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps and decoder is not None else None)
     thr, source = _threshold(run, method, det, fit, threshold)
+    classes = classifier.classes or [str(i) for i in range(classifier.num_classes)]
+    return Scorer(method, model, det, drawer, device, cfg.evaluate.batch_size, classes, thr, source)
+
+
+def score_images(
+    cfg: Config, run: Run, paths: list[str], method: str = "heatmap", threshold: float | None = None,
+    heatmaps_dir: str | None = None, reporter: Reporter | None = None,
+) -> ScoreResult:
+    reporter = reporter or NullReporter()
+    scorer = open_scorer(cfg, run, method, threshold, heatmaps_dir is not None, reporter)
+    thr, source = scorer.threshold, scorer.threshold_source
     result = ScoreResult(str(run.path), method, thr, source)
     if thr is None:
         result.notes.append(f"no threshold for {method}: verdicts are '?'; {source}")
-    classes = classifier.classes or [str(i) for i in range(classifier.num_classes)]
+    classes = scorer.classes
     out_dir = Path(heatmaps_dir) if heatmaps_dir else None
     used: set[str] = set()
 
     def flush(batch: list[tuple[ScoredImage, np.ndarray]]) -> None:
         images = hwc_to_chw(np.stack([a for _, a in batch]))
-        feats = extract_features(model, images, device, cfg.evaluate.batch_size, num_maps)
-        scores = det.score_images(images) if det.needs_images else det.score(feats)
-        maps = drawer.heatmaps(feats) if (drawer is not None and out_dir is not None) else None
+        feats = scorer.features(images)
+        scores = scorer.score(images, feats)
+        maps = scorer.drawer.heatmaps(feats) if (scorer.drawer is not None and out_dir is not None) else None
         for i, (item, _) in enumerate(batch):
             item.predicted_class = classes[int(feats.preds[i])]
             item.score = float(scores[i])

@@ -26,8 +26,9 @@ from hood.fileio import atomic_write_json
 from hood.jobs.lookup import check_classifier, data_root, open_classifier, skip_note
 from hood.jobs.resume import Checkpointer, all_finite, capture_rng, restore_rng, resume_state
 from hood.locks import holds_locks
+from hood.models.adapter import decoder_spec_of, is_external_arch
 from hood.models.checkpoint import save_decoder
-from hood.models.decoder import HeatmapDecoder, decoder_spec_for
+from hood.models.decoder import HeatmapDecoder, decoder_layout, decoder_spec_for
 from hood.runs import Run, create_run, lock_run
 
 COMMAND = "train-decoder"
@@ -54,6 +55,12 @@ def _saved_indices(run: Run, pool_n: int, num_ood: int) -> torch.Tensor:
 
 def check_image_size(cfg: Config) -> None:
     """The decoder draws heatmaps of one fixed size per architecture; other input sizes cannot be trained."""
+    if is_external_arch(cfg.model.arch):  # any classifier: a decoder is built for the input size, if it can be
+        try:
+            decoder_layout(cfg.data.image_size)
+        except ValueError as err:
+            raise ConfigError(f"config key 'data.image_size': {err}") from None
+        return
     out_size = decoder_spec_for(cfg.model.arch, 1, 1).out_size
     if cfg.data.image_size != out_size:
         raise ConfigError(
@@ -129,7 +136,10 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     data, proto = build_decoder_data(id_train.images, pool.images, feats, device, d.prototype_k)
     phases.mark("prototypes")
 
-    spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers)
+    if is_external_arch(classifier.arch):
+        spec = decoder_spec_of(model, size, d.fw_layers)
+    else:
+        spec = decoder_spec_for(classifier.arch, model.feature_dim, classifier.num_classes, d.fw_layers)
     decoder = HeatmapDecoder(spec)
     id_feats = feats.features[: len(id_train)]  # the true extremes over the ID training features
     decoder.set_feature_range(float(id_feats.min()), float(id_feats.max()))

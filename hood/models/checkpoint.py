@@ -277,3 +277,54 @@ def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -
         raise CheckpointError(f"decoder {path} does not match its own spec: {str(err).splitlines()[0]}") from err
     decoder.eval()
     return decoder, ckpt
+
+
+def classifier_fingerprint(model: Classifier) -> str:
+    """The fingerprint of any classifier's final layer (hood's own or wrapped), as its decoders record it."""
+    return _classifier_fingerprint(dict(model.linear.state_dict()))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain state dict (or one under ``state_dict`` / ``model``, as training scripts often save it)."""
+    ckpt = safe_load(path)
+    for key in ("state_dict", "model"):
+        if isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    if not ckpt or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt.items()):
+        raise CheckpointError(f"{path} is not a state dict (a file of named tensors, as torch.save(model.state_dict(), path) writes)")
+    return strip_prefixes(ckpt)
+
+
+def load_external_classifier(
+    path: str | Path, arch: str, image_size: int, num_classes: int | None = None,
+    mean: tuple[float, ...] | list[float] | None = None, std: tuple[float, ...] | list[float] | None = None,
+) -> LoadedClassifier:
+    """A ``torchvision:NAME`` or ``module:FILE:FUNC`` classifier with the weights of a state dict.
+
+    The class count is read off the state dict's final layer; ``num_classes``, when given, must agree.
+    """
+    from hood.models.adapter import IMAGENET_MEAN, IMAGENET_STD, WrappedClassifier, external_model, find_final_linear
+
+    state = read_state_dict(path)
+    try:
+        probe = external_model(arch, num_classes or 1000)
+        name, _ = find_final_linear(probe)
+        found = state.get(f"{name}.weight")
+        if found is None or found.ndim != 2:
+            raise CheckpointError(f"{path} has no weight matrix '{name}.weight' for the final layer of {arch}; is it a state dict of that model?")
+        k = int(found.shape[0])
+        if num_classes is not None and num_classes != k:
+            raise CheckpointError(f"{path} classifies {k} classes, but {num_classes} were asked for (--num-classes)")
+        model = probe if k == (num_classes or 1000) else external_model(arch, k)
+        wrapped = WrappedClassifier(model, image_size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{arch}: {err}") from None
+    try:
+        model.load_state_dict({k2: v.float() if v.is_floating_point() else v for k2, v in state.items()})
+    except RuntimeError as err:
+        detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err).splitlines()[0])
+        raise CheckpointError(f"{path} does not fit {arch}: {detail[:160]}") from None
+    wrapped.eval()
+    return LoadedClassifier(model=wrapped, arch=arch, num_classes=k, classes=None,
+                            fingerprint=classifier_fingerprint(wrapped))

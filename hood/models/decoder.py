@@ -23,10 +23,13 @@ class DecoderSpec:
     code_dim: int
     filters: tuple[int, ...]
     fw_layers: int = 1
+    # side of the first stage's map (4 in the paper's settings); 5-7 give inputs such as 96 (6 * 16) and
+    # 224 (7 * 32), which are no power of two: each further stage doubles it up to the input resolution
+    base: int = 4
 
     @property
     def out_size(self) -> int:
-        return 4 * 2 ** (len(self.filters) - 1)
+        return self.base * 2 ** (len(self.filters) - 1)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "filters": list(self.filters)}
@@ -57,6 +60,34 @@ def decoder_spec_for(arch: str, feature_dim: int, num_classes: int, fw_layers: i
     return DecoderSpec(feature_dim, num_classes, codes[nearest], filters, fw_layers)
 
 
+def decoder_layout(image_size: int) -> tuple[int, int]:
+    """``(base, stages)`` of a decoder drawing ``image_size`` square heatmaps: ``image_size = base * 2^(stages-1)``
+    with ``base`` in 4..7 (32 -> 4 x 2^3, 96 -> 6 x 2^4, 224 -> 7 x 2^5)."""
+    for doublings in range(12):
+        base, rest = divmod(image_size, 2**doublings)
+        if rest == 0 and 4 <= base <= 7:
+            return base, doublings + 1
+    raise ValueError(
+        f"a decoder cannot draw {image_size}x{image_size} heatmaps: the input side must be 4 to 7 times a power of "
+        f"two (e.g. 32, 64, 96, 128, 224); resize the images to such a size"
+    )
+
+
+def generic_decoder_spec(
+    feature_dim: int, num_classes: int, image_size: int, fw_layers: int = 1,
+    skip_channels: dict[int, int] | None = None, output_scale: float = 1.0,
+) -> DecoderSpec:
+    """A decoder for any classifier, sized like the paper's: the first stage as wide as the features
+    (256 to 1024 channels), halving per stage down to 32, up to the input resolution. A stage that takes a
+    skip map (``skip_channels``: map side -> channels) gets that map's channel count, so it can be added."""
+    base, stages = decoder_layout(image_size)
+    widest = min(1024, max(256, feature_dim))
+    sizes = [base * 2**i for i in range(stages)]
+    filters = tuple((skip_channels or {}).get(s, max(32, widest >> i)) for i, s in enumerate(sizes))
+    code_dim = 128 if num_classes <= 100 else 512
+    return DecoderSpec(feature_dim, num_classes, code_dim, filters, fw_layers, output_scale, base)
+
+
 class HeatmapDecoder(nn.Module):
     """Maps ``concat(minmax(z), one_hot(y_hat))`` (plus optional skip maps) to a heatmap."""
 
@@ -67,10 +98,10 @@ class HeatmapDecoder(nn.Module):
         stages = []
         in_ch = spec.code_dim
         for i, out_ch in enumerate(spec.filters):
-            stride, pad = (1, 0) if i == 0 else (2, 1)
+            kernel, stride, pad = (spec.base, 1, 0) if i == 0 else (4, 2, 1)
             stages.append(
                 nn.Sequential(
-                    nn.ConvTranspose2d(in_ch, out_ch, 4, stride, pad, bias=False),
+                    nn.ConvTranspose2d(in_ch, out_ch, kernel, stride, pad, bias=False),
                     nn.BatchNorm2d(out_ch),
                     nn.ReLU(inplace=True),
                 )

@@ -1,0 +1,23 @@
+"""hood's Python API: heatmap OOD detection and the baselines for the model a user already has.
+
+See ``docs/api.md``. Everything here is also exported from ``hood`` itself (``hood.HeatmapDetector``).
+"""
+
+from hood.api.detectors import (
+    KNN,
+    MSP,
+    ODIN,
+    Baseline,
+    Energy,
+    HeatmapDetector,
+    HeatmapViM,
+    Mahalanobis,
+    MaxLogit,
+    ReAct,
+    ViM,
+)
+from hood.api.runs import LoadedRun, load_run
+from hood.api.viz import overlay
+
+__all__ = ["KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
+           "MaxLogit", "ReAct", "ViM", "load_run", "overlay"]

@@ -1,0 +1,105 @@
+"""A finished command-line run as a detector in Python: ``hood.load_run(path)``.
+
+It scores through :func:`hood.jobs.score.open_scorer`, the code behind ``hood score``, so a notebook and the
+command line give the same scores for the same images, and it keeps the threshold ``hood evaluate`` stored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hood.api.detectors import device_of, plain_errors
+from hood.api.inputs import batches
+from hood.config import resolve
+from hood.jobs.score import Scorer, open_scorer
+from hood.runs import open_run
+
+
+class LoadedRun:
+    """A run's classifier, decoder and fitted detector; ``method`` picks the detector (``heatmap`` by default)."""
+
+    def __init__(self, scorer: Scorer, path: Path, image_size: int) -> None:
+        self._scorer, self.path, self.image_size = scorer, path, image_size
+
+    @property
+    def method(self) -> str:
+        return self._scorer.method
+
+    @property
+    def threshold(self) -> float | None:
+        """The OOD score above which an image is called OOD (keeps 95% of the ID test images), or None."""
+        return self._scorer.threshold
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._scorer.classes)
+
+    def _batches(self, images: Any) -> Any:
+        for b in batches(images, self._scorer.batch_size):
+            if b.shape[-1] != self.image_size:
+                raise ValueError(f"the run works on {self.image_size}x{self.image_size} images; resize them to that size (got {b.shape[-1]})")
+            yield b
+
+    @plain_errors
+    def score(self, images: Any) -> np.ndarray:
+        """OOD scores (larger = more OOD) of uint8 or [0, 1] float images, a tensor, an array or a DataLoader."""
+        out = [self._scorer.score(b, self._scorer.features(b)) for b in self._batches(images)]
+        if not out:
+            raise ValueError("no images to score")
+        return np.concatenate([np.asarray(o) for o in out])
+
+    @plain_errors
+    def predict_class(self, images: Any) -> list[str]:
+        """The classifier's predicted class name per image."""
+        return [self._scorer.classes[int(i)] for b in self._batches(images) for i in self._scorer.features(b).preds]
+
+    @plain_errors
+    def heatmaps(self, images: Any) -> torch.Tensor:
+        """``N x 3 x H x W`` heatmaps in [-1, 1] (CPU) of the run's decoder."""
+        drawer = self._scorer.drawer
+        if drawer is None:
+            raise ValueError(f"{self.path} holds no decoder; heatmaps need a train-decoder run")
+        out = [drawer.heatmaps(self._scorer.features(b)) for b in self._batches(images)]
+        if not out:
+            raise ValueError("no images to draw heatmaps of")
+        return torch.cat(out)
+
+    def is_ood(self, images: Any, threshold: float | None = None) -> np.ndarray:
+        """True per image whose score is above ``threshold`` (default: the run's stored one)."""
+        thr = self.threshold if threshold is None else float(threshold)
+        if thr is None:
+            raise ValueError(f"{self.path} stores no threshold for {self.method}; evaluate the run first or pass threshold=")
+        return self.score(images) > thr
+
+
+@plain_errors
+def load_run(path: str | Path, method: str | None = None, threshold: float | None = None,
+             device: str | torch.device = "auto") -> LoadedRun:
+    """A finished ``train-decoder`` run (optionally evaluated) or ``evaluate`` run, ready to score images.
+
+    ``method``: the detector to use, ``heatmap`` by default for a run with a decoder, else the first method
+    the run was evaluated with; a baseline needs the fit ``evaluate`` cached in the run.
+    """
+    run = open_run(path)
+    if run.info.get("command") not in ("train-decoder", "evaluate"):
+        raise ValueError(f"{path} is a {run.info.get('command')} run; load a train-decoder or evaluate run")
+    if run.info.get("status") != "complete" and not run.file("decoder.pt").is_file():
+        raise ValueError(f"{path} is not finished (status {run.info.get('status')}); finish the run first")
+    if method is None:
+        method = "heatmap" if run.file("decoder.pt").is_file() else _first_evaluated(run.file("results.json"))
+    dev = device_of(device)
+    cfg = resolve(str(run.file("config.yaml")), {"run.device": str(dev)})
+    scorer = open_scorer(cfg, run, method, threshold, heatmaps=run.file("decoder.pt").is_file())
+    return LoadedRun(scorer, run.path, cfg.data.image_size)
+
+
+def _first_evaluated(results: Path) -> str:
+    try:
+        return next(iter(json.loads(results.read_text())["thresholds"]))
+    except (OSError, ValueError, KeyError, StopIteration):
+        raise ValueError(f"{results.parent} holds neither a decoder nor evaluation results; pass method=") from None
