@@ -174,7 +174,7 @@ class WrappedClassifier(Classifier):
         return self.net(self.to_model_input(x))
 
 
-def decoder_spec_of(classifier: Classifier, image_size: int, fw_layers: int = 1, output_scale: float = 1.0) -> DecoderSpec:
+def decoder_spec_of(classifier: Classifier, image_size: int, fw_layers: int = 1) -> DecoderSpec:
     """The decoder for any classifier: sized by its feature width and the input resolution, with the
     channels of its ``fw_layers - 1`` deepest stage maps where their skips join."""
     need = fw_layers - 1
@@ -187,7 +187,7 @@ def decoder_spec_of(classifier: Classifier, image_size: int, fw_layers: int = 1,
             raise ValueError(f"fw_layers={fw_layers} needs {need} stage maps, but the model offers {len(maps)} at sides "
                              f"the decoder draws; use fw_layers={len(maps) + 1} at most")
         channels = {m.shape[-1]: m.shape[1] for m in maps[len(maps) - need:]}
-    spec = generic_decoder_spec(classifier.feature_dim, classifier.num_classes, image_size, fw_layers, channels, output_scale)
+    spec = generic_decoder_spec(classifier.feature_dim, classifier.num_classes, image_size, fw_layers, channels)
     sides = {spec.base * 2**i for i in range(len(spec.filters))}
     if not set(channels) <= sides:
         raise ValueError(f"the model's stage maps of {sorted(set(channels) - sides)} pixels match no decoder stage at "

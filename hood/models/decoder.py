@@ -75,7 +75,7 @@ def decoder_layout(image_size: int) -> tuple[int, int]:
 
 def generic_decoder_spec(
     feature_dim: int, num_classes: int, image_size: int, fw_layers: int = 1,
-    skip_channels: dict[int, int] | None = None, output_scale: float = 1.0,
+    skip_channels: dict[int, int] | None = None,
 ) -> DecoderSpec:
     """A decoder for any classifier, sized like the paper's: the first stage as wide as the features
     (256 to 1024 channels), halving per stage down to 32, up to the input resolution. A stage that takes a
@@ -85,7 +85,7 @@ def generic_decoder_spec(
     sizes = [base * 2**i for i in range(stages)]
     filters = tuple((skip_channels or {}).get(s, max(32, widest >> i)) for i, s in enumerate(sizes))
     code_dim = 128 if num_classes <= 100 else 512
-    return DecoderSpec(feature_dim, num_classes, code_dim, filters, fw_layers, output_scale, base)
+    return DecoderSpec(feature_dim, num_classes, code_dim, filters, fw_layers, base)
 
 
 class HeatmapDecoder(nn.Module):
