@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hood.cli.options import build_config, bundled_configs
-from hood.config import Config, dump_yaml, resolve
+from hood.config import SECTIONS, Config, dump_yaml, resolve
 from hood.errors import ConfigError
 
 
@@ -331,3 +331,10 @@ def test_recommended_configs_hold_no_validation_split_so_any_outlier_set_trains(
         cfg = resolve(bundled_configs()[name])
         assert (cfg.data.val_id_per_class, cfg.data.val_aux_classes) == (0, 0), name
         assert cfg.data.aux == Config().data.aux and "heatmap+vim" in cfg.evaluate.methods
+
+
+def test_every_config_key_is_documented() -> None:
+    """docs/configuration.md names every key a user can set, so a new key cannot ship unexplained."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    keys = [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(Config(), s))]
+    assert [k for k in keys if f"`{k}`" not in text and f"`{k}`," not in text] == []
