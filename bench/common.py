@@ -2,7 +2,7 @@
 
 Every benchmark measures both sides in one process, interleaved and repeated, and reports a ratio: the
 machines these run on are shared and noisy, so absolute seconds mean little while a same-process ratio
-holds. Nothing here reads ../shared or the network; data are generated into a temporary folder.
+holds. Nothing here reads fixtures from disk or the network; data are generated into a temporary folder.
 """
 
 from __future__ import annotations

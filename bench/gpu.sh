@@ -14,12 +14,12 @@
 # (per-epoch seconds), which the table reads. Epoch times come from the runs' own `epoch_seconds`
 # (training steps only, device work included), whole-command times from the wall clock.
 #
-# Expects the shared archives copied into the git-ignored .carry/ (cifar10-jpg.tar.gz and
+# Expects FIXTURES, a folder holding the archives (cifar10-jpg.tar.gz and
 # tin32-pool.tar.gz required; tin32-test, mnist-test, textures10 used as OOD sets when present;
 # cifar10_resnet18.pt, the shared classifier, is the decoder's fallback if pretraining fails), e.g.
-#   mkdir -p .carry && cp ../shared/data/*.tar.gz ../shared/models/cifar10_resnet18.pt .carry/
+#   FIXTURES=/path/to/fixtures OUT=out bench/gpu.sh
 # Uses .venv/bin/python when present, else python3 (a GPU machine's own PyTorch). Writes to $OUT
-# (default bench-gpu-out/): results.md (the table for bench/RESULTS.md), timings.jsonl, each step's log;
+# (default bench-gpu-out/): results.md (the table for docs/speed.md), timings.jsonl, each step's log;
 # the run directories go to $RUNS (default $OUT/runs).
 #
 # Knobs (environment): BUDGET_S (default 470: seconds the whole script may take), RESERVE_S (200: of it
@@ -39,22 +39,23 @@ RESERVE_S="${RESERVE_S:-200}"
 PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-100}"
 DECODER_EPOCHS="${DECODER_EPOCHS:-150}"
 NUM_OOD="${NUM_OOD:-10000}"
-CIFAR="${CIFAR:-.carry/cifar10-jpg.tar.gz}"
-POOL="${POOL:-.carry/tin32-pool.tar.gz}"
-FALLBACK_CLASSIFIER="${FALLBACK_CLASSIFIER:-.carry/cifar10_resnet18.pt}"
+FIXTURES="${FIXTURES:-${HOOD_FIXTURES:?set FIXTURES to the folder holding the archives and classifier}}"
+CIFAR="${CIFAR:-$FIXTURES/cifar10-jpg.tar.gz}"
+POOL="${POOL:-$FIXTURES/tin32-pool.tar.gz}"
+FALLBACK_CLASSIFIER="${FALLBACK_CLASSIFIER:-$FIXTURES/cifar10_resnet18.pt}"
 DEVICE="${DEVICE:-cuda}"
-export HOOD_CACHE="${HOOD_CACHE:-$PWD/.carry/cache}"   # decoded archives, reused between steps
-export HOOD_DATA="${HOOD_DATA:-$PWD/.carry/data}"
+export HOOD_CACHE="${HOOD_CACHE:-$PWD/bench-gpu-cache}"   # decoded archives, reused between steps
+export HOOD_DATA="${HOOD_DATA:-$PWD/bench-gpu-data}"
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 RUNS="${RUNS:-$OUT/runs}"   # run directories (checkpoints included): keep them off a small $OUT
 mkdir -p "$RUNS"
 
 for f in "$CIFAR" "$POOL"; do
-  [ -f "$f" ] || { echo "missing $f: copy ../shared/data/$(basename "$f") into .carry/" >&2; exit 2; }
+  [ -f "$f" ] || { echo "missing $f: put $(basename "$f") into $FIXTURES" >&2; exit 2; }
 done
 OOD_SETS=""
-for f in .carry/tin32-test.tar.gz .carry/mnist-test.tar.gz .carry/textures10.tar.gz; do
+for f in $FIXTURES/tin32-test.tar.gz $FIXTURES/mnist-test.tar.gz $FIXTURES/textures10.tar.gz; do
   [ -f "$f" ] && OOD_SETS="${OOD_SETS:+$OOD_SETS,}$f"
 done
 OOD_SETS="${OOD_SETS:+$OOD_SETS,}uniform-noise,gaussian-noise"

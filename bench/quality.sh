@@ -64,7 +64,7 @@ eval "$cfg_sh"
 if [ -n "$ARCH_GIVEN" ] && [ "$ARCH_GIVEN" != "$CFG_ARCH" ]; then
   echo "error: ARCH=$ARCH_GIVEN but $CONFIG is for $CFG_ARCH (drop ARCH or pick the $ARCH_GIVEN config)" >&2; exit 2
 fi
-SHARED=${SHARED:-${HOOD_FIXTURES:-../shared}}
+SHARED=${SHARED:-${HOOD_FIXTURES:?set SHARED or HOOD_FIXTURES to the fixtures folder}}
 ARCH=$CFG_ARCH
 DEVICE=${DEVICE:-auto}
 EPOCHS=${EPOCHS:-$CFG_EPOCHS}

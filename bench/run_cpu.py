@@ -2,7 +2,7 @@
 
 ``make bench`` calls this. Each benchmark prints its figure as a side-by-side ratio measured in one
 process and exits non-zero when its target is missed; this runner prints their RESULT lines together
-with the date, commit and machine (the header of a bench/RESULTS.md entry) and exits non-zero if any
+with the date, commit and machine (the header of a docs/speed.md entry) and exits non-zero if any
 failed. Sizes are reduced where a ratio does not depend on them (the decoder epoch, the evaluate-speed
 sets) so the whole run takes a few minutes on a 2-core machine. All data are synthetic, generated into
 temporary folders: nothing is read from disk or the network.

@@ -82,9 +82,8 @@ class PretrainConfig:
     val_fraction: float = 0.01
     augment: bool = True
     # replay each step's forward and backward as one CUDA graph (engine/cuda_graph.py; the optimizer stays
-    # eager, so the plateau schedule applies). Eager steps are launch-bound on an H200: 2.3-2.8 s per ResNet18
-    # epoch eager, 1.03 s replayed, 100 epochs to 90.4% test accuracy; the same training as eager steps
-    # (tests/test_cuda.py, run there). Ignored on the CPU, under torchrun and with --compile
+    # eager, so the plateau schedule applies): eager steps are launch-bound on a fast GPU, and the graph trains
+    # the same model about twice as fast (docs/speed.md). Ignored on the CPU, under torchrun and with --compile
     cuda_graph: bool = True
     checkpoint_every: int = 1  # epochs between train_state.pt writes (an interrupt also saves)
 
@@ -106,9 +105,8 @@ class DecoderConfig:
     prototype_k: int = 1
     checkpoint_every: int = 1
     # replay each training step as one CUDA graph (engine/cuda_graph.py): the decoder's steps are hundreds of
-    # tiny kernels, launch-bound on a GPU (eager: 1.4-1.6 s per ResNet18-setting epoch on an H200, where the
-    # GPU itself is mostly idle); the same model as eager steps (tests/test_cuda.py, run on an H200).
-    # Ignored on the CPU, under torchrun and with --compile
+    # tiny kernels, launch-bound on a GPU, and the graph trains the same model several times faster
+    # (docs/speed.md). Ignored on the CPU, under torchrun and with --compile
     cuda_graph: bool = True
 
 

@@ -1,4 +1,4 @@
-"""OOD metrics computed exactly from the ROC curve (METHOD.md defect 2: no threshold grid).
+"""OOD metrics computed exactly from the ROC curve (docs/method.md, defect 2: no threshold grid).
 
 Scores are OOD scores: larger means more out-of-distribution. Two FPR95 conventions:
 - ``id`` (the paper's): ID is the positive class; FPR95 is the fraction of OOD samples accepted as ID at

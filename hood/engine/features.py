@@ -1,4 +1,4 @@
-"""Running the frozen classifier once per data set (METHOD.md defect 4) and keeping what it produced.
+"""Running the frozen classifier once per data set (docs/method.md, defect 4) and keeping what it produced.
 
 A :class:`FeatureSet` holds penultimate features, logits and, when a decoder needs skip connections,
 the deepest stage maps in fp16. Every consumer (decoder training, each detector, visualize) reads the

@@ -1,4 +1,4 @@
-"""Classifier pre-training: the METHOD.md recipe with the data kept as uint8 tensors on the device.
+"""Classifier pre-training: the paper's recipe (docs/method.md) with the data kept as uint8 tensors on the device.
 
 Crop and flip run on whole batches on the device (no DataLoader workers, no per-image Python), bf16
 autocast and channels-last on CUDA. Each epoch's shuffle and augmentation come from a generator seeded
@@ -91,8 +91,7 @@ def fit_classifier(
     ``cfg.batch_size`` stays the global batch. ``on_epoch_end`` (which writes files) runs on rank 0 only.
     ``compile`` wraps the training forward in ``torch.compile`` (worth it for long GPU runs).
     ``cuda_graph`` replays each step's forward and backward as one CUDA graph (one CUDA process, no
-    ``compile``): on an H200 eager steps are bound by the host's kernel launches (2.3-2.8 s per ResNet18
-    epoch eager, 1.03 s replayed).
+    ``compile``): on a fast GPU eager steps are bound by the host's kernel launches (docs/speed.md).
     """
     reporter = distributed.main_only(reporter or NullReporter())
     model.to(device)

@@ -1,6 +1,6 @@
 """WRN-40-2 as in the authors' code: pre-activation wide blocks, dropout 0.3, biased convolutions.
 
-The authors' port keeps Torch's BatchNorm momentum 0.9 on the final ``bn1`` (METHOD.md defect 5), which
+The authors' port keeps Torch's BatchNorm momentum 0.9 on the final ``bn1`` (docs/method.md, defect 5), which
 makes its running statistics nearly those of the last training batch. Momentum only matters while
 training and is not stored in a checkpoint, so hood uses PyTorch's 0.1 everywhere: the authors' weights
 still load and evaluate exactly as they were saved.
