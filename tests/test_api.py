@@ -152,7 +152,8 @@ def test_save_load_predict_and_heatmaps(digits_detector: dict[str, Any], tmp_pat
     again = hood.HeatmapDetector.load(tmp_path / "det.pt", model, device="cpu")
     assert np.array_equal(again.predict(images), det.predict(images))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images.float() / 255, torch.zeros(40)), batch_size=16)
-    assert np.array_equal(det.predict(loader), det.predict(images))  # a DataLoader of [0, 1] floats, streamed
+    # a DataLoader of [0, 1] floats, streamed in batches of 16: the same scores up to the convolutions' batch-size rounding
+    np.testing.assert_allclose(det.predict(loader), det.predict(images), rtol=1e-5, atol=1e-6)
     maps = det.heatmaps(images[:3])
     assert maps.shape == (3, 3, 16, 16) and maps.abs().max() <= 1
     assert hood.overlay(images[0], maps[0]).size == (64, 64)
@@ -225,4 +226,5 @@ def test_predict_streams_an_iterable_of_batches(digits_detector: dict[str, Any])
             del batch
 
     scores = det.predict(stream())
-    assert np.array_equal(scores, det.predict(source)) and most <= 2, most
+    assert most <= 2, most
+    np.testing.assert_allclose(scores, det.predict(source), rtol=1e-5, atol=1e-6)  # batches of 8: batch-size rounding only
