@@ -156,8 +156,12 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     configure_threads(cfg.run.num_threads)
     methods = resolve_methods(cfg.evaluate.methods)
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
-    run, methods = _target_run(run_path, cfg, methods, reporter)  # a run another command writes is refused first
-    preflight(cfg, [cfg.data.id] + ([] if cfg.evaluate.validation else cfg.data.ood))  # every missing set named at once
+    needed = [cfg.data.id] + ([] if cfg.evaluate.validation else cfg.data.ood)
+    if run_path is None:
+        preflight(cfg, needed)  # every missing set named at once, before looking for runs
+    run, methods = _target_run(run_path, cfg, methods, reporter)  # a named run another command writes: refused here
+    if run_path is not None:
+        preflight(cfg, needed)
     if cfg.model.classifier is None and run is not None:
         cfg.model.classifier = run.info.get("classifier")
     clf_path = check_classifier(cfg, reporter)
