@@ -5,8 +5,8 @@
 #
 # Settings are chosen on validation data only, inside the script, before any test set is scored:
 #   1. seed 0, the config's settings, validation table only
-#   2. seed 0, the alternative ALT_SET (ResNet18: fw_layers 3 + 4 outlier views; WRN-40-2: fw_layers 2 +
-#      4 views), validation table only
+#   2. seed 0, the alternative ALT_SET (default: the paper's decoder, fw_layers 1 and the nearest prototype,
+#      against the recommended config's fw_layers 4 and mean-of-5 prototypes), validation table only
 #   3. the setting with the lower validation FPR95 of CHOOSE_BY (ties within TIE_POINTS go to the config's
 #      own settings) is trained for SEEDS on everything -- all ID training images and all pool classes, as
 #      the configs train -- and scored on the test sets (TEST_SPLIT=1 keeps the validation split held out)
@@ -51,10 +51,7 @@ CHOOSE_BY="${CHOOSE_BY:-heatmap+vim}"
 export SHARED PY ARCH CONFIG="${CONFIG:-cifar10_$ARCH}" DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
 export VAL_ID_PER_CLASS=100 VAL_AUX_CLASSES=16
 export HOOD_CACHE="${HOOD_CACHE:-/tmp/hood-cache}" PYTHONUNBUFFERED=1
-case "$ARCH" in
-  wrn40_2) ALT="${ALT_SET:-decoder.fw_layers=2 decoder.ood_views=4}" ;;
-  *) ALT="${ALT_SET:-decoder.fw_layers=3 decoder.ood_views=4}" ;;
-esac
+ALT="${ALT_SET:-decoder.fw_layers=1 decoder.prototype_k=1}"  # the paper's decoder settings
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
   | tee "$OUT/quality.md"
 
