@@ -103,6 +103,9 @@ class DecoderConfig:
     # the outlier's target: 1 = its nearest same-predicted-class ID image (the paper); k > 1 = the pixel mean
     # of its k nearest, a smoother target that depends less on one neighbour
     prototype_k: int = 1
+    # the heatmap's noise floor: this quantile of the per-pixel magnitudes the trained decoder draws on unseen
+    # ID images, taken off every pixel (engine/noise_floor.py); 0 = none, the paper's heatmap
+    noise_floor_quantile: float = 0.0
     checkpoint_every: int = 1
     # replay each training step as one CUDA graph (engine/cuda_graph.py): the decoder's steps are hundreds of
     # tiny kernels, launch-bound on a GPU, and the graph trains the same model several times faster
@@ -419,6 +422,8 @@ def validate(cfg: Config) -> Config:
     need(1 <= d.fw_layers <= 4, "decoder.fw_layers", f"must be 1, 2, 3 or 4, got {d.fw_layers}")
     need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
     need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
+    need(0 <= d.noise_floor_quantile < 1, "decoder.noise_floor_quantile",
+         f"must be in [0, 1) (0 = no floor, the paper; 0.99 = the 99th percentile), got {d.noise_floor_quantile}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")

@@ -228,3 +228,19 @@ def test_predict_streams_an_iterable_of_batches(digits_detector: dict[str, Any])
     scores = det.predict(stream())
     assert most <= 2, most
     np.testing.assert_allclose(scores, det.predict(source), rtol=1e-5, atol=1e-6)  # batches of 8: batch-size rounding only
+
+
+def test_a_noise_floor_fitted_through_the_api_travels_with_the_saved_detector(digits_detector: dict[str, Any], tmp_path: Path) -> None:
+    d, model = digits_detector["digits"], digits_detector["model"]
+    outliers = photo_crops("china.jpg", 60, digits_detector["size"], seed=1).images
+    det = hood.HeatmapDetector(model).fit(d["train"].images[:60], outliers, epochs=1, device="cpu", batch_size=32,
+                                          noise_floor_quantile=0.99)
+    assert 0 < det.decoder.noise_floor.item() < 1
+    # 99% of the training images' pixels are at or under the floor: they score near zero
+    assert float(np.median(det.predict(d["train"].images[:60]))) < 0.01
+    det.save(tmp_path / "floor.pt")
+    again = hood.HeatmapDetector.load(tmp_path / "floor.pt", model, device="cpu")
+    assert again.decoder.noise_floor.item() == det.decoder.noise_floor.item()
+    assert np.array_equal(again.predict(d["test"].images[:20]), det.predict(d["test"].images[:20]))
+    with pytest.raises(ValueError, match="noise_floor_quantile"):
+        hood.HeatmapDetector(model).fit(d["train"].images[:8], outliers[:8], epochs=1, noise_floor_quantile=1.5)

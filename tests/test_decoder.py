@@ -1,5 +1,5 @@
 """The heatmap decoder: shapes for every setting and fw_layers, output range, score, loss value, and
-the training job's fixes of METHOD.md defects 3 (true feature min/max) and 4 (features computed once)."""
+the training job's fixes of docs/method.md defects 3 (true feature min/max) and 4 (features computed once)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from hood.detectors import DETECTORS, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector as _HeatmapScorer
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import FeatureSet, extract_features
+from hood.engine.noise_floor import measure_noise_floor
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import resolve_device
 from hood.errors import HoodError
@@ -155,12 +156,16 @@ class HeatmapDetector:
     @plain_errors
     def fit(self, id_loader: Any, outlier_loader: Any, epochs: int = 150, device: str | torch.device = "auto",
             num_ood: int | None = None, lr: float = 2e-4, batch_size: int = 200, seed: int = 0,
-            reporter: Reporter | None = None) -> HeatmapDetector:
+            noise_floor_quantile: float = 0.0, reporter: Reporter | None = None) -> HeatmapDetector:
         """Train the decoder on ID images and auxiliary outliers with the recipe of ``hood train-decoder``:
         features once, each outlier paired with its nearest same-class ID image, Adam 2e-4 (0.5, 0.999).
 
         ``num_ood`` outliers are drawn from ``outlier_loader`` (seeded; default: all of them).
+        ``noise_floor_quantile`` > 0 (e.g. 0.99) takes that quantile of the heatmap pixel magnitudes on the ID
+        images off every pixel afterwards (``decoder.noise_floor_quantile``); 0 keeps the paper's heatmap.
         """
+        if not 0 <= noise_floor_quantile < 1:
+            raise ValueError(f"noise_floor_quantile must be in [0, 1), got {noise_floor_quantile!r}")
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if batch_size < 2:
@@ -184,6 +189,9 @@ class HeatmapDetector:
         decoder.set_feature_range(float(ids.min()), float(ids.max()))
         cfg = DecoderConfig(epochs=epochs, lr=lr, batch_size=batch_size, fw_layers=self.fw_layers)
         self.losses = fit_decoder(decoder, data, cfg, seed, self.device, reporter=reporter or NullReporter())
+        if noise_floor_quantile > 0:  # on the ID images it trained on: the API is given no others
+            id_feats = feats.take(torch.arange(len(id_images)))
+            decoder.noise_floor.fill_(measure_noise_floor(decoder, id_feats, noise_floor_quantile, self.device, self.batch_size))
         # back in the layout a saved decoder loads in (training ran channels-last): the scores of this
         # detector, of the same one saved and loaded, and of the command line on it are then the same bits
         self.decoder, self.image_size = decoder.eval().to(memory_format=torch.contiguous_format), size

@@ -1,4 +1,5 @@
-"""The paper's detector: the decoder's heatmap, scored as the pixel mean of its channel-max of |h|."""
+"""The paper's detector: the decoder's heatmap (less its noise floor, when it has one: docs/method.md), scored
+as the pixel mean of its channel-max of |h|."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from hood.data.validation import validation_rows
 from hood.engine import distributed
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
+from hood.engine.noise_floor import measure_noise_floor
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
@@ -208,11 +209,41 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
         fit_decoder(decoder, data, d, cfg.run.seed, device, start_epoch, optimizer_state, on_epoch_end, reporter, compile=cfg.run.compile)
     phases.mark("train")
     final = losses[-1] if losses else None
+    floor: dict[str, Any] | None = None
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
-        save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"), {**meta, "epochs": d.epochs, "final_loss": final})
+        if d.noise_floor_quantile > 0:
+            floor = _set_noise_floor(decoder, model, splits["train"].images, kept, id_rows, cfg, device, reporter)
+            phases.mark("noise_floor")
+        save_decoder(decoder.cpu(), classifier, run.file("decoder.pt"),
+                     {**meta, "epochs": d.epochs, "final_loss": final, "noise_floor": floor})
     run.mark_complete(
         classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final,
-        phase_seconds=phases.seconds,
+        phase_seconds=phases.seconds, noise_floor=floor,
     )
     run.info = distributed.broadcast_object(run.info)  # every rank returns rank 0's result
     return run
+
+
+FLOOR_IMAGES = 2000  # ID images the noise floor is measured on: 2M pixel magnitudes at 32x32
+
+
+def _set_noise_floor(decoder: HeatmapDecoder, model: torch.nn.Module, train_images: torch.Tensor, kept: torch.Tensor,
+                     id_rows: torch.Tensor, cfg: Config, device: torch.device, reporter: Reporter) -> dict[str, Any]:
+    """Measure the decoder's noise floor on ID training images it did not train on (its own, when it trained
+    on all of them) and store it in the decoder; returns what was measured, for the run's record."""
+    unseen = torch.ones(len(train_images), dtype=torch.bool)
+    unseen[id_rows] = False
+    mask = torch.zeros_like(unseen)
+    mask[kept] = True  # validation rows stay out of everything
+    pool = torch.nonzero(unseen & mask).flatten()
+    source = "ID training images the decoder did not train on"
+    if len(pool) == 0:
+        pool, source = id_rows, "the decoder's own ID training images (it trained on all of them)"
+    rows = pool[seeded_indices(len(pool), FLOOR_IMAGES, cfg.run.seed)]
+    feats = extract_features(model, train_images[rows], device, cfg.evaluate.batch_size, decoder.spec.fw_layers - 1,
+                             description="noise floor features")
+    q = cfg.decoder.noise_floor_quantile
+    value = measure_noise_floor(decoder, feats, q, device, cfg.evaluate.batch_size)
+    decoder.noise_floor.fill_(value)
+    reporter.log(f"noise floor {value:.3f}: the {q:.4g} quantile of heatmap pixels on {len(rows)} {source}")
+    return {"quantile": q, "value": value, "images": len(rows), "source": source}

@@ -112,10 +112,19 @@ class HeatmapDecoder(nn.Module):
         # feature range of the ID training set: a buffer, so it travels with the weights
         self.register_buffer("feat_min", torch.tensor(0.0))
         self.register_buffer("feat_max", torch.tensor(1.0))
+        # heatmap magnitudes up to this value are what the decoder draws on ID images too (docs/method.md,
+        # "Noise floor"); 0 = none, the paper's heatmap
+        self.register_buffer("noise_floor", torch.tensor(0.0))
 
     def set_feature_range(self, fmin: float, fmax: float) -> None:
         self.feat_min.fill_(float(fmin))
         self.feat_max.fill_(float(fmax))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201 - torch's signature
+        """As torch's; a decoder saved before the noise floor existed has none (0)."""
+        if "noise_floor" not in state_dict:
+            state_dict = {**state_dict, "noise_floor": torch.tensor(0.0)}
+        return super().load_state_dict(state_dict, strict, assign)
 
     def code_input(self, features: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         span = (self.feat_max - self.feat_min).clamp_min(1e-12)
@@ -125,7 +134,8 @@ class HeatmapDecoder(nn.Module):
         return torch.cat([z, onehot], dim=1)
 
     def forward(self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The heatmap, ``tanh`` of the head's output."""
+        """The heatmap, ``tanh`` of the head's output; in eval mode with the noise floor taken off every
+        pixel's magnitude (training regresses the raw output)."""
         x = self.linear(self.code_input(features, pred))[:, :, None, None]
         skips = {}
         if self.spec.fw_layers > 1:
@@ -137,7 +147,21 @@ class HeatmapDecoder(nn.Module):
             skip = skips.get(x.shape[-1])
             if skip is not None:
                 x = x + skip.to(x.dtype)
-        return torch.tanh(self.head(x))
+        h = torch.tanh(self.head(x))
+        return h if self.training else remove_floor(h, self.noise_floor)
+
+
+def remove_floor(h: torch.Tensor, floor: torch.Tensor | float) -> torch.Tensor:
+    """Shrink each pixel's channel values so that its channel-max magnitude ``m`` becomes
+    ``max(m - floor, 0) / (1 - floor)``, keeping the channels' signs and ratios: a pixel as bright as the ID
+    noise becomes 0, a saturated one stays 1, so the heatmap keeps its [-1, 1] range for drawing. With
+    floor 0 it is ``h`` itself."""
+    if float(floor) == 0:
+        return h  # exactly the paper's heatmap
+    mag = h.abs().amax(dim=1, keepdim=True)
+    span = (1 - torch.as_tensor(floor, device=h.device)).clamp_min(1e-6)
+    scale = (mag - floor).clamp_min(0) / (mag.clamp_min(1e-12) * span)
+    return h * scale
 
 
 def heatmap_score(h: torch.Tensor) -> torch.Tensor:
