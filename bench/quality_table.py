@@ -6,10 +6,11 @@ set and method, their mean over named sets, and the target read off them.
 The mean column is over ``--mean-sets`` (default: tin32-test, mnist-test, textures10 and uniform noise
 where all four are present, else every set), averaged per seed; the other sets are shown beside it.
 
-The target, on the test sets: mean FPR95 over tin32-test, mnist-test, textures10 and uniform noise <= 25%
-with mean AUROC >= 95%, and better than every baseline on each of those sets (a lower FPR95; where both
-reach FPR95 0.0, nothing is lower, so the higher AUROC decides). Where the four sets are not all present,
-or no heatmap method was evaluated, the target lines are left out.
+The target, on the test sets, per heatmap method: mean FPR95 over tin32-test, mnist-test, textures10 and
+uniform noise <= 18% with mean AUROC >= 96%; that mean FPR95 at least 5 points below every baseline's; on
+no one of those sets more than 3 points FPR95 behind that set's best baseline; and (where the runs kept
+their scores) a median tin32-test score at least 3 times the median ID test score. Where the four sets are
+not all present, or no heatmap method was evaluated, the target lines are left out.
 
 Below the table, where the runs kept their scores (``scores/<method>/<set>.npz`` beside the results): per
 method, the median score of the ID test images and of tin32-test, and their ratio.
@@ -25,7 +26,10 @@ from pathlib import Path
 import numpy as np
 
 TARGET_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
-TARGET_FPR, TARGET_AUROC = 0.25, 0.95
+TARGET_FPR, TARGET_AUROC = 0.18, 0.96
+TARGET_MARGIN = 5.0  # FPR95 points below the best baseline's mean
+TARGET_BEHIND = 3.0  # FPR95 points a single set may trail that set's best baseline by
+TARGET_RATIO = 3.0  # median heatmap score on tin32-test over that on the ID test images
 RATIO_SET = "tin32-test"  # the near-OOD test set whose median score is set against ID's
 
 
@@ -111,37 +115,36 @@ def main(argv: list[str]) -> None:
         for m, (i, o, ratio) in ratios.items():
             print(f"  {m:{width}s} {i:12.4g} {o:12.4g}   {'n/a' if ratio is None else f'{ratio:.3g}x'}")
     if have_target and any(not _is_baseline(m) for m in methods):
-        _target(runs, methods)
+        _target(runs, methods, ratios)
 
 
-def _target(runs: list[dict], methods: list[str]) -> None:
+def _target(runs: list[dict], methods: list[str], ratios: dict[str, tuple[float, float, float | None]]) -> None:
     baselines = [m for m in methods if _is_baseline(m)]
-    print(f"\ntarget: mean FPR95 <= {TARGET_FPR:.0%} and mean AUROC >= {TARGET_AUROC:.0%} over {', '.join(TARGET_SETS)},"
-          f" and a lower FPR95 than every baseline evaluated ({', '.join(baselines)}) on each set (seed means;"
-          " where both reach FPR95 0.0, a higher AUROC):")
+    print(f"\ntarget over {', '.join(TARGET_SETS)} (seed means): mean FPR95 <= {TARGET_FPR:.0%} and mean AUROC >= "
+          f"{TARGET_AUROC:.0%}; mean FPR95 at least {TARGET_MARGIN:.0f} points below every baseline's "
+          f"({', '.join(baselines)}); on no set more than {TARGET_BEHIND:.0f} points behind that set's best baseline; "
+          f"median {RATIO_SET} / ID test score >= {TARGET_RATIO:g}:")
     for m in (m for m in methods if not _is_baseline(m)):
-        f, a = _per_seed(runs, m, TARGET_SETS, "fpr95").mean(), _per_seed(runs, m, TARGET_SETS, "auroc").mean()
-        lost, tied = [], []
+        f, a = _per_seed(runs, m, TARGET_SETS, "fpr95").mean() * 100, _per_seed(runs, m, TARGET_SETS, "auroc").mean() * 100
+        misses = []
+        if f > TARGET_FPR * 100:
+            misses.append(f"mean FPR95 {f:.1f} > {TARGET_FPR * 100:.0f}")
+        if a < TARGET_AUROC * 100:
+            misses.append(f"mean AUROC {a:.1f} < {TARGET_AUROC * 100:.0f}")
+        if baselines:
+            best = min(baselines, key=lambda b: _per_seed(runs, b, TARGET_SETS, "fpr95").mean())
+            theirs = _per_seed(runs, best, TARGET_SETS, "fpr95").mean() * 100
+            if theirs - f < TARGET_MARGIN:
+                misses.append(f"{theirs - f:.1f} points below the best baseline's mean ({best} {theirs:.1f})")
         for s in TARGET_SETS:
-            mine = _mean(runs, m, s, "fpr95")
-            best = min(baselines, key=lambda b, s=s: _mean(runs, b, s, "fpr95"), default=None)
-            if best is None:
-                continue
-            theirs = _mean(runs, best, s, "fpr95")
-            if theirs == mine == 0:  # nothing is lower than 0: a tie at the floor, broken by AUROC and said as such
-                floor = [b for b in baselines if _mean(runs, b, s, "fpr95") == 0]
-                top = max(floor, key=lambda b, s=s: _mean(runs, b, s, "auroc"))
-                a_mine, a_top = _mean(runs, m, s, "auroc") * 100, _mean(runs, top, s, "auroc") * 100
-                side = "ahead" if a_mine > a_top else "behind" if a_mine < a_top else "level"
-                note = f"{s} (FPR95 0.0 like {', '.join(floor)}; AUROC {a_mine:.2f} vs {top} {a_top:.2f}: {side})"
-                (tied if side == "ahead" else lost).append(note)
-            elif theirs <= mine:
-                lost.append(f"{s} ({best} {theirs * 100:.1f} vs {mine * 100:.1f})")
-        met = f <= TARGET_FPR and a >= TARGET_AUROC and not lost
-        beaten = "beats every baseline on every set" if not lost else f"not better than the best baseline on {', '.join(lost)}"
-        if tied:
-            beaten += f"; ahead only by AUROC at the FPR95 floor on {', '.join(tied)}"
-        print(f"  {m:15s} {f * 100:5.1f} / {a * 100:5.1f}  {'MET' if met else 'missed'}; {beaten}")
+            mine = _mean(runs, m, s, "fpr95") * 100
+            best_s = min(baselines, key=lambda b, s=s: _mean(runs, b, s, "fpr95"), default=None)
+            if best_s is not None and mine - _mean(runs, best_s, s, "fpr95") * 100 > TARGET_BEHIND:
+                misses.append(f"{s} {mine:.1f} vs {best_s} {_mean(runs, best_s, s, 'fpr95') * 100:.1f}")
+        ratio = ratios.get(m, (0.0, 0.0, None))[2]
+        if ratio is not None and ratio < TARGET_RATIO:
+            misses.append(f"median ratio {ratio:.2f}")
+        print(f"  {m:15s} {f:5.1f} / {a:5.1f}  {'MET' if not misses else 'missed: ' + '; '.join(misses)}")
 
 
 if __name__ == "__main__":

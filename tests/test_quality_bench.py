@@ -46,7 +46,11 @@ def test_mean_is_over_the_four_target_sets_and_the_heatmap_median_ratio_is_print
     assert float(mean_cell.split("±")[0]) == pytest.approx(100 * (np.mean([0.1, 0.2, 0.3, 0.4]) + 0.01), abs=0.05)
     ratio = next(line for line in out.stdout.splitlines() if line.strip().startswith("heatmap") and line.strip().endswith("x"))
     assert ratio.split()[-1] == "2.5x" and "msp" not in out.stdout.split("median score")[1].split("target")[0]
-    assert "target:" in out.stdout
+    verdict = next(line for line in out.stdout.splitlines() if line.strip().startswith("heatmap") and "missed" in line)
+    # heatmap and msp score alike here: every criterion but the per-set one misses, each said with its figure
+    assert "mean FPR95 26.0 > 18" in verdict and "mean AUROC 87.5 < 96" in verdict
+    assert "0.0 points below the best baseline's mean (msp 26.0)" in verdict and "median ratio 2.50" in verdict
+    assert "vs msp" not in verdict  # level with the best baseline on each set: not 3 points behind
 
     explicit = subprocess.run([sys.executable, str(SCRIPT), "--mean-sets", "gaussian-noise", *files], capture_output=True, text=True, timeout=60)
     row = next(line for line in explicit.stdout.splitlines() if line.startswith("msp "))
