@@ -106,3 +106,28 @@ def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_pa
     assert "mean over: tin32-test, mnist-test, textures10, uniform-noise" in test and "gaussian-noise" in test
     res = json.loads(next((tmp_path / "runs").glob("*-seed0/results.json")).read_text())
     assert res["draw"]["mode"] == "random" and res["draw"]["ood"]["mnist-test"] == {"count": 4, "size": 20}
+
+
+def test_heatmap_figure_puts_the_first_columns_of_two_grids_side_by_side(tmp_path: Path) -> None:
+    import torch
+
+    from hood.viz import heatmap_grid
+
+    paths = []
+    for name, value in (("id", 0), ("ood", 255)):
+        images = torch.full((7, 3, 32, 32), value, dtype=torch.uint8)
+        heatmap_grid(images, torch.zeros(7, 3, 32, 32), np.zeros(7), name).save(tmp_path / f"{name}.png")
+        paths.append(str(tmp_path / f"{name}.png"))
+    out = tmp_path / "fig.png"
+    run = subprocess.run([sys.executable, str(BENCH / "heatmap_figure.py"), *paths, str(out), "--columns", "6"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    from PIL import Image
+
+    fig = np.asarray(Image.open(out).convert("RGB"))
+    half = 6 + 6 * 134  # six 128-pixel columns with 6-pixel gaps
+    assert fig.shape[1] == 2 * half + 24
+    assert fig[40, 20].tolist() == [0, 0, 0] and fig[40, half + 24 + 20].tolist() == [255, 255, 255]  # ID input left, OOD right
+    too_many = subprocess.run([sys.executable, str(BENCH / "heatmap_figure.py"), *paths, str(out), "--columns", "9"],
+                              capture_output=True, text=True, timeout=60)
+    assert too_many.returncode != 0 and "hood visualize -n" in too_many.stderr

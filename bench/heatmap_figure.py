@@ -1,0 +1,37 @@
+"""The heatmap figure of the README and docs/quality.md: the first N columns of two ``hood visualize`` grids
+(the ID test set's and an OOD set's), side by side.
+
+    hood visualize -c cifar10_wrn40_2 --run RUN --ood tin32-test.tar.gz -n 8 --out-dir figs
+    python bench/heatmap_figure.py figs/heatmaps_id.png figs/heatmaps_tin32-test.png docs/heatmaps.png --columns 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from PIL import Image
+
+PAD, TILE = 6, 128  # hood.viz.heatmap_grid's layout at its default scale (32-pixel images drawn 4x)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("left")
+    parser.add_argument("right")
+    parser.add_argument("out")
+    parser.add_argument("--columns", type=int, default=6, help="columns taken from each grid")
+    args = parser.parse_args(argv)
+    grids = [Image.open(p).convert("RGB") for p in (args.left, args.right)]
+    width = PAD + args.columns * (TILE + PAD)
+    if any(g.width < width for g in grids):
+        sys.exit(f"the grids hold fewer than {args.columns} columns; draw more with hood visualize -n")
+    parts = [g.crop((0, 0, width, g.height)) for g in grids]
+    out = Image.new("RGB", (2 * width + 4 * PAD, max(p.height for p in parts)), (255, 255, 255))
+    out.paste(parts[0], (0, 0))
+    out.paste(parts[1], (width + 4 * PAD, 0))
+    out.save(args.out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
