@@ -231,11 +231,7 @@ def _set_noise_floor(decoder: HeatmapDecoder, model: torch.nn.Module, train_imag
                      id_rows: torch.Tensor, cfg: Config, device: torch.device, reporter: Reporter) -> dict[str, Any]:
     """Measure the decoder's noise floor on ID training images it did not train on (its own, when it trained
     on all of them) and store it in the decoder; returns what was measured, for the run's record."""
-    unseen = torch.ones(len(train_images), dtype=torch.bool)
-    unseen[id_rows] = False
-    mask = torch.zeros_like(unseen)
-    mask[kept] = True  # validation rows stay out of everything
-    pool = torch.nonzero(unseen & mask).flatten()
+    pool = kept[~torch.isin(kept, id_rows)]  # not trained on; the validation rows (not in kept) stay out of everything
     source = "ID training images the decoder did not train on"
     if len(pool) == 0:
         pool, source = id_rows, "the decoder's own ID training images (it trained on all of them)"
