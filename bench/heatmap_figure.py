@@ -12,7 +12,10 @@ import sys
 
 from PIL import Image
 
-PAD, TILE = 6, 128  # hood.viz.heatmap_grid's layout at its default scale (32-pixel images drawn 4x)
+from hood.viz import GRID_PAD as PAD
+from hood.viz import GRID_SCALE
+
+TILE = 32 * GRID_SCALE  # a column of hood visualize's grid of 32x32 images
 
 
 def main(argv: list[str]) -> None:

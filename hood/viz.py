@@ -34,14 +34,17 @@ def overlay(image: np.ndarray, mag: np.ndarray, cmap: np.ndarray) -> np.ndarray:
     return (grey * (1 - alpha) + colorize(mag, cmap) * alpha).astype(np.uint8)
 
 
+GRID_SCALE, GRID_PAD = 4, 6  # heatmap_grid draws each image this many times its size, this many pixels apart
+
+
 def heatmap_grid(
-    images: torch.Tensor, heatmaps: torch.Tensor, scores: np.ndarray, title: str, scale: int = 4
+    images: torch.Tensor, heatmaps: torch.Tensor, scores: np.ndarray, title: str, scale: int = GRID_SCALE
 ) -> Image.Image:
     """One column per image: input / heatmap / overlay, the score under it, the title on top."""
     cmap = _colormap()
     n, _, h, w = images.shape
     tile_w, tile_h = w * scale, h * scale
-    pad, text_h, title_h = 6, 16, 22
+    pad, text_h, title_h = GRID_PAD, 16, 22
     width = n * (tile_w + pad) + pad
     height = title_h + 3 * (tile_h + pad) + text_h + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
