@@ -8,7 +8,7 @@ import torch
 
 from hood.detectors.base import Detector, DetectorContext, register
 from hood.engine.features import FeatureSet
-from hood.engine.runtime import autocast
+from hood.engine.heatmaps import heatmap_batches
 from hood.models.decoder import HeatmapDecoder, heatmap_score
 
 
@@ -25,19 +25,11 @@ class HeatmapDetector(Detector):
     def heatmaps(self, feats: FeatureSet, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Heatmaps of rows ``start:stop`` (float32, CPU), for pictures."""
         sub = feats.take(torch.arange(start, stop if stop is not None else len(feats)))
-        return torch.cat(list(self._batches(sub)))
-
-    def _batches(self, feats: FeatureSet):  # noqa: ANN202 - a generator of heatmap batches
-        for s in range(0, len(feats), self.batch_size):
-            sl = torch.arange(s, min(s + self.batch_size, len(feats)))
-            part = feats.take(sl).to(self.device)
-            with autocast(self.device):
-                h = self.decoder(part.features, part.preds, part.maps)
-            yield h.float().cpu()
+        return torch.cat(list(heatmap_batches(self.decoder, sub, self.device, self.batch_size)))
 
     @torch.inference_mode()
     def score(self, feats: FeatureSet) -> np.ndarray:
-        return torch.cat([heatmap_score(h) for h in self._batches(feats)]).numpy()
+        return torch.cat([heatmap_score(h) for h in heatmap_batches(self.decoder, feats, self.device, self.batch_size)]).numpy()
 
 
 @register("heatmap", needs_decoder=True)

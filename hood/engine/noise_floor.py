@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from hood.engine.features import FeatureSet
-from hood.engine.runtime import autocast
+from hood.engine.heatmaps import heatmap_batches
 from hood.models.decoder import HeatmapDecoder
 
 _PIXELS = 4_000_000  # per-pixel magnitudes kept for the quantile (torch.quantile takes at most 16M values)
@@ -32,11 +32,8 @@ def measure_noise_floor(decoder: HeatmapDecoder, feats: FeatureSet, quantile: fl
     decoder.noise_floor.zero_()  # the raw heatmap
     mags = []
     try:
-        for s in range(0, len(feats), batch_size):
-            part = feats.take(torch.arange(s, min(s + batch_size, len(feats)))).to(device)
-            with autocast(device):
-                h = decoder(part.features, part.preds, part.maps)
-            mags.append(h.float().abs().amax(dim=1).flatten().cpu())
+        for h in heatmap_batches(decoder, feats, device, batch_size):
+            mags.append(h.abs().amax(dim=1).flatten())
     finally:
         decoder.noise_floor.copy_(saved)
         decoder.train(was_training)
