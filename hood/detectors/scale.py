@@ -8,7 +8,8 @@ scaling alone is what separates ID from OOD. Per sample, with the same percentil
     z' = exp(s1 / s2) * z
     s(x) = -logsumexp( W z'(x) + b )
 
-p = 85, the authors' default (``evaluate.scale_percentile``). Nothing is fitted.
+p = 85 by default, the authors' (``evaluate.scale_percentile``); the recommended configs set the one their
+validation split chose. Nothing is fitted.
 """
 
 from __future__ import annotations
