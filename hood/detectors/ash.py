@@ -72,4 +72,4 @@ class ASHDetector(Detector):
 
 @register("ash", options={"percentile": "ash_percentile"})
 def _build(ctx: DetectorContext) -> Detector:
-    return ASHDetector(ctx.classifier, float(ctx.param("ash_percentile", 95.0)))
+    return ASHDetector(ctx.classifier, float(ctx.param("ash_percentile")))

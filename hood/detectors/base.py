@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from hood.config import EvaluateConfig
 from hood.detectors.memo import ScoreMemo
 from hood.engine.features import FeatureSet
 from hood.errors import DetectorParameterError
@@ -52,12 +53,17 @@ class DetectorContext:
         """``detector.score(feats)`` through :attr:`memo`: what another method already computed is reused."""
         return self.memo.score(detector, feats, detector.score)
 
-    def param(self, name: str, default: Any) -> Any:
+    def param(self, name: str) -> Any:
+        """The option ``name``: given by name in :attr:`options`, else the config's ``evaluate`` value, else
+        that key's default. One source of defaults: :class:`EvaluateConfig` (a detector built without a
+        config, from the Python API, gets what ``hood evaluate`` would use)."""
         if name in self.options:
             return self.options[name]
-        cfg = self.options.get("config")
-        value = getattr(getattr(cfg, "evaluate", None), name, None)
-        return default if value is None else value
+        section = getattr(self.options.get("config"), "evaluate", None)
+        return getattr(section if section is not None else _EVALUATE_DEFAULTS, name)
+
+
+_EVALUATE_DEFAULTS = EvaluateConfig()
 
 
 class Detector(ABC):

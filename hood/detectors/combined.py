@@ -120,6 +120,6 @@ def _build(ctx: DetectorContext) -> Detector:
     heatmap = ctx.detector("heatmap")
     if not isinstance(heatmap, HeatmapDetector):
         raise TypeError(f"{name} reads the heatmap detector's decoder; 'heatmap' is registered as {type(heatmap).__name__}")
-    weight = float(ctx.param("partner_weight", 1.0))
+    weight = float(ctx.param("partner_weight"))
     # the context's instances: shared with the methods of the same names, fitted and scored once
     return CombinedDetector(heatmap, ctx.detector(PARTNER), seed, ctx.options.get("decoder_rows"), weight, ctx.memo)

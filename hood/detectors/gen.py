@@ -46,4 +46,4 @@ class GENDetector(Detector):
 
 @register("gen", options={"gamma": "gen_gamma", "m": "gen_m"})
 def _build(ctx: DetectorContext) -> Detector:
-    return GENDetector(float(ctx.param("gen_gamma", 0.1)), int(ctx.param("gen_m", 100)))
+    return GENDetector(float(ctx.param("gen_gamma")), int(ctx.param("gen_m")))

@@ -62,4 +62,4 @@ class KNNDetector(Detector):
 
 @register("knn", options={"k": "knn_k"})
 def _build(ctx: DetectorContext) -> Detector:
-    return KNNDetector(int(ctx.param("knn_k", 50)), ctx.device)
+    return KNNDetector(int(ctx.param("knn_k")), ctx.device)

@@ -95,6 +95,6 @@ class ODINDetector(Detector):
 @register("odin", options={"temperature": "odin_temperature", "epsilon": "odin_epsilon"})
 def _build(ctx: DetectorContext) -> Detector:
     return ODINDetector(
-        ctx.classifier, ctx.device, ctx.param("odin_temperature", 1000.0), ctx.param("odin_epsilon", 0.0014),
-        min(int(ctx.param("batch_size", 250)), 250),
+        ctx.classifier, ctx.device, ctx.param("odin_temperature"), ctx.param("odin_epsilon"),
+        min(int(ctx.param("batch_size")), 250),
     )

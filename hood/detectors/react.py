@@ -51,4 +51,4 @@ class ReActDetector(Detector):
 
 @register("react", options={"percentile": "react_percentile"})
 def _build(ctx: DetectorContext) -> Detector:
-    return ReActDetector(ctx.classifier, float(ctx.param("react_percentile", 90.0)))
+    return ReActDetector(ctx.classifier, float(ctx.param("react_percentile")))

@@ -33,4 +33,4 @@ class SCALEDetector(ASHDetector):
 
 @register("scale", options={"percentile": "scale_percentile"})
 def _build(ctx: DetectorContext) -> Detector:
-    return SCALEDetector(ctx.classifier, float(ctx.param("scale_percentile", 85.0)))
+    return SCALEDetector(ctx.classifier, float(ctx.param("scale_percentile")))

@@ -73,5 +73,5 @@ class ViMDetector(Detector):
 
 @register("vim", options={"dim": "vim_dim"})
 def _build(ctx: DetectorContext) -> Detector:
-    dim = ctx.param("vim_dim", None)
+    dim = ctx.param("vim_dim")
     return ViMDetector(ctx.classifier, None if dim is None else int(dim))
