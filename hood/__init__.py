@@ -10,8 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
-        "MaxLogit", "ReAct", "ViM", "load_run", "overlay")
+_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
+        "MaxLogit", "ReAct", "SCALE", "ViM", "load_run", "overlay")
 __all__ = ["__version__", "metrics", *_API]
 
 

@@ -180,6 +180,27 @@ def test_baselines_score_images_and_arrays_alike(digits_detector: dict[str, Any]
     assert np.isfinite(combo.predict(test)).all()
 
 
+def test_newer_baselines_by_name_are_the_evaluate_methods_with_their_defaults() -> None:
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(16, 5)
+    with torch.no_grad():
+        train, test = [(f.numpy(), fc(f).numpy()) for f in (torch.rand(200, 16), 2 * torch.rand(40, 16))]
+    cases = [(hood.ASH, "ash", {"percentile": 70}, {"ash_percentile": 70}, {"percentile": 95}),
+             (hood.SCALE, "scale", {"percentile": 60}, {"scale_percentile": 60}, {"percentile": 85}),
+             (hood.GEN, "gen", {"gamma": 0.5, "m": 3}, {"gen_gamma": 0.5, "gen_m": 3}, {"gamma": 0.1, "m": 100}),
+             (hood.FDBD, "fdbd", {}, {}, {})]
+    for cls, method, given, options, defaults in cases:
+        named = cls(fc, **given).fit(train).predict(test)
+        assert np.allclose(named, hood.Baseline(fc, method=method, **options).fit(train).predict(test)), method
+        # no parameter given: the value `hood evaluate` uses by default, from the one place defaults live
+        assert np.allclose(cls(fc).fit(train).predict(test), cls(fc, **defaults).fit(train).predict(test)), method
+        if given:
+            assert not np.allclose(named, cls(fc).fit(train).predict(test)), f"{method}: the parameter was ignored"
+    for cls in (hood.ASH, hood.SCALE, hood.FDBD):
+        with pytest.raises(ValueError, match="pass the model"):
+            cls()
+
+
 def test_bad_input_is_one_clear_error(digits_detector: dict[str, Any]) -> None:
     det = digits_detector["det"]
     normalized = torch.randn(4, 3, 16, 16)

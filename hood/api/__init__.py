@@ -4,9 +4,13 @@ See ``docs/api.md``. Everything here is also exported from ``hood`` itself (``ho
 """
 
 from hood.api.detectors import (
+    ASH,
+    FDBD,
+    GEN,
     KNN,
     MSP,
     ODIN,
+    SCALE,
     Baseline,
     Energy,
     HeatmapDetector,
@@ -19,5 +23,5 @@ from hood.api.detectors import (
 from hood.api.runs import LoadedRun, load_run
 from hood.api.viz import overlay
 
-__all__ = ["KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
-           "MaxLogit", "ReAct", "ViM", "load_run", "overlay"]
+__all__ = ["ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
+           "MaxLogit", "ReAct", "SCALE", "ViM", "load_run", "overlay"]

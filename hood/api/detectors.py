@@ -358,6 +358,14 @@ Mahalanobis = _baseline("Mahalanobis", "mahalanobis", "Class-conditional Gaussia
 ViM = _baseline("ViM", "vim", "Virtual-logit matching (Wang et al. 2022); dim = principal subspace size.", needs_model=True, dim="vim_dim")
 ReAct = _baseline("ReAct", "react", "Energy after clipping features at a percentile of ID activations (Sun et al. 2021).",
                   needs_model=True, percentile="react_percentile")
+ASH = _baseline("ASH", "ash", "ASH-S: energy of the features pruned below their own p-th percentile and rescaled "
+                "(Djurisic et al. 2023).", needs_model=True, percentile="ash_percentile")
+SCALE = _baseline("SCALE", "scale", "Energy of the features rescaled as ASH-S does, nothing pruned (Xu et al. 2024).",
+                  needs_model=True, percentile="scale_percentile")
+GEN = _baseline("GEN", "gen", "Generalized entropy of the M largest softmax probabilities (Liu et al. 2023).",
+                gamma="gen_gamma", m="gen_m")
+FDBD = _baseline("FDBD", "fdbd", "Distance to the decision boundaries, relative to the distance to the ID mean "
+                 "(Liu & Qin 2024).", needs_model=True)
 ODIN = _baseline("ODIN", "odin", "Temperature-scaled softmax on perturbed inputs (Liang et al. 2018).", needs_model=True,
                  temperature="odin_temperature", epsilon="odin_epsilon")
 
