@@ -9,6 +9,7 @@ trained by :func:`hood.engine.decoder_training.fit_decoder` on features from
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -23,9 +24,10 @@ from hood.detectors import DETECTORS, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector as _HeatmapScorer
 from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import FeatureSet, extract_features
+from hood.engine.heatmaps import STUCK_CHECK_IMAGES, stuck_pixels, stuck_warning
 from hood.engine.noise_floor import measure_noise_floor
 from hood.engine.progress import NullReporter, Reporter
-from hood.engine.runtime import resolve_device
+from hood.engine.runtime import resolve_device, seeded_indices
 from hood.errors import HoodError
 from hood.models.adapter import IMAGENET_MEAN, IMAGENET_STD, WrappedClassifier, decoder_spec_of, find_final_linear
 from hood.models.base import Classifier
@@ -148,6 +150,7 @@ class HeatmapDetector:
         self.image_size: int | None = None
         self.device = torch.device("cpu")
         self.losses: list[float] = []
+        self.stuck_pixels: int | None = None  # after fit: heatmap pixels lit on every ID image (0 = healthy)
 
     @property
     def model(self) -> nn.Module:
@@ -189,6 +192,10 @@ class HeatmapDetector:
         decoder.set_feature_range(float(ids.min()), float(ids.max()))
         cfg = DecoderConfig(epochs=epochs, lr=lr, batch_size=batch_size, fw_layers=self.fw_layers)
         self.losses = fit_decoder(decoder, data, cfg, seed, self.device, reporter=reporter or NullReporter())
+        check = feats.take(seeded_indices(len(id_images), STUCK_CHECK_IMAGES, seed))
+        self.stuck_pixels = stuck_pixels(decoder, check, self.device, self.batch_size)
+        if self.stuck_pixels:
+            warnings.warn(stuck_warning(self.stuck_pixels, spec.out_size**2, "fit again with another seed"), RuntimeWarning, stacklevel=3)
         if noise_floor_quantile > 0:  # on the ID images it trained on: the API is given no others
             id_feats = feats.take(torch.arange(len(id_images)))
             decoder.noise_floor.fill_(measure_noise_floor(decoder, id_feats, noise_floor_quantile, self.device, self.batch_size))

@@ -83,8 +83,14 @@ def train_decoder(
         _resume["path"] = str(run.path)
         result = run_job(cfg, rep, run)
     losses = result.info.get("losses", [])
+    stuck = result.info.get("stuck_pixels") or {}
+    if stuck.get("pixels"):  # shown with --quiet too: the decoder works, but worse than another seed's would
+        from hood.engine.heatmaps import stuck_warning
+
+        err_console.print(f"[yellow]warning:[/] {stuck_warning(stuck['pixels'], stuck['of'], 'retrain with another --seed')}")
     if json_out:
-        print_json({"run": str(result.path), "decoder": str(result.file("decoder.pt")), "losses": losses})
+        print_json({"run": str(result.path), "decoder": str(result.file("decoder.pt")), "losses": losses,
+                    "stuck_pixels": stuck.get("pixels")})
     else:
         stdout.print(f"decoder: [bold]{result.file('decoder.pt')}[/]  {len(losses)} epochs, final loss {losses[-1]:.4f}" if losses else f"decoder: {result.file('decoder.pt')}")
     err_console.print(f"[dim]run directory: {result.path}[/]")

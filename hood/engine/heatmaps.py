@@ -20,3 +20,38 @@ def heatmap_batches(decoder: HeatmapDecoder, feats: FeatureSet, device: torch.de
         with autocast(device):
             h = decoder(part.features, part.preds, part.maps)
         yield h.float().cpu()
+
+
+# A pixel at least this bright on every ID image is stuck. On healthy decoders the dimmest raw value per
+# pixel over 500 ID images stays near 0 (under 0.1 in the CIFAR-10 runs of docs/quality.md); a stuck one sits at 1.
+STUCK_MAGNITUDE = 0.9
+STUCK_CHECK_IMAGES = 500  # ID training rows the check reads: enough that no healthy pixel is lit on all
+
+
+@torch.inference_mode()
+def stuck_pixels(decoder: HeatmapDecoder, feats: FeatureSet, device: torch.device, batch_size: int = 500) -> int:
+    """Pixels whose raw channel-max ``|h|`` is at least :data:`STUCK_MAGNITUDE` on every row of ``feats``.
+
+    Why it matters: the target on ID images is ``h = 0``, and a pixel that ``tanh`` drove into saturation
+    early in training gets almost no gradient back out, so it stays lit on every image, ID or not: a
+    constant added to every score and a bright pattern on every picture. The decoder's mode and noise
+    floor are left as they were.
+    """
+    was_training, saved = decoder.training, decoder.noise_floor.clone()
+    decoder.to(device).eval()
+    decoder.noise_floor.zero_()  # the raw heatmap: the floor would hide what training left
+    least: torch.Tensor | None = None
+    try:
+        for h in heatmap_batches(decoder, feats, device, batch_size):
+            dimmest = h.abs().amax(dim=1).amin(dim=0)
+            least = dimmest if least is None else torch.minimum(least, dimmest)
+    finally:
+        decoder.noise_floor.copy_(saved)
+        decoder.train(was_training)
+    return 0 if least is None else int((least >= STUCK_MAGNITUDE).sum())
+
+
+def stuck_warning(pixels: int, of: int, retrain: str) -> str:
+    """The one-line warning for a decoder with stuck pixels; ``retrain`` names how to draw another one."""
+    return (f"{pixels} of {of} heatmap pixels stay lit on every ID image the decoder trained on: its training got "
+            f"stuck there, so they add the same brightness to every score and picture; {retrain}")

@@ -17,8 +17,9 @@ from hood.config import Config
 from hood.data.sources import load_id_splits, load_image_set
 from hood.data.validation import validation_rows
 from hood.engine import distributed
-from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample_ood_indices
+from hood.engine.decoder_training import DecoderData, build_decoder_data, fit_decoder, sample_ood_indices
 from hood.engine.features import extract_features
+from hood.engine.heatmaps import STUCK_CHECK_IMAGES, stuck_pixels
 from hood.engine.noise_floor import measure_noise_floor
 from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
@@ -210,7 +211,9 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     phases.mark("train")
     final = losses[-1] if losses else None
     floor: dict[str, Any] | None = None
+    stuck: dict[str, int] | None = None
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
+        stuck = _check_stuck_pixels(decoder, data, cfg, device, reporter)
         if d.noise_floor_quantile > 0:
             floor = _set_noise_floor(decoder, model, splits["train"].images, kept, id_rows, cfg, device, reporter)
             phases.mark("noise_floor")
@@ -218,10 +221,21 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
                      {**meta, "epochs": d.epochs, "final_loss": final, "noise_floor": floor})
     run.mark_complete(
         classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final,
-        phase_seconds=phases.seconds, noise_floor=floor,
+        phase_seconds=phases.seconds, noise_floor=floor, stuck_pixels=stuck,
     )
     run.info = distributed.broadcast_object(run.info)  # every rank returns rank 0's result
     return run
+
+
+def _check_stuck_pixels(decoder: HeatmapDecoder, data: DecoderData, cfg: Config, device: torch.device,
+                        reporter: Reporter) -> dict[str, int]:
+    """Count the heatmap pixels stuck bright on the decoder's own ID training images (engine/heatmaps.py),
+    for the run's record and the command's warning."""
+    rows = seeded_indices(data.n_id, STUCK_CHECK_IMAGES, cfg.run.seed)
+    stuck = stuck_pixels(decoder, data.feats.take(rows), device, cfg.evaluate.batch_size)
+    side = decoder.spec.out_size
+    reporter.log(f"stuck heatmap pixels: {stuck} of {side * side} (lit on all {len(rows)} ID images checked)")
+    return {"pixels": stuck, "of": side * side, "images": len(rows)}
 
 
 FLOOR_IMAGES = 2000  # ID images the noise floor is measured on: 2M pixel magnitudes at 32x32
