@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -28,26 +29,34 @@ STUCK_MAGNITUDE = 0.9
 STUCK_CHECK_IMAGES = 500  # ID training rows the check reads: enough that no healthy pixel is lit on all
 
 
+@contextmanager
+def raw_heatmaps(decoder: HeatmapDecoder, device: torch.device) -> Iterator[HeatmapDecoder]:
+    """The decoder on ``device`` in eval mode drawing its raw heatmap (no noise floor), for measurements of
+    what training left; its mode and floor are restored afterwards."""
+    was_training, saved = decoder.training, decoder.noise_floor.clone()
+    decoder.to(device).eval()
+    decoder.noise_floor.zero_()
+    try:
+        yield decoder
+    finally:
+        decoder.noise_floor.copy_(saved)
+        decoder.train(was_training)
+
+
 @torch.inference_mode()
 def stuck_pixels(decoder: HeatmapDecoder, feats: FeatureSet, device: torch.device, batch_size: int = 500) -> int:
     """Pixels whose raw channel-max ``|h|`` is at least :data:`STUCK_MAGNITUDE` on every row of ``feats``.
 
     Why it matters: the target on ID images is ``h = 0``, and a pixel that ``tanh`` drove into saturation
     early in training gets almost no gradient back out, so it stays lit on every image, ID or not: a
-    constant added to every score and a bright pattern on every picture. The decoder's mode and noise
-    floor are left as they were.
+    constant added to every score and a bright pattern on every picture. The floor is left out (it would
+    hide what training left), and the decoder is left as it was.
     """
-    was_training, saved = decoder.training, decoder.noise_floor.clone()
-    decoder.to(device).eval()
-    decoder.noise_floor.zero_()  # the raw heatmap: the floor would hide what training left
     least: torch.Tensor | None = None
-    try:
+    with raw_heatmaps(decoder, device):
         for h in heatmap_batches(decoder, feats, device, batch_size):
             dimmest = h.abs().amax(dim=1).amin(dim=0)
             least = dimmest if least is None else torch.minimum(least, dimmest)
-    finally:
-        decoder.noise_floor.copy_(saved)
-        decoder.train(was_training)
     return 0 if least is None else int((least >= STUCK_MAGNITUDE).sum())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from hood.engine.features import FeatureSet
-from hood.engine.heatmaps import heatmap_batches
+from hood.engine.heatmaps import heatmap_batches, raw_heatmaps
 from hood.models.decoder import HeatmapDecoder
 
 _PIXELS = 4_000_000  # per-pixel magnitudes kept for the quantile (torch.quantile takes at most 16M values)
@@ -26,17 +26,10 @@ def measure_noise_floor(decoder: HeatmapDecoder, feats: FeatureSet, quantile: fl
         raise ValueError(f"the noise floor quantile must be in (0, 1), got {quantile}")
     if len(feats) == 0:
         raise ValueError("the noise floor needs ID images")
-    was_training = decoder.training
-    decoder.to(device).eval()
-    saved = decoder.noise_floor.clone()
-    decoder.noise_floor.zero_()  # the raw heatmap
     mags = []
-    try:
+    with raw_heatmaps(decoder, device):
         for h in heatmap_batches(decoder, feats, device, batch_size):
             mags.append(h.abs().amax(dim=1).flatten())
-    finally:
-        decoder.noise_floor.copy_(saved)
-        decoder.train(was_training)
     values = torch.cat(mags)
     if len(values) > _PIXELS:  # an evenly spaced subsample: the quantile of millions of pixels barely moves
         values = values[torch.linspace(0, len(values) - 1, _PIXELS).long()]
