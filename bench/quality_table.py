@@ -13,7 +13,8 @@ their scores) a median tin32-test score at least 3 times the median ID test scor
 not all present, or no heatmap method was evaluated, the target lines are left out.
 
 Below the table, where the runs kept their scores (``scores/<method>/<set>.npz`` beside the results): per
-method, the median score of the ID test images and of tin32-test, and their ratio.
+method, the median score of the ID test images and of tin32-test, and their ratio; then the runs whose
+decoder has stuck heatmap pixels (``stuck_pixels`` in their run.json).
 """
 
 from __future__ import annotations
@@ -114,8 +115,23 @@ def main(argv: list[str]) -> None:
         print(f"\nmedian score, ID test vs {RATIO_SET} (seed means; ratio {RATIO_SET} / ID):")
         for m, (i, o, ratio) in ratios.items():
             print(f"  {m:{width}s} {i:12.4g} {o:12.4g}   {'n/a' if ratio is None else f'{ratio:.3g}x'}")
+    stuck = stuck_runs(paths)
+    if stuck:
+        print("\nstuck heatmap pixels (docs/method.md#stuck-pixels): "
+              + "; ".join(f"{name}: {n} of {of}" for name, n, of in stuck))
     if have_target and any(not _is_baseline(m) for m in methods):
         _target(runs, methods, ratios)
+
+
+def stuck_runs(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """``(run, pixels, of)`` for each run whose decoder training left heatmap pixels stuck (its run.json)."""
+    found = []
+    for p in paths:
+        info = p.parent / "run.json"
+        stuck = (json.loads(info.read_text()).get("stuck_pixels") or {}) if info.is_file() else {}
+        if stuck.get("pixels"):
+            found.append((p.parent.name, int(stuck["pixels"]), int(stuck["of"])))
+    return found
 
 
 def _target(runs: list[dict], methods: list[str], ratios: dict[str, tuple[float, float, float | None]]) -> None:

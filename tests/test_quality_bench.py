@@ -52,6 +52,12 @@ def test_mean_is_over_the_four_target_sets_and_the_heatmap_median_ratio_is_print
     assert "0.0 points below the best baseline's mean (msp 26.0)" in verdict and "median ratio 2.50" in verdict
     assert "vs msp" not in verdict  # level with the best baseline on each set: not 3 points behind
 
+    assert "stuck heatmap pixels" not in out.stdout  # healthy decoders (or runs that predate the check): no line
+    (tmp_path / "q-seed1" / "run.json").write_text(json.dumps({"stuck_pixels": {"pixels": 225, "of": 1024, "images": 500}}))
+    (tmp_path / "q-seed0" / "run.json").write_text(json.dumps({"stuck_pixels": {"pixels": 0, "of": 1024, "images": 500}}))
+    out = subprocess.run([sys.executable, str(SCRIPT), *files], capture_output=True, text=True, timeout=60)
+    assert "stuck heatmap pixels (docs/method.md#stuck-pixels): q-seed1: 225 of 1024\n" in out.stdout
+
     explicit = subprocess.run([sys.executable, str(SCRIPT), "--mean-sets", "gaussian-noise", *files], capture_output=True, text=True, timeout=60)
     row = next(line for line in explicit.stdout.splitlines() if line.startswith("msp "))
     assert float(row.split("/")[-2].split()[-1].split("±")[0]) == pytest.approx(91.0, abs=0.05)
