@@ -84,7 +84,7 @@ def train_decoder(
         result = run_job(cfg, rep, run)
     losses = result.info.get("losses", [])
     stuck = result.info.get("stuck_pixels") or {}
-    if stuck.get("pixels"):  # shown with --quiet too: the decoder works, but worse than another seed's would
+    if stuck.get("pixels"):  # shown with --quiet too: its heatmaps carry the same bright pattern on every image
         from hood.engine.heatmaps import stuck_warning
 
         err_console.print(f"[yellow]warning:[/] {stuck_warning(stuck['pixels'], stuck['of'], 'retrain with another --seed')}")
