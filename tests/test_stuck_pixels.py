@@ -34,7 +34,22 @@ def test_a_healthy_decoder_has_none_and_a_saturated_channel_lights_every_pixel()
     assert dec.training and dec.noise_floor.item() == pytest.approx(0.999)  # left as it was
 
 
+class _Scripted(HeatmapDecoder):
+    """Draws pixel (0, 1) lit on every image and pixel (0, 0) lit where the first feature is above 0.5."""
+
+    def forward(self, features: torch.Tensor, pred: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        h = torch.zeros(len(features), 3, 32, 32)
+        h[:, 2, 0, 1] = -0.95
+        h[:, 0, 0, 0] = (features[:, 0] > 0.5).float()
+        return h
+
+
 def test_one_image_that_is_dark_there_means_the_pixel_is_not_stuck() -> None:
+    scripted = _Scripted(decoder_spec_for("wrn40_2", 128, 10))
+    f = torch.ones(5, 128)
+    assert stuck_pixels(scripted, FeatureSet(f, torch.zeros(5, 10)), CPU, batch_size=2) == 2  # both lit on all five
+    f[3, 0] = 0.0  # one image, in another batch than the first, dark at (0, 0)
+    assert stuck_pixels(scripted, FeatureSet(f, torch.zeros(5, 10)), CPU, batch_size=2) == 1
     dec, feats = _decoder_and_features(4)
     with torch.no_grad():
         dec.head.weight.zero_()
