@@ -30,6 +30,7 @@ TARGET_SETS = ("tin32-test", "mnist-test", "textures10", "uniform-noise")
 TARGET_FPR, TARGET_AUROC = 0.18, 0.96
 TARGET_MARGIN = 5.0  # FPR95 points below the best baseline's mean
 TARGET_BEHIND = 3.0  # FPR95 points a single set may trail that set's best baseline by
+HEATMAP = "heatmap"  # the paper's score: the heatmap's own brightness
 TARGET_RATIO = 3.0  # median heatmap score on tin32-test over that on the ID test images
 RATIO_SET = "tin32-test"  # the near-OOD test set whose median score is set against ID's
 
@@ -61,8 +62,9 @@ def _median(path: Path) -> float | None:
 
 def median_ratios(paths: list[Path], methods: list[str], ood_set: str = RATIO_SET) -> dict[str, tuple[float, float, float | None]]:
     """Per method, the seed means of the median ID test score and the median ``ood_set`` score, and their
-    ratio (``ood_set`` / ID; None where the ID median is not positive, as for scores that are log-likelihoods);
-    methods without both score files in every run are left out."""
+    ratio (``ood_set`` / ID; None where the ID median is not positive, as for scores that are log-likelihoods,
+    and for the combinations, sums of z-scores centred on ID data whose ratio means nothing); methods without
+    both score files in every run are left out."""
     out: dict[str, tuple[float, float, float | None]] = {}
     for m in methods:
         pairs = [(_median(p.parent / "scores" / m / "id.npz"), _median(p.parent / "scores" / m / f"{ood_set}.npz")) for p in paths]
@@ -70,7 +72,7 @@ def median_ratios(paths: list[Path], methods: list[str], ood_set: str = RATIO_SE
             continue
         id_med = float(np.mean([i for i, _ in pairs]))
         ood_med = float(np.mean([o for _, o in pairs]))
-        out[m] = (id_med, ood_med, ood_med / id_med if id_med > 0 else None)
+        out[m] = (id_med, ood_med, ood_med / id_med if id_med > 0 and "+" not in m else None)
     return out
 
 
@@ -158,7 +160,7 @@ def _target(runs: list[dict], methods: list[str], ratios: dict[str, tuple[float,
             theirs_s = _mean(runs, best_s, s, "fpr95") * 100 if best_s is not None else mine
             if mine - theirs_s > TARGET_BEHIND:
                 misses.append(f"{s} {mine:.1f} vs {best_s} {theirs_s:.1f}")
-        ratio = ratios.get(m, (0.0, 0.0, None))[2]
+        ratio = ratios.get(HEATMAP, (0.0, 0.0, None))[2]  # the aim is on the heatmap itself, which they all read
         if ratio is not None and ratio < TARGET_RATIO:
             misses.append(f"median ratio {ratio:.2f}")
         print(f"  {m:15s} {f:5.1f} / {a:5.1f}  {'MET' if not misses else 'missed: ' + '; '.join(misses)}")

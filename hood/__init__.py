@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
+_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale", "LoadedRun", "Mahalanobis",
         "MaxLogit", "ReAct", "SCALE", "ViM", "load_run", "overlay")
 __all__ = ["__version__", "metrics", *_API]
 

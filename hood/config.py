@@ -127,8 +127,10 @@ class EvaluateConfig:
     scale_percentile: float = 85.0  # SCALE's percentile for its scaling factor (the authors' default)
     gen_gamma: float = 0.1
     gen_m: int = 100  # GEN reads the M largest softmax probabilities, capped at the number of classes
-    # heatmap+vim: score = z_heatmap + partner_weight * z_vim (detectors/combined.py); 1 = the plain sum
-    partner_weight: float = 1.0
+    # the combinations (detectors/combined.py): heatmap+vim = z_heatmap + vim_weight * z_vim;
+    # heatmap+vim+scale adds scale_weight * z_scale. Chosen on validation data per classifier
+    vim_weight: float = 1.0
+    scale_weight: float = 0.5
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 
@@ -268,7 +270,9 @@ def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> No
         raise ConfigError(f"{source}: unknown section '{section}'{_closest(section, list(_SECTION_CLASSES))}")
     types_ = _field_types(_SECTION_CLASSES[section])
     if key not in types_:
-        raise ConfigError(f"{source}: unknown key '{dotted}'{_closest(key, list(types_))}")
+        new = RENAMED.get(dotted)
+        hint = f" (renamed: use '{new}')" if new else _closest(key, list(types_))
+        raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
     setattr(getattr(cfg, section), key, _coerce(dotted, value, types_[key]))
 
 
@@ -338,8 +342,13 @@ def is_run_config(path: str | Path) -> bool:
     return path.name == "config.yaml" and (path.parent / "run.json").is_file()
 
 
+# settings that kept their meaning under a new name: a saved config's old key is read as the new one
+RENAMED = {"evaluate.partner_weight": "evaluate.vim_weight"}
+
+
 def known_settings(mapping: Any) -> Any:
-    """A saved config without the sections and keys this hood does not have.
+    """A saved config without the sections and keys this hood does not have (renamed keys under their
+    new names).
 
     Why: a run directory keeps the whole config it ran with, and one written by another version of hood
     may hold settings this one does not offer. Reading the run (evaluate, score, visualize, resume) must
@@ -353,7 +362,8 @@ def known_settings(mapping: Any) -> Any:
             out[section] = values
         elif section in _SECTION_CLASSES and isinstance(values, dict):
             known = _field_types(_SECTION_CLASSES[section])
-            out[section] = {k: v for k, v in values.items() if k in known}
+            renamed = {RENAMED.get(f"{section}.{k}", f"{section}.{k}").split(".")[1]: v for k, v in values.items()}
+            out[section] = {k: v for k, v in renamed.items() if k in known}
         elif section in _SECTION_CLASSES:
             out[section] = values  # not a mapping: apply_mapping says so
     return out
@@ -427,7 +437,8 @@ def validate(cfg: Config) -> Config:
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
-    need(0 <= e.partner_weight <= 100, "evaluate.partner_weight", f"must be in [0, 100], got {e.partner_weight}")
+    for key in ("vim_weight", "scale_weight"):
+        need(0 <= getattr(e, key) <= 100, f"evaluate.{key}", f"must be in [0, 100], got {getattr(e, key)}")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")

@@ -178,6 +178,11 @@ def test_baselines_score_images_and_arrays_alike(digits_detector: dict[str, Any]
     assert maha.predict(test).shape == (50,)
     combo = hood.HeatmapViM(digits_detector["det"]).fit(d["train"].images[400:800])
     assert np.isfinite(combo.predict(test)).all()
+    # SCALE at weight 0 adds nothing; at weight 2 it changes the ranking's scores
+    held = d["train"].images[400:800]
+    none = hood.HeatmapViMScale(digits_detector["det"], scale_weight=0).fit(held).predict(test)
+    assert np.allclose(none, combo.predict(test), atol=1e-6)
+    assert not np.allclose(hood.HeatmapViMScale(digits_detector["det"], scale_weight=2).fit(held).predict(test), none)
 
 
 def test_newer_baselines_by_name_are_the_evaluate_methods_with_their_defaults() -> None:

@@ -122,13 +122,13 @@ def test_recommended_config_is_its_paper_config_with_the_cpu_budget(arch: str) -
         ("decoder", "num_ood"): 5000,
         ("decoder", "fw_layers"): 4,
         ("decoder", "prototype_k"): 5,
-        ("evaluate", "methods"): ["heatmap", "heatmap+vim", "msp", "energy", "knn", "vim"],
+        ("evaluate", "methods"): ["heatmap", "heatmap+vim+scale", "heatmap+vim", "msp", "energy", "knn", "vim", "scale"],
     }
-    if arch == "wrn40_2":  # its validated ViM weight is the default, 1
+    if arch == "wrn40_2":  # its validated ViM and SCALE weights are the defaults, 1 and 0.5
         chosen["decoder", "noise_floor_quantile"] = 0.99
         chosen["evaluate", "ash_percentile"] = chosen["evaluate", "scale_percentile"] = 90.0
     else:  # no noise floor: measured on images the classifier trained on, it is too low for ResNet18's test images
-        chosen["evaluate", "partner_weight"] = 2.0
+        chosen["evaluate", "vim_weight"], chosen["evaluate", "scale_weight"] = 2.0, 0.75
         chosen["evaluate", "ash_percentile"], chosen["evaluate", "scale_percentile"] = 75.0, 80.0
     for (section, key), value in chosen.items():
         assert mine[section][key] == value != paper[section][key], (section, key)
@@ -140,13 +140,26 @@ def test_recommended_config_is_its_paper_config_with_the_cpu_budget(arch: str) -
                 assert mine[section][key] == paper[section][key], (section, key)
 
 
+def test_a_renamed_key_is_named_in_the_error_and_read_from_saved_runs(tmp_path: Path) -> None:
+    """A config a user writes with ``evaluate.partner_weight`` is told the new name; a run's saved config
+    holding it (written by an older hood) is read with its value under the new name."""
+    written = write_yaml(tmp_path, "evaluate:\n  partner_weight: 2\n", "mine.yaml")
+    with pytest.raises(ConfigError, match=r"unknown key 'evaluate.partner_weight' \(renamed: use 'evaluate.vim_weight'\)"):
+        resolve(written, {}, None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    (run / "config.yaml").write_text("name: old\nevaluate:\n  partner_weight: 2\n")
+    assert resolve(str(run / "config.yaml"), {}, None).evaluate.vim_weight == 2.0
+
+
 def test_base_config_is_applied_first_and_can_be_chained(tmp_path: Path) -> None:
-    write_yaml(tmp_path, "name: root\ndecoder:\n  epochs: 7\n  lr: 0.001\nevaluate:\n  partner_weight: 3\n", "root.yaml")
+    write_yaml(tmp_path, "name: root\ndecoder:\n  epochs: 7\n  lr: 0.001\nevaluate:\n  vim_weight: 3\n", "root.yaml")
     write_yaml(tmp_path, "base: root\nname: middle\ndecoder:\n  epochs: 9\n", "middle.yaml")
     leaf = write_yaml(tmp_path, "base: middle.yaml\ndecoder:\n  fw_layers: 2\n", "leaf.yaml")
-    cfg = resolve(leaf, {"decoder.num_ood": 11}, ["evaluate.partner_weight=0.5"])
+    cfg = resolve(leaf, {"decoder.num_ood": 11}, ["evaluate.vim_weight=0.5"])
     assert (cfg.decoder.epochs, cfg.decoder.lr, cfg.decoder.fw_layers) == (9, 0.001, 2)
-    assert cfg.decoder.num_ood == 11 and cfg.evaluate.partner_weight == 0.5  # CLI still above every file
+    assert cfg.decoder.num_ood == 11 and cfg.evaluate.vim_weight == 0.5  # CLI still above every file
     assert cfg.name == "leaf"  # a base's name never names the derived run
     assert resolve(tmp_path / "middle.yaml").name == "middle"
 
@@ -264,7 +277,8 @@ def test_wrong_type_in_yaml(tmp_path: Path) -> None:
         ("decoder.fw_layers=0", "decoder.fw_layers"),
         ("decoder.prototype_k=0", "decoder.prototype_k"),
         ("decoder.prototype_k=101", "decoder.prototype_k"),
-        ("evaluate.partner_weight=-1", "evaluate.partner_weight"),
+        ("evaluate.vim_weight=-1", "evaluate.vim_weight"),
+        ("evaluate.scale_weight=101", "evaluate.scale_weight"),
         ("decoder.batch_size=1", "decoder.batch_size"),
         ("decoder.lr=0", "decoder.lr"),
         ("decoder.betas=[0.5]", "decoder.betas"),

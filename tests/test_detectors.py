@@ -154,7 +154,7 @@ def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_registry_order_and_method_names() -> None:
-    assert all_methods() == ["heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
+    assert all_methods() == ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
     assert resolve_methods(["all"]) == all_methods()
     assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
     with pytest.raises(ConfigError, match="did you mean 'knn'"):
@@ -214,7 +214,7 @@ def _combined(dec: torch.nn.Module, seed: int = 0, head: torch.nn.Module | None 
     from hood.detectors.heatmap import HeatmapDetector
 
     ctx = DetectorContext(classifier=head or _head(), device=torch.device("cpu"), options={"vim_dim": 2})
-    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), DETECTORS["vim"](ctx), seed)
+    return CombinedDetector(HeatmapDetector(dec, torch.device("cpu")), {"vim": DETECTORS["vim"](ctx)}, seed=seed)
 
 
 def _vim_alone(train: FeatureSet, head: torch.nn.Module | None = None) -> Detector:
@@ -237,16 +237,42 @@ def test_heatmap_vim_sums_both_scores_standardized_on_id_train_and_round_trips(t
     h, h_tr = a.heatmap.score(test).astype(np.float64), a.heatmap.score(train).astype(np.float64)
     z_h, z_p = (h - h_tr.mean()) / h_tr.std(ddof=1), (p - p_tr.mean()) / p_tr.std(ddof=1)
     assert a.score(test) == pytest.approx(z_h + z_p, rel=1e-5)
-    a.partner_weight = 2.5  # evaluate.partner_weight: the partner's z-score counts 2.5 times
+    a.weights["vim"] = 2.5  # evaluate.vim_weight: ViM's z-score counts 2.5 times
     assert a.score(test) == pytest.approx(z_h + 2.5 * z_p, rel=1e-5)
     torch.save({"state": a.state()}, tmp_path / "fit.pt")
     b.load_state(safe_load(tmp_path / "fit.pt")["state"])  # the partner's fit travels with it, weights_only
-    b.partner_weight = 2.5
+    b.weights["vim"] = 2.5
     assert b.score(test) == pytest.approx(a.score(test))
-    assert a.params()["partner"] == alone.params() and set(a.state()["partner"]) == {"residual_basis", "alpha"}
+    assert a.params()["partners"] == {"vim": alone.params()} and set(a.state()["partners"]["vim"]) == {"residual_basis", "alpha"}
     built = DETECTORS["heatmap+vim"](DetectorContext(classifier=_head(), device=torch.device("cpu"),
-                                                     decoder=_tiny_decoder(), options={"partner_weight": 1.5, "vim_dim": 2}))
-    assert built.partner_weight == 1.5 and built.score_params() == {"partner_weight": 1.5}
+                                                     decoder=_tiny_decoder(), options={"vim_weight": 1.5, "vim_dim": 2}))
+    assert built.weights == {"vim": 1.5} and built.score_params() == {"vim_weight": 1.5}
+
+
+def test_heatmap_vim_scale_adds_scale_weighted_and_shares_the_contexts_detectors(tmp_path) -> None:
+    """heatmap+vim+scale = z_heatmap + vim_weight z_vim + scale_weight z_scale, each z on the same held-out
+    rows; its heatmap, ViM and SCALE are the context's own, and its fit round-trips with both partners'."""
+    from hood.models.checkpoint import safe_load
+
+    rng = np.random.default_rng(6)
+    train = fs(rng.normal(size=(40, 4)), rng.normal(size=(40, 3)) * 3)
+    test = fs(rng.normal(size=(7, 4)), rng.normal(size=(7, 3)) * 3)
+    options = {"vim_dim": 2, "vim_weight": 2.0, "scale_weight": 0.5, "scale_percentile": 50.0}
+    ctx = DetectorContext(classifier=_head(), device=torch.device("cpu"), decoder=_tiny_decoder(), options=options)
+    tri = ctx.detector("heatmap+vim+scale")
+    assert tri.name == "heatmap+vim+scale" and tri.partners == {"vim": ctx.detector("vim"), "scale": ctx.detector("scale")}
+    assert tri.score_params() == {"vim_weight": 2.0, "scale_weight": 0.5}
+    tri.fit(train)
+    z = []
+    for d in (ctx.detector("heatmap"), ctx.detector("vim"), ctx.detector("scale")):
+        s, s_tr = d.score(test).astype(np.float64), d.score(train).astype(np.float64)
+        z.append((s - s_tr.mean()) / s_tr.std(ddof=1))
+    assert tri.score(test) == pytest.approx(z[0] + 2.0 * z[1] + 0.5 * z[2], rel=1e-5)
+    again = DetectorContext(classifier=_head(), device=torch.device("cpu"), decoder=tri.heatmap.decoder,
+                            options=options).detector("heatmap+vim+scale")
+    torch.save({"state": tri.state()}, tmp_path / "fit.pt")
+    again.load_state(safe_load(tmp_path / "fit.pt")["state"])
+    assert again.score(test) == pytest.approx(tri.score(test))
 
 
 def test_heatmap_vim_fit_is_seeded_and_keyed_to_the_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,7 +360,7 @@ def test_a_context_builds_each_detector_once_and_combinations_share_it() -> None
     ctx = DetectorContext(classifier=Head([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [0.0, 0.1, 0.2]), device=torch.device("cpu"),
                           decoder=_tiny_decoder(), options={"vim_dim": 1})
     pair = ctx.detector("heatmap+vim")
-    assert pair is ctx.detector("heatmap+vim") and ctx.detector("vim") is pair.partner
+    assert pair is ctx.detector("heatmap+vim") and ctx.detector("vim") is pair.partners["vim"]
     assert ctx.detector("heatmap") is pair.heatmap and pair.memo is ctx.memo
     assert DetectorContext(classifier=nn.Identity(), device=torch.device("cpu")).detector("msp") is not ctx.detector("msp")
 

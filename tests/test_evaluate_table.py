@@ -20,7 +20,7 @@ from hood.config import Config, resolve
 from hood.jobs.evaluate import evaluate
 from hood.metrics import ood_metrics
 
-METHODS = ["heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
+METHODS = ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
 _RUNS: dict[str, dict[str, Any]] = {}
 
 
@@ -121,7 +121,7 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
 
     root = pipeline["root"]
     run = Path(shutil.copytree(pipeline["run"], tmp_path / "copy"))  # the shared run stays as the other tests expect
-    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["fdbd", "heatmap+vim", "knn", "mahalanobis", "react", "vim"]
+    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["fdbd", "heatmap+vim", "heatmap+vim+scale", "knn", "mahalanobis", "react", "vim"]
     calls: list[str] = []
     real = ev.extract_features
     monkeypatch.setattr(ev, "extract_features", lambda *a, **k: calls.append(a[7] if len(a) > 7 else k.get("description")) or real(*a, **k))

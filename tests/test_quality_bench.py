@@ -22,16 +22,17 @@ SETS = {"tin32-test": 0.10, "mnist-test": 0.20, "textures10": 0.30, "uniform-noi
 
 def _run_dir(folder: Path, seed: int) -> Path:
     run = folder / f"q-seed{seed}"
-    results = {m: {s: {"fpr95": f + seed * 0.02, "auroc": 1 - f / 2, "n": 10} for s, f in SETS.items()} for m in ("heatmap", "msp")}
+    results = {m: {s: {"fpr95": f + seed * 0.02, "auroc": 1 - f / 2, "n": 10} for s, f in SETS.items()} for m in ("heatmap", "heatmap+vim", "msp")}
     for per_set in results.values():
         per_set["mean"] = {"fpr95": 0.99, "auroc": 0.5, "n": 50}  # evaluate's mean over all five: not the table's
     run.mkdir(parents=True)
     (run / "results.json").write_text(json.dumps({
         "id_dataset": "cifar10", "n_id": 100, "caption": "", "results": results,
         "draw": {"mode": "random", "seed": 0, "id": {"count": 100, "size": 100}, "ood": {}}}))
-    for name, median in (("id", 2.0), ("tin32-test", 5.0)):
-        (run / "scores" / "heatmap").mkdir(parents=True, exist_ok=True)
-        np.savez(run / "scores" / "heatmap" / f"{name}.npz", scores=np.array([0.0, median, 100.0]))
+    for method, medians in (("heatmap", (2.0, 5.0)), ("heatmap+vim", (1.0, 50.0))):  # the second: z-scores
+        for name, median in zip(("id", "tin32-test"), medians):
+            (run / "scores" / method).mkdir(parents=True, exist_ok=True)
+            np.savez(run / "scores" / method / f"{name}.npz", scores=np.array([0.0, median, 100.0]))
     return run / "results.json"
 
 
@@ -51,6 +52,11 @@ def test_mean_is_over_the_four_target_sets_and_the_heatmap_median_ratio_is_print
     assert "mean FPR95 26.0 > 18" in verdict and "mean AUROC 87.5 < 96" in verdict
     assert "0.0 points below the best baseline's mean (msp 26.0)" in verdict and "median ratio 2.50" in verdict
     assert "vs msp" not in verdict  # level with the best baseline on each set: not 3 points behind
+    # a combination's ratio of centred z-score sums means nothing: not shown; its verdict reads the heatmap's
+    medians = out.stdout.split("median score")[1].split("target")[0]
+    assert next(line for line in medians.splitlines() if line.strip().startswith("heatmap+vim ")).endswith("n/a")
+    combo = next(line for line in out.stdout.splitlines() if line.strip().startswith("heatmap+vim") and "missed" in line)
+    assert "median ratio 2.50" in combo
 
     assert "stuck heatmap pixels" not in out.stdout  # healthy decoders (or runs that predate the check): no line
     (tmp_path / "q-seed1" / "run.json").write_text(json.dumps({"stuck_pixels": {"pixels": 225, "of": 1024, "images": 500}}))

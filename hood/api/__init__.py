@@ -15,6 +15,7 @@ from hood.api.detectors import (
     Energy,
     HeatmapDetector,
     HeatmapViM,
+    HeatmapViMScale,
     Mahalanobis,
     MaxLogit,
     ReAct,
@@ -23,5 +24,5 @@ from hood.api.detectors import (
 from hood.api.runs import LoadedRun, load_run
 from hood.api.viz import overlay
 
-__all__ = ["ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "LoadedRun", "Mahalanobis",
+__all__ = ["ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale", "LoadedRun", "Mahalanobis",
            "MaxLogit", "ReAct", "SCALE", "ViM", "load_run", "overlay"]

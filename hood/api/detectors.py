@@ -378,28 +378,32 @@ ODIN = _baseline("ODIN", "odin", "Temperature-scaled softmax on perturbed inputs
 
 
 class HeatmapViM:
-    """The recommended combination: the heatmap score and ViM's, each standardized on ID images, summed.
+    """The heatmap score and ViM's, each standardized on ID images, summed (ViM's weighted ``vim_weight``).
 
     ``fit`` takes ID images the decoder was *not* trained on (e.g. a held-out part of the training set):
     ViM is fitted on them and both scores' ID mean and spread are measured on them.
     """
 
-    def __init__(self, heatmap: HeatmapDetector, dim: int | None = None) -> None:
+    method = "heatmap+vim"
+
+    def __init__(self, heatmap: HeatmapDetector, dim: int | None = None, vim_weight: float | None = None) -> None:
         if not isinstance(heatmap, HeatmapDetector):
-            raise TypeError(f"HeatmapViM combines a fitted hood.HeatmapDetector with ViM, got a {type(heatmap).__name__}")
+            raise TypeError(f"{type(self).__name__} combines a fitted hood.HeatmapDetector with post-hoc scores, "
+                            f"got a {type(heatmap).__name__}")
         self.heatmap, self.dim = heatmap, dim
+        # what is not given falls back to `hood evaluate`'s defaults (DetectorContext.param)
+        self._options: dict[str, Any] = {k: v for k, v in (("vim_dim", dim), ("vim_weight", vim_weight)) if v is not None}
         self._det: Detector | None = None
         self._fitted = False
 
     def _detector(self) -> Detector:
         hm = self.heatmap
         if hm.decoder is None:
-            raise ValueError("fit the HeatmapDetector first (or load it): HeatmapViM combines its scores")
+            raise ValueError(f"fit the HeatmapDetector first (or load it): {type(self).__name__} combines its scores")
         if self._det is None:
-            options: dict[str, Any] = {} if self.dim is None else {"vim_dim": int(self.dim)}
             ctx = DetectorContext(classifier=hm._classifier(hm.image_size or 0).to(hm.device), device=hm.device,
-                                  decoder=hm.decoder, options=options)
-            self._det = ctx.detector("heatmap+vim")
+                                  decoder=hm.decoder, options=dict(self._options))
+            self._det = ctx.detector(self.method)
         return self._det
 
     @plain_errors
@@ -416,7 +420,20 @@ class HeatmapViM:
     @plain_errors
     def predict(self, x: Any) -> np.ndarray:
         if not self._fitted:
-            raise ValueError("HeatmapViM is not fitted: call fit(id_data) with ID images the decoder was not trained on")
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit(id_data) with ID images the decoder was not trained on")
         det = self._detector()
         hm = self.heatmap
         return score_stream(hm._classifier, lambda _: det, x, hm.device, hm.batch_size)
+
+
+class HeatmapViMScale(HeatmapViM):
+    """The recommended combination: :class:`HeatmapViM` plus SCALE's score weighted ``scale_weight``
+    (``heatmap+vim+scale``); SCALE reads the final layer, so the classifier must expose it."""
+
+    method = "heatmap+vim+scale"
+
+    def __init__(self, heatmap: HeatmapDetector, dim: int | None = None, vim_weight: float | None = None,
+                 scale_weight: float | None = None, percentile: float | None = None) -> None:
+        super().__init__(heatmap, dim, vim_weight)
+        given = (("scale_weight", scale_weight), ("scale_percentile", percentile))
+        self._options.update({k: float(v) for k, v in given if v is not None})

@@ -1,13 +1,13 @@
 """Detectors behind one interface; importing this package registers all of them.
 
 ``ORDER`` is the order of ``--methods all`` and of the table's columns: the paper's detector and its
-combination with ViM, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
+combinations with post-hoc scores, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
 """
 
 from hood.detectors import ash, combined, energy, fdbd, gen, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, scale, vim  # noqa: F401  (registers)
 from hood.detectors.base import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, uses_decoder
 
-ORDER = ("heatmap", "heatmap+vim", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd")
+ORDER = ("heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd")
 
 
 def all_methods() -> list[str]:

@@ -1,18 +1,20 @@
-"""``heatmap+vim``: the paper's heatmap score plus ViM's, each standardized on ID data, summed.
+"""``heatmap+vim`` and ``heatmap+vim+scale``: the paper's heatmap score plus post-hoc scores, each
+standardized on ID data, in a weighted sum.
 
-Why the pair: they look at different things. The heatmap reads the classifier's features through a
-decoder trained on outliers; ViM reads the part of the feature that the classifier's weights ignore. A
-short decoder training leaves the heatmap weak where ViM is already telling, so a sum of the two, each on
-the scale of its own ID spread, can rank OOD images better than either. It is a method of its own, not a
-change to ``heatmap``: the paper's score stays as published.
+Why combine: they look at different things. The heatmap reads the classifier's features through a
+decoder trained on outliers; ViM reads the part of the feature that the classifier's weights ignore; SCALE
+reads the logits' energy, sharpened by how peaked the activations are, which is what sets textures apart
+when a short decoder training leaves the heatmap weak there. A sum of such scores, each on the scale of its
+own ID spread, ranks OOD images better than any of them alone (docs/quality.md). Each combination is a
+method of its own, not a change to ``heatmap``: the paper's score stays as published.
 
 Standardization: ``z_i(x) = (s_i(x) - mu_i) / sigma_i`` with ``mu_i, sigma_i`` taken over (at most
 ``_FIT_ROWS``, seeded) ID training images *the decoder was not trained on*; the score is
-``z_heatmap + lambda * z_vim`` with ``lambda = evaluate.partner_weight`` (1, the plain sum, by default; a
-setting to choose on validation data). The mean only shifts every score alike; the spreads set the
-relative weight.
+``z_heatmap + sum_p w_p * z_p`` with ``w_vim = evaluate.vim_weight`` and ``w_scale =
+evaluate.scale_weight``, settings chosen on validation data. The means only shift every score alike; the
+spreads set the relative weights.
 Why held out: the decoder fits its own training images closely, so their heatmap spread is too narrow
-and would inflate ``z_heatmap`` until the partner no longer counts. ViM learns from ID data, so it fits
+and would inflate ``z_heatmap`` until the partners no longer count. ViM learns from ID data, so it fits
 on the whole ID training set first, as it does alone. The fit depends on the decoder, so its fingerprint
 is part of the parameters: a retrained decoder is refitted, never served a stale fit.
 """
@@ -32,7 +34,9 @@ from hood.engine.features import FeatureSet
 from hood.engine.runtime import seeded_indices
 
 _FIT_ROWS = 10_000  # enough for a mean and a spread; bounds the decoder pass over the ID training set
-PARTNER = "vim"  # the baseline joined to the heatmap
+# each combination's partners, and the evaluate key that weighs each partner's z-score
+COMBINATIONS: dict[str, tuple[str, ...]] = {"heatmap+vim": ("vim",), "heatmap+vim+scale": ("vim", "scale")}
+WEIGHT_KEYS = {"vim": "vim_weight", "scale": "scale_weight"}
 
 
 def decoder_fingerprint(decoder: torch.nn.Module) -> str:
@@ -45,36 +49,37 @@ def decoder_fingerprint(decoder: torch.nn.Module) -> str:
 
 
 class CombinedDetector(Detector):
-    """The heatmap joined with one partner detector (its z-score weighted by ``partner_weight``)."""
+    """The heatmap joined with partner detectors, each partner's z-score weighted by ``weights[name]``."""
 
     needs_fit = True
 
-    def __init__(self, heatmap: HeatmapDetector, partner: Detector, seed: int = 0,
-                 decoder_rows: torch.Tensor | None = None, partner_weight: float = 1.0, memo: ScoreMemo | None = None) -> None:
-        self.name = f"heatmap+{partner.name}"  # type: ignore[misc]  # named after its partner
-        self.heatmap, self.partner = heatmap, partner
-        self.num_maps = max(heatmap.num_maps, partner.num_maps)
+    def __init__(self, heatmap: HeatmapDetector, partners: dict[str, Detector], weights: dict[str, float] | None = None,
+                 seed: int = 0, decoder_rows: torch.Tensor | None = None, memo: ScoreMemo | None = None) -> None:
+        self.name = "+".join(["heatmap", *partners])  # type: ignore[misc]  # named after its partners
+        self.heatmap, self.partners = heatmap, dict(partners)
+        self.num_maps = max([heatmap.num_maps] + [p.num_maps for p in partners.values()])
         self.seed = seed
         self.decoder_rows = decoder_rows  # ID training rows the decoder saw: kept out of the statistics
-        self.partner_weight = partner_weight  # used when scoring only: the fit (means, spreads) does not depend on it
+        # used when scoring only: the fit (means, spreads) does not depend on them; a missing weight is 1
+        self.weights = {p: float((weights or {}).get(p, 1.0)) for p in partners}
         self.fingerprint = decoder_fingerprint(heatmap.decoder)
-        self.mean: torch.Tensor | None = None  # (heatmap, partner)
+        self.mean: torch.Tensor | None = None  # (heatmap, *partners)
         self.std: torch.Tensor | None = None
-        # the context's memo when the heatmap and partner are shared with other methods (evaluate): their
+        # the context's memo when the heatmap and partners are shared with other methods (evaluate): their
         # scores of the same rows are computed once, here or by the methods of their names
         self.memo = memo or ScoreMemo()
 
     def params(self) -> dict[str, Any]:
         # the rows held out follow from the decoder (its metadata), which the fingerprint already names
-        return {"decoder": self.fingerprint, "partner": self.partner.params(), "fit_rows": _FIT_ROWS, "seed": self.seed,
-                "held_out": 1}
+        return {"decoder": self.fingerprint, "partners": {n: p.params() for n, p in self.partners.items()},
+                "fit_rows": _FIT_ROWS, "seed": self.seed, "held_out": 1}
 
     def score_params(self) -> dict[str, Any]:
-        return {"partner_weight": self.partner_weight}
+        return {WEIGHT_KEYS[p]: w for p, w in self.weights.items()}
 
     def _components(self, feats: FeatureSet) -> torch.Tensor:
-        """N x 2 float64: the heatmap score, then the partner's, both larger = more OOD."""
-        scores = [self.memo.score(d, feats, d.score) for d in (self.heatmap, self.partner)]
+        """N x (1 + partners) float64: the heatmap score, then each partner's, all larger = more OOD."""
+        scores = [self.memo.score(d, feats, d.score) for d in (self.heatmap, *self.partners.values())]
         return torch.stack([torch.tensor(s, dtype=torch.float64) for s in scores], dim=1)
 
     def map_rows(self, n_train: int) -> torch.Tensor:
@@ -88,8 +93,9 @@ class CombinedDetector(Detector):
         return rows[seeded_indices(len(rows), _FIT_ROWS, self.seed)]
 
     def fit(self, id_train: FeatureSet) -> None:
-        if self.partner.needs_fit:
-            self.partner.fit(id_train)
+        for p in self.partners.values():
+            if p.needs_fit:
+                p.fit(id_train)
         s = self._components(id_train.take(self.map_rows(len(id_train))))
         self.mean = s.mean(0)
         # a component constant on ID data (degenerate decoder) must not divide by zero: unit spread
@@ -100,26 +106,33 @@ class CombinedDetector(Detector):
         if self.mean is None or self.std is None:
             raise RuntimeError(f"{self.name} is not fitted")
         z = ((self._components(feats) - self.mean) / self.std).numpy()
-        return z[:, 0] + self.partner_weight * z[:, 1]
+        w = np.array([1.0, *self.weights.values()])
+        return z @ w
 
     def state(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "partner": self.partner.state()}
+        return {"mean": self.mean, "std": self.std, "partners": {n: p.state() for n, p in self.partners.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean, self.std = state["mean"].double(), state["std"].double()
-        self.partner.load_state(state["partner"])
+        for n, p in self.partners.items():
+            p.load_state(state["partners"][n])
 
 
-@register(f"heatmap+{PARTNER}", needs_decoder=True)
-def _build(ctx: DetectorContext) -> Detector:
-    name = f"heatmap+{PARTNER}"
-    if ctx.decoder is None:
-        raise ValueError(f"{name} needs a trained decoder")
-    cfg = ctx.options.get("config")
-    seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
-    heatmap = ctx.detector("heatmap")
-    if not isinstance(heatmap, HeatmapDetector):
-        raise TypeError(f"{name} reads the heatmap detector's decoder; 'heatmap' is registered as {type(heatmap).__name__}")
-    weight = float(ctx.param("partner_weight"))
-    # the context's instances: shared with the methods of the same names, fitted and scored once
-    return CombinedDetector(heatmap, ctx.detector(PARTNER), seed, ctx.options.get("decoder_rows"), weight, ctx.memo)
+def _builder(name: str, partners: tuple[str, ...]):  # noqa: ANN202  # a registry factory
+    def build(ctx: DetectorContext) -> Detector:
+        if ctx.decoder is None:
+            raise ValueError(f"{name} needs a trained decoder")
+        cfg = ctx.options.get("config")
+        seed = int(getattr(getattr(cfg, "run", None), "seed", 0) or 0)
+        heatmap = ctx.detector("heatmap")
+        if not isinstance(heatmap, HeatmapDetector):
+            raise TypeError(f"{name} reads the heatmap detector's decoder; 'heatmap' is registered as {type(heatmap).__name__}")
+        weights = {p: float(ctx.param(WEIGHT_KEYS[p])) for p in partners}
+        # the context's instances: shared with the methods of the same names, fitted and scored once
+        return CombinedDetector(heatmap, {p: ctx.detector(p) for p in partners}, weights, seed,
+                                ctx.options.get("decoder_rows"), ctx.memo)
+    return build
+
+
+for _name, _partners in COMBINATIONS.items():
+    register(_name, needs_decoder=True)(_builder(_name, _partners))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hood.config import Config
+from hood.config import RENAMED, Config
 from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
 from hood.data.readers import (
     MAX_ARCHIVE_BYTES,
@@ -173,7 +173,7 @@ def _threshold(run: Run, method: str, det: Detector, fit: dict[str, Any] | None,
     fix = f"{rerun(run, method)} with these settings, or pass --threshold"
     then = results.get("threshold_params", {}).get(method)
     if isinstance(then, dict):  # a setting older hoods recorded, at the one value this hood always scores with
-        then = {k: v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
+        then = {_RENAMED.get(k, k): v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
     now = settings(det)
     if then != now:
         then = then if isinstance(then, dict) else {}
@@ -187,6 +187,7 @@ def _threshold(run: Run, method: str, det: Detector, fit: dict[str, Any] | None,
 
 
 _ALWAYS = {"fusion": "zscore"}  # a scoring setting older hoods offered, fixed here
+_RENAMED = {old.split(".")[1]: new.split(".")[1] for old, new in RENAMED.items()}  # older hoods' names
 
 
 def _settings(params: dict[str, Any], keys: list[str]) -> str:
