@@ -51,8 +51,9 @@ def evaluate(
 ) -> None:
     """Score ID and OOD test sets; print FPR95 / AUROC / AUPR-In / AUPR-Out and write results.json/.csv.
 
-    --methods, comma-separated: heatmap (the paper's), heatmap+vim, msp, energy,
-    maxlogit, odin, gen, mahalanobis, knn, react, vim, ash, scale, fdbd. Their
+    --methods, comma-separated: heatmap (the paper's), heatmap+vim+scale (the
+    recommended), heatmap+vim, msp, energy, maxlogit, odin, gen, mahalanobis, knn,
+    react, vim, ash, scale, fdbd. Their
     parameters are the evaluate.* config keys (--set evaluate.knn_k=50).
 
     --ood, comma-separated: registry names, the built-ins uniform-noise,
