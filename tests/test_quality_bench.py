@@ -30,7 +30,7 @@ def _run_dir(folder: Path, seed: int) -> Path:
         "id_dataset": "cifar10", "n_id": 100, "caption": "", "results": results,
         "draw": {"mode": "random", "seed": 0, "id": {"count": 100, "size": 100}, "ood": {}}}))
     for method, medians in (("heatmap", (2.0, 5.0)), ("heatmap+vim", (1.0, 50.0))):  # the second: z-scores
-        for name, median in zip(("id", "tin32-test"), medians):
+        for name, median in zip(("id", "tin32-test"), medians, strict=True):
             (run / "scores" / method).mkdir(parents=True, exist_ok=True)
             np.savez(run / "scores" / method / f"{name}.npz", scores=np.array([0.0, median, 100.0]))
     return run / "results.json"
