@@ -22,6 +22,7 @@ is part of the parameters: a retrained decoder is refitted, never served a stale
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,9 @@ class CombinedDetector(Detector):
             p.load_state(state["partners"][n])
 
 
-def _builder(name: str, partners: tuple[str, ...]):  # noqa: ANN202  # a registry factory
+def _builder(name: str, partners: tuple[str, ...]) -> Callable[[DetectorContext], Detector]:
+    """The registry factory of the combination ``name`` of the heatmap with ``partners``."""
+
     def build(ctx: DetectorContext) -> Detector:
         if ctx.decoder is None:
             raise ValueError(f"{name} needs a trained decoder")
