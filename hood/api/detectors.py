@@ -390,9 +390,11 @@ class HeatmapViM:
         if not isinstance(heatmap, HeatmapDetector):
             raise TypeError(f"{type(self).__name__} combines a fitted hood.HeatmapDetector with post-hoc scores, "
                             f"got a {type(heatmap).__name__}")
-        self.heatmap, self.dim = heatmap, dim
+        self.heatmap = heatmap
         # what is not given falls back to `hood evaluate`'s defaults (DetectorContext.param)
-        self._options: dict[str, Any] = {k: v for k, v in (("vim_dim", dim), ("vim_weight", vim_weight)) if v is not None}
+        self._options: dict[str, Any] = {} if dim is None else {"vim_dim": int(dim)}
+        if vim_weight is not None:
+            self._options["vim_weight"] = float(vim_weight)
         self._det: Detector | None = None
         self._fitted = False
 
