@@ -24,7 +24,7 @@ from hood.models.registry import ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 OOD_DRAWS = ("random", "first")  # data.ood_draw; the first is the default
-VAL_ID_SOURCES = ("last", "classifier")  # data.val_id_source; the first is the default
+VAL_ID_SOURCES = ("last", "classifier", "test")  # data.val_id_source; the first is the default
 
 
 @dataclass
@@ -46,9 +46,10 @@ class DataConfig:
     strict: bool = False  # unreadable images are fatal instead of skipped
     # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
     val_id_per_class: int = 0  # the last N training images of every class
-    # where validation ID images come from: "last" (the val_id_per_class rule above) or "classifier"
-    # (the training images `hood pretrain` held out of the classifier's training, which it never saw: the
-    # unbiased choice, since a classifier's own training images look more typical to it than unseen ones)
+    # where validation ID images come from: "last" (the val_id_per_class rule above), "classifier" (the
+    # training images `hood pretrain` held out of the classifier's training, which it never saw), or "test"
+    # (a seeded half of the ID test split, drawn with ood_draw_seed; the test table scores the other half).
+    # The last two are unbiased: a classifier's own training images look more typical to it than unseen ones
     val_id_source: str = "last"
     val_aux_classes: int = 0  # the last K class folders of the auxiliary set
     # more validation OOD sets (names, folders, archives), e.g. far-OOD ones; never an OOD test set
@@ -408,7 +409,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.data.val_id_per_class >= 0, "data.val_id_per_class", f"must be 0 or more, got {cfg.data.val_id_per_class}")
     need(cfg.data.val_aux_classes >= 0, "data.val_aux_classes", f"must be 0 or more, got {cfg.data.val_aux_classes}")
     need(cfg.data.val_id_source in VAL_ID_SOURCES, "data.val_id_source",
-         f"must be last (the last val_id_per_class images of every class) or classifier (the images hood pretrain held out), got '{cfg.data.val_id_source}'")
+         f"must be last (the last val_id_per_class images of every class), classifier (the images hood pretrain held out) "
+         f"or test (half of the ID test split), got '{cfg.data.val_id_source}'")
     need(cfg.data.val_id_source != "classifier" or cfg.data.val_id_per_class == 0, "data.val_id_per_class",
          f"must be 0 with data.val_id_source=classifier (the classifier's held-out images are the validation ID set), got {cfg.data.val_id_per_class}")
     need(cfg.data.ood_draw in OOD_DRAWS, "data.ood_draw", f"must be random (a seeded draw) or first (the file order), got '{cfg.data.ood_draw}'")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hood.config import resolve
 from hood.data.builtin import VAL_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
-from hood.data.validation import held_out_id_rows, split_aux_classes, split_rows
+from hood.data.validation import held_out_id_rows, id_test_halves, split_aux_classes, split_rows
 from hood.errors import ConfigError
 
 
@@ -44,6 +44,49 @@ def test_held_out_aux_classes_are_the_last_folders() -> None:
         split_aux_classes(flat, 1, "flat")
     with pytest.raises(ConfigError, match="val_aux_classes"):
         resolve(None, {"data.val_aux_classes": -1}, None)
+
+
+def test_test_halves_are_a_seeded_partition() -> None:
+    val, test = id_test_halves(11, seed=4)
+    assert len(val) == 5 and len(test) == 6 and sorted(val.tolist() + test.tolist()) == list(range(11))
+    assert val.tolist() == sorted(val.tolist()) and test.tolist() == sorted(test.tolist())
+    assert torch.equal(id_test_halves(11, seed=4)[0], val)  # the same seed, the same halves
+    assert any(not torch.equal(id_test_halves(11, seed=s)[0], val) for s in range(5, 9))
+    assert val.tolist() != list(range(5))  # a draw, not the first rows of a class-sorted folder
+    with pytest.raises(ConfigError, match="val_id_source' is test.*1 image.*at least 2"):
+        id_test_halves(1, seed=0)
+
+
+def test_validation_on_half_of_the_id_test_split(tmp_path: Path, id_folder: Path, tiny_classifier: Path) -> None:
+    """data.val_id_source=test: validation scores one half of the ID test images, the test table the other,
+    and each records which; a decoder trained for that split refuses a validation that would not halve."""
+    import numpy as np
+
+    from hood.jobs.evaluate import evaluate
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    aux = write_image_folder(tmp_path / "pool", classes=4, per_class=5, offset=500)
+    named = {
+        "data.id": str(id_folder), "data.aux": str(aux), "data.ood": ["uniform-noise"], "model.arch": "wrn10_2",
+        "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
+        "data.val_id_source": "test", "data.val_aux_classes": 1, "data.ood_draw_seed": 3, "run.device": "cpu",
+        "run.num_threads": 1, "run.out": str(tmp_path / "dec"), "evaluate.methods": ["msp", "knn"], "evaluate.knn_k": 3,
+    }
+    run = train_decoder(resolve(None, named, None), None, create_run(resolve(None, named, None), "train-decoder"))
+    val = evaluate(resolve(None, {**named, "evaluate.validation": True}, None), str(run.path)).results
+    test = evaluate(resolve(None, named, None), str(run.path)).results
+    assert val["n_id"] == 6 and test["n_id"] == 6  # id_folder's test split: 12 images
+    assert val["validation"]["val_id_source"] == "test" and val["validation"]["n_fit"] == 36  # every training image
+    assert val["validation"]["n_test_half"] == 6 and val["validation"]["test_half_seed"] == 3
+    assert test["draw"]["id"] == {"count": 6, "size": 6, "half": "test", "half_seed": 3}
+    assert list(val["results"]["msp"]) == ["pool-val", "uniform-noise-val", "mean"]
+    rows = {p: np.load(run.path / "scores" / "knn" / f"{p}id.npz")["rows"].tolist() for p in ("val-", "")}
+    assert sorted(rows["val-"] + rows[""]) == list(range(12))  # disjoint halves of the whole test split
+    assert rows["val-"] == id_test_halves(12, 3)[0].tolist()
+
+    with pytest.raises(ConfigError, match="validate on half of the ID test split.*data.val_id_source=test"):
+        evaluate(resolve(None, {**named, "data.val_id_source": "last", "evaluate.validation": True}, None), str(run.path))
 
 
 def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_path: Path, id_folder: Path, tiny_classifier: Path) -> None:
@@ -168,8 +211,8 @@ def test_classifier_source_needs_a_classifier_that_recorded_its_held_out_rows(tm
     assert held.tolist() == [1, 4] and kept.tolist() == [0, 2, 3, 5]
     with pytest.raises(ConfigError, match="data.val_id_per_class.*must be 0 with data.val_id_source=classifier"):
         resolve(None, {"data.val_id_source": "classifier", "data.val_id_per_class": 100}, None)
-    with pytest.raises(ConfigError, match="data.val_id_source.*got 'test'"):
-        resolve(None, {"data.val_id_source": "test"}, None)
+    with pytest.raises(ConfigError, match="data.val_id_source.*or test .*got 'held'"):
+        resolve(None, {"data.val_id_source": "held"}, None)
 
 
 def test_far_ood_validation_sets_from_data_val_ood(tmp_path: Path, id_folder: Path, tiny_classifier: Path) -> None:

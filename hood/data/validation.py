@@ -5,7 +5,8 @@ Settings are chosen on data the decoder never trains on and that is not an OOD t
 - validation ID: the last ``data.val_id_per_class`` training images of every class, held out of decoder
   training (spread evenly over the classes so that a class-sorted folder does not hand all of them to one
   class); or, with ``data.val_id_source: classifier``, the training images ``hood pretrain`` held out of
-  the classifier's own training (``pretrain.val_fraction``);
+  the classifier's own training (``pretrain.val_fraction``); or, with ``data.val_id_source: test``, a seeded
+  random half of the ID test split, which the test table then leaves out (it scores the other half);
 - validation OOD: the last ``data.val_aux_classes`` class folders of the auxiliary outlier set, held out
   of the pool the decoder samples from (near OOD); and the sets of ``data.val_ood``, e.g. far-OOD ones
   such as handwritten characters, which must not be test sets.
@@ -14,13 +15,15 @@ Settings are chosen on data the decoder never trains on and that is not an OOD t
 draw of any built-in noise set among the OOD sets) and never touches an OOD test set. Caveat: the
 classifier was trained on its training images, so validation ID images look more typical to it than
 unseen test images do; figures on this split are optimistic for every feature-based score.
-``data.val_id_source: classifier`` removes that bias for a classifier trained by ``hood pretrain``.
+``data.val_id_source: classifier`` removes that bias for a classifier trained by ``hood pretrain``, and
+``data.val_id_source: test`` for any classifier, at the price of half the ID test images.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from hood.data.images import ImageSet
@@ -73,10 +76,25 @@ def classifier_held_out_rows(meta: dict[str, Any], n_train: int, classifier: str
     return held
 
 
+def id_test_halves(n_test: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(validation rows, test rows)`` of an ``n_test``-image ID test split (``data.val_id_source: test``):
+    a random half (rounded down), drawn with ``seed``, is validation; the rest is what the test table scores.
+    Both ascending, so reading stays sequential."""
+    if n_test < 2:
+        raise ConfigError(
+            f"config key 'data.val_id_source' is test, but the ID test split has {n_test} image(s); it needs at "
+            "least 2 to give half to validation (use data.val_id_source=last with data.val_id_per_class)"
+        )
+    order = np.random.default_rng(seed).permutation(n_test)
+    half = n_test // 2
+    return torch.from_numpy(np.sort(order[:half])).long(), torch.from_numpy(np.sort(order[half:])).long()
+
+
 def validation_rows(train: ImageSet, source: str, per_class: int, classifier_meta: dict[str, Any],
                     classifier: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(rows kept for decoder training, validation ID rows)`` by ``data.val_id_source``: the last
-    ``per_class`` images of every class, or the images the classifier's pretraining held out."""
+    """``(rows kept for decoder training, held-out training rows)`` by ``data.val_id_source``: the last
+    ``per_class`` images of every class (``last``, and ``test``, whose validation ID images are test images
+    but whose decoder may still hold training rows out), or the images the classifier's pretraining held out."""
     if source == "classifier":
         return _complement(len(train), classifier_held_out_rows(classifier_meta, len(train), classifier))
     return split_rows(train, per_class)

@@ -34,7 +34,7 @@ from hood.data.builtin import SYNTHETIC_NAMES, VAL_NOISE_SEED, synthetic_set
 from hood.data.draw import draw
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_id_splits, load_image_set
-from hood.data.validation import validation_rows
+from hood.data.validation import id_test_halves, validation_rows
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.progress import NullReporter, Reporter
@@ -242,7 +242,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         "score_seconds": {m: round(s, 3) for m, s in seconds.items()},
         # which images were scored: every method and every decoder seed reads the same rows (scores/*.npz hold them)
         "draw": {"mode": cfg.data.ood_draw, "seed": cfg.data.ood_draw_seed,
-                 "id": {"count": len(id_test), "size": plan.id_size}, "ood": drawn},
+                 "id": {"count": len(id_test), "size": plan.id_size, **_id_half(cfg, plan)}, "ood": drawn},
         "notes": notes,
     }
     if plan.validation:
@@ -270,49 +270,65 @@ class Plan:
     ood_count: int | None  # images per OOD set; None = all of each
     prefix: str  # of score files: validation scores never overwrite the test scores
     validation: dict[str, Any] | None = None  # how the validation split was made; None for the test sets
-    id_rows: torch.Tensor | None = None  # the ID set's scored rows
+    id_rows: torch.Tensor | None = None  # the ID set's scored rows (of the whole split it comes from)
     id_size: int = 0  # its size before the draw
 
 
 def _plan(cfg: Config, run: Run, meta: dict[str, Any], splits: dict[str, ImageSet], options: dict[str, Any],
           root: Path, size: int, classifier_meta: dict[str, Any], classifier: str) -> Plan:
     """The test sets, or with ``--validation`` the run's validation split; then the ID draw
-    (``data.id_test_count``) and the OOD count, by one rule for both."""
+    (``data.id_test_count``) and the OOD count, by one rule for both. With ``data.val_id_source: test`` the
+    ID test split is cut in two halves, one for each mode, so no image both chooses a setting and is a test figure."""
+    halves = id_test_halves(len(splits["test"]), cfg.data.ood_draw_seed) if cfg.data.val_id_source == "test" else None
     if cfg.evaluate.validation:
-        plan = _validation_plan(meta, run, cfg, splits, options, root, size, classifier_meta, classifier)
+        plan = _validation_plan(meta, run, cfg, splits, options, root, size, classifier_meta, classifier, halves)
     else:
         test_sets = [(dataset_label(spec), lambda spec=spec: load_image_set(spec, root, size, cfg.data.strict)) for spec in cfg.data.ood]
-        plan = Plan(fit=splits["train"], id=splits["test"], ood=test_sets, ood_count=None, prefix="")
+        test = splits["test"] if halves is None else splits["test"].subset(halves[1])
+        plan = Plan(fit=splits["train"], id=test, ood=test_sets, ood_count=None, prefix="",
+                    id_rows=None if halves is None else halves[1])
     plan.id_size = len(plan.id)
-    plan.id, plan.id_rows = draw(plan.id, cfg.data.id_test_count, cfg.data.ood_draw, cfg.data.ood_draw_seed)
+    plan.id, rows = draw(plan.id, cfg.data.id_test_count, cfg.data.ood_draw, cfg.data.ood_draw_seed)
+    plan.id_rows = rows if plan.id_rows is None else plan.id_rows[rows]
     # the protocol: len(ID test)/5 images of each test set; all of each validation set
     plan.ood_count = cfg.data.ood_count or (None if plan.validation else max(1, len(plan.id) // 5))
     return plan
 
 
 def _validation_plan(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[str, ImageSet], options: dict[str, Any],
-                     root: Path, size: int, classifier_meta: dict[str, Any], classifier: str) -> Plan:
+                     root: Path, size: int, classifier_meta: dict[str, Any], classifier: str,
+                     halves: tuple[torch.Tensor, torch.Tensor] | None) -> Plan:
     """The split the decoder run held out (its config, stored in decoder.pt, names it): its held-out ID rows
-    against its held-out auxiliary classes, fresh draws of the built-in synthetic sets among ``data.ood`` and
-    ``data.val_ood``, and the other ``data.val_ood`` sets; detectors fit on the remaining training rows."""
+    (or, given ``halves``, the validation half of the ID test split) against its held-out auxiliary classes,
+    fresh draws of the built-in synthetic sets among ``data.ood`` and ``data.val_ood``, and the other
+    ``data.val_ood`` sets; detectors fit on the training rows that are not validation images."""
     data = (meta.get("config") or {}).get("data", {})
     per_class, aux_classes, aux = int(data.get("val_id_per_class", 0)), int(data.get("val_aux_classes", 0)), data.get("aux")
     source = str(data.get("val_id_source", "last"))  # decoders from before the key held out the last rows
-    if per_class <= 0 and source != "classifier":
-        raise ConfigError(
-            f"{run.path} holds no validation split; train the decoder with --set data.val_id_per_class=100 or, for a "
-            f"classifier from hood pretrain, --set data.val_id_source=classifier (and --set data.val_aux_classes=16 "
-            f"for held-out outlier classes), then evaluate --validation"
-        )
     train = splits["train"]
-    kept, held = validation_rows(train, source, per_class, classifier_meta, classifier)
-    rows = options.get("decoder_rows")
-    if rows is not None:  # the combinations' held-out statistics index the fit set, not the whole split
-        pos = torch.full((len(train),), -1, dtype=torch.long)
-        pos[kept] = torch.arange(len(kept))
-        rows = pos[rows[rows < len(train)]]
-        options["decoder_rows"] = rows[rows >= 0]
-    fit, val_id = train.subset(kept), train.subset(held, name=f"{train.name}-val")
+    if halves is not None:
+        source, fit, id_rows = "test", train, halves[0]
+        val_id = splits["test"].subset(halves[0], name=f"{splits['test'].name}-val")
+    elif source == "test":
+        raise ConfigError(
+            f"{run.path} was trained to validate on half of the ID test split; evaluate it with its config or "
+            f"--set data.val_id_source=test, so that the test table leaves that half out"
+        )
+    else:
+        if per_class <= 0 and source != "classifier":
+            raise ConfigError(
+                f"{run.path} holds no validation split; train the decoder with --set data.val_id_per_class=100 or, for a "
+                f"classifier from hood pretrain, --set data.val_id_source=classifier (and --set data.val_aux_classes=16 "
+                f"for held-out outlier classes), or evaluate with --set data.val_id_source=test (half of the ID test split)"
+            )
+        kept, held = validation_rows(train, source, per_class, classifier_meta, classifier)
+        rows = options.get("decoder_rows")
+        if rows is not None:  # the combinations' held-out statistics index the fit set, not the whole split
+            pos = torch.full((len(train),), -1, dtype=torch.long)
+            pos[kept] = torch.arange(len(kept))
+            rows = pos[rows[rows < len(train)]]
+            options["decoder_rows"] = rows[rows >= 0]
+        fit, val_id, id_rows = train.subset(kept), train.subset(held, name=f"{train.name}-val"), None
     ood: list[tuple[str, Callable[[], ImageSet]]] = []
     if aux_classes > 0 and aux:
         ood.append((f"{dataset_label(aux)}-val", lambda: load_held_out_classes(aux, root, size, aux_classes, cfg.data.strict)))
@@ -330,9 +346,18 @@ def _validation_plan(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[s
             f"{run.path} held out no auxiliary classes, and neither --ood nor data.val_ood names a validation set "
             f"(a synthetic set: {', '.join(SYNTHETIC_NAMES)}; or --set data.val_ood=[FOLDER]); nothing to validate against"
         )
-    describe = {"val_id_source": source, "val_id_per_class": per_class, "val_aux_classes": aux_classes, "aux": aux,
-                "val_ood": list(cfg.data.val_ood), "n_fit": len(fit)}
-    return Plan(fit=fit, id=val_id, ood=ood, ood_count=None, prefix="val-", validation=describe)
+    describe = {"val_id_source": source, "val_id_per_class": 0 if halves is not None else per_class,
+                "val_aux_classes": aux_classes, "aux": aux, "val_ood": list(cfg.data.val_ood), "n_fit": len(fit)}
+    if halves is not None:  # which half: the draw seed, and the test half's size
+        describe.update(test_half_seed=cfg.data.ood_draw_seed, n_test_half=len(halves[1]))
+    return Plan(fit=fit, id=val_id, ood=ood, ood_count=None, prefix="val-", validation=describe, id_rows=id_rows)
+
+
+def _id_half(cfg: Config, plan: Plan) -> dict[str, Any]:
+    """How the ID test split was halved (``data.val_id_source: test``), for the draw record; else nothing."""
+    if cfg.data.val_id_source != "test":
+        return {}
+    return {"half": "validation" if plan.validation else "test", "half_seed": cfg.data.ood_draw_seed}
 
 
 def _score(ctx: DetectorContext, d: Detector, feats: FeatureSet, images: torch.Tensor, seconds: dict[str, float]) -> np.ndarray:
