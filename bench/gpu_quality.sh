@@ -17,7 +17,7 @@
 #
 # FIXTURES: a folder holding cifar10-jpg, tin32-pool, tin32-test, mnist-test, textures10 (and, for far-OOD
 # validation, omniglot-val) .tar.gz and the classifier cifar10_$ARCH.pt, side by side (default $HOOD_FIXTURES).
-# Knobs: ARCH (resnet18), CONFIG, ALT_SET, CHOOSE_BY (heatmap+vim+scale), BUDGET_S (520), TIE_POINTS (0.5),
+# Knobs: ARCH (resnet18), CONFIG, ALT_SET, CHOOSE_BY (the config's first combination in evaluate.methods), BUDGET_S (520), TIE_POINTS (0.5),
 # EPOCHS (150), NUM_OOD (10000), SEEDS ("0 1 2"), TEST_SPLIT (0, see 3.), VALIDATE (1; 0 runs only phase 3
 # with the config's settings, for a classifier whose validation round at this budget already chose them;
 # alt runs ALT_SET's validation seed 0 and then its test SEEDS (default "0")), RUNS (/tmp/hood-quality: the
@@ -47,8 +47,11 @@ ARCH="${ARCH:-resnet18}"
 [ -f "$FIXTURES/cifar10_$ARCH.pt" ] || { echo "missing $FIXTURES/cifar10_$ARCH.pt (set FIXTURES=the folder holding the classifier)" >&2; exit 2; }
 ln -sf "$(cd "$FIXTURES" && pwd)/cifar10_$ARCH.pt" "$SHARED/models/cifar10_$ARCH.pt"
 RUNS="${RUNS:-/tmp/hood-quality}"
-CHOOSE_BY="${CHOOSE_BY:-heatmap+vim+scale}"
-export SHARED PY ARCH CONFIG="${CONFIG:-cifar10_$ARCH}" DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
+export CONFIG="${CONFIG:-cifar10_$ARCH}"
+# the config's recommended detector: the first combination among its methods (else the paper's heatmap)
+CHOOSE_BY="${CHOOSE_BY:-$("$PY" -c "import sys; from hood.cli.options import config_path; from hood.config import resolve
+m = resolve(config_path(sys.argv[1])).evaluate.methods; print(next((x for x in m if '+' in x), 'heatmap'))" "$CONFIG")}"
+export SHARED PY ARCH DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
 export VAL_ID_PER_CLASS=100 VAL_AUX_CLASSES=16
 export HOOD_CACHE="${HOOD_CACHE:-/tmp/hood-cache}" PYTHONUNBUFFERED=1
 ALT="${ALT_SET:-decoder.fw_layers=1 decoder.prototype_k=1}"  # the paper's decoder settings

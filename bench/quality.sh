@@ -10,9 +10,9 @@
 # Test sets: tin32-test, mnist-test, textures10, uniform and Gaussian noise; OOD_COUNT images of each
 # (textures10 has 1,200), a seeded random draw of each larger set, the same images for every method and
 # seed (OOD_DRAW=first: the first images, the official protocol's reading). The test table's mean is over
-# tin32-test, mnist-test, textures10 and uniform noise (Gaussian noise is shown beside them). Validation
-# (when the decoder holds a split out): the held-out ID training rows against the held-out pool classes
-# and the VAL_OOD sets; its mean is over every validation set.
+# tin32-test, mnist-test, textures10 and uniform noise (Gaussian noise is shown beside them). Validation:
+# the validation ID images (VAL_ID_SOURCE) against the held-out pool classes and the VAL_OOD sets; its mean
+# is over every validation set.
 #
 # Knobs (environment):
 #   SHARED      the fixtures folder, holding data/*.tar.gz and models/cifar10_<arch>.pt (default $HOOD_FIXTURES)
@@ -21,6 +21,9 @@
 #               val_aux_classes) are the defaults of ARCH, EPOCHS, NUM_ID, NUM_OOD, VAL_ID_PER_CLASS, VAL_AUX_CLASSES
 #   VAL_ID_PER_CLASS, VAL_AUX_CLASSES  the validation split held out of decoder training (default: the config's,
 #               else 100 training images per class and the last 16 classes of the outlier pool; 0 = none)
+#   VAL_ID_SOURCE  the validation ID images (default: the config's data.val_id_source): test = a seeded half of
+#               the CIFAR-10 test images, the test table scoring the other half (the classifiers were trained on
+#               every training image); last = the VAL_ID_PER_CLASS held-out training rows
 #   ARCH        wrn40_2 | resnet18, picks the classifier (default: the config's, else wrn40_2)
 #   SEEDS       decoder seeds ("0")
 #   METHODS     comma-separated detectors (default: every method but ODIN, which costs a classifier pass per
@@ -55,7 +58,7 @@ except ConfigError as e:
 d = c.decoder
 for k, v in {"CFG_FILE": path, "CFG_NAME": c.name, "CFG_ARCH": c.model.arch, "CFG_EPOCHS": d.epochs,
              "CFG_NUM_ID": d.num_id or "", "CFG_NUM_OOD": d.num_ood, "CFG_VAL_ID": c.data.val_id_per_class,
-             "CFG_VAL_AUX": c.data.val_aux_classes,
+             "CFG_VAL_AUX": c.data.val_aux_classes, "CFG_VAL_SOURCE": c.data.val_id_source,
              "ALL_BUT_ODIN": ",".join(m for m in all_methods() if m != "odin")}.items():
     print(f"{k}={shlex.quote(str(v))}")
 PYEOF
@@ -79,6 +82,8 @@ OUT_DIR=${OUT_DIR:-runs/quality}
 # the validation split every figure holds out of decoder training (a config may set its own)
 VAL_ID_PER_CLASS=${VAL_ID_PER_CLASS:-$( [ "$CFG_VAL_ID" != 0 ] && echo "$CFG_VAL_ID" || echo 100)}
 VAL_AUX_CLASSES=${VAL_AUX_CLASSES:-$( [ "$CFG_VAL_AUX" != 0 ] && echo "$CFG_VAL_AUX" || echo 16)}
+VAL_ID_SOURCE=${VAL_ID_SOURCE:-$CFG_VAL_SOURCE}
+VALIDATE=$( { [ "$VAL_ID_PER_CLASS" != 0 ] || [ "$VAL_ID_SOURCE" = test ]; } && echo 1 || echo 0)
 TRAIN_SET=${TRAIN_SET:-}
 EVAL_SET=${EVAL_SET:-}
 TEST=${TEST:-1}
@@ -97,7 +102,7 @@ MEAN_SETS=tin32-test,mnist-test,textures10,uniform-noise
 extra=()
 [ -n "$NUM_ID" ] && extra+=(--num-id "$NUM_ID")
 for kv in $TRAIN_SET; do extra+=(--set "$kv"); done
-eval_extra=(--set "data.ood_draw=$OOD_DRAW")
+eval_extra=(--set "data.ood_draw=$OOD_DRAW" --set "data.val_id_source=$VAL_ID_SOURCE")
 [ -n "$ID_TEST_COUNT" ] && eval_extra+=(--set "data.id_test_count=$ID_TEST_COUNT")
 for kv in $EVAL_SET; do eval_extra+=(--set "$kv"); done
 tag="$CFG_NAME-$ARCH-e$EPOCHS-id${NUM_ID:-all}-ood$NUM_OOD"
@@ -110,9 +115,10 @@ for seed in $SEEDS; do
     "${HOOD[@]}" train-decoder --config "$CFG_FILE" --classifier "$SHARED/models/cifar10_$ARCH.pt" \
       --dataset "$D/cifar10-jpg.tar.gz" --aux "$D/tin32-pool.tar.gz" --num-ood "$NUM_OOD" "${extra[@]}" \
       --epochs "$EPOCHS" --seed "$seed" --device "$DEVICE" --out "$run" \
-      --set "data.val_id_per_class=$VAL_ID_PER_CLASS" --set "data.val_aux_classes=$VAL_AUX_CLASSES" --quiet
+      --set "data.val_id_per_class=$VAL_ID_PER_CLASS" --set "data.val_aux_classes=$VAL_AUX_CLASSES" \
+      --set "data.val_id_source=$VAL_ID_SOURCE" --quiet
   fi
-  if [ "$VAL_ID_PER_CLASS" != 0 ]; then
+  if [ "$VALIDATE" = 1 ]; then
     # --ood names the test sets so that evaluate refuses a VAL_OOD set that is one of them
     "${HOOD[@]}" evaluate --config "$CFG_FILE" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" --validation \
       --ood "$TEST_FILES" --set "data.val_ood=[$VAL_OOD]" --methods "$METHODS" --device "$DEVICE" \
@@ -122,8 +128,9 @@ for seed in $SEEDS; do
   "${HOOD[@]}" evaluate --config "$CFG_FILE" --run "$run" --dataset "$D/cifar10-jpg.tar.gz" \
     --ood "$OOD" --ood-count "$OOD_COUNT" --methods "$METHODS" --device "$DEVICE" "${eval_extra[@]}" --quiet > /dev/null
 done
-if [ "$VAL_ID_PER_CLASS" != 0 ]; then
-  echo "VALIDATION (held-out ID rows vs held-out pool classes and $VAL_OOD):"
+if [ "$VALIDATE" = 1 ]; then
+  val_id=$( [ "$VAL_ID_SOURCE" = test ] && echo "half of the CIFAR-10 test images" || echo "held-out ID training rows")
+  echo "VALIDATION ($val_id vs held-out pool classes and $VAL_OOD):"
   "$PY" bench/quality_table.py "$OUT_DIR"/"$tag"-seed*/validation.json
   [ "$TEST" != 0 ] && { echo; echo "TEST:"; }
 fi

@@ -131,7 +131,7 @@ class EvaluateConfig:
     # the combinations (detectors/combined.py): heatmap+vim = z_heatmap + vim_weight * z_vim;
     # heatmap+vim+scale adds scale_weight * z_scale. Chosen on validation data per classifier
     vim_weight: float = 1.0
-    scale_weight: float = 0.5
+    scale_weight: float = 1.0
     vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 

@@ -105,7 +105,7 @@ def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_pa
     (fx / "models").mkdir()
     save_random_classifier(fx / "models" / "cifar10_wrn10_2.pt")
     config = tmp_path / "tiny.yaml"
-    config.write_text("name: tiny\nmodel: {arch: wrn10_2}\ndata: {val_id_per_class: 2, val_aux_classes: 1}\n"
+    config.write_text("name: tiny\nmodel: {arch: wrn10_2}\ndata: {val_id_per_class: 2, val_aux_classes: 1, val_id_source: test}\n"
                       "decoder: {epochs: 1, batch_size: 8, num_ood: 10}\nrun: {num_threads: 1}\n")
     env = {**os.environ, "HOOD_FIXTURES": str(fx), "CONFIG": str(config), "SEEDS": "0", "METHODS": "msp,energy",
            "DEVICE": "cpu", "OOD_COUNT": "4", "OUT_DIR": str(tmp_path / "runs"), "PY": sys.executable}
@@ -115,9 +115,13 @@ def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_pa
     validation, test = out.stdout.split("TEST:")
     assert "1 seed(s)" in validation and "omniglot-val" in validation and "uniform-noise-val" in validation
     assert "tin32-pool-val" in validation and "tin32-test" not in validation
+    assert "VALIDATION (half of the CIFAR-10 test images" in validation  # the config's val_id_source
     assert "mean over: tin32-test, mnist-test, textures10, uniform-noise" in test and "gaussian-noise" in test
     res = json.loads(next((tmp_path / "runs").glob("*-seed0/results.json")).read_text())
     assert res["draw"]["mode"] == "random" and res["draw"]["ood"]["mnist-test"] == {"count": 4, "size": 20}
+    assert res["draw"]["id"] == {"count": 15, "size": 15, "half": "test", "half_seed": 0}  # 30 test images, halved
+    val = json.loads(next((tmp_path / "runs").glob("*-seed0/validation.json")).read_text())
+    assert val["n_id"] == 15 and val["validation"]["val_id_source"] == "test"
 
 
 def test_heatmap_figure_puts_the_first_columns_of_two_grids_side_by_side(tmp_path: Path) -> None:

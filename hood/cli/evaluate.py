@@ -65,7 +65,9 @@ def evaluate(
     --validation scores the split train-decoder held out (data.val_id_per_class
     or data.val_id_source=classifier, and data.val_aux_classes), a fresh draw of
     each built-in set in --ood, and the sets of data.val_ood (validation sets
-    that are not test sets, e.g. far-OOD ones); writes validation.json."""
+    that are not test sets, e.g. far-OOD ones); writes validation.json. With
+    data.val_id_source=test its ID images are a random half of the ID test
+    split, and the test table scores the other half."""
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {
