@@ -122,15 +122,14 @@ def test_recommended_config_is_its_paper_config_with_the_cpu_budget(arch: str) -
         ("decoder", "num_ood"): 5000,
         ("decoder", "fw_layers"): 4,
         ("decoder", "prototype_k"): 5,
+        ("evaluate", "methods"): ["heatmap", "heatmap+vim+scale", "heatmap+vim", "msp", "energy", "knn", "vim", "scale"],
         ("data", "val_id_source"): "test",  # chosen on half of the test images: the classifiers saw every training image
     }
     if arch == "wrn40_2":  # its validated ViM and SCALE weights are the defaults, 1 and 1
         chosen["decoder", "noise_floor_quantile"] = 0.99
-        chosen["evaluate", "methods"] = ["heatmap", "heatmap+vim+scale", "heatmap+vim", "msp", "energy", "knn", "vim", "scale"]
         chosen["evaluate", "ash_percentile"] = chosen["evaluate", "scale_percentile"] = 90.0
-    else:  # no noise floor and no SCALE: both lost on validation
-        chosen["evaluate", "methods"] = ["heatmap", "heatmap+vim", "msp", "energy", "knn", "vim", "scale"]
-        chosen["evaluate", "vim_weight"] = 3.0
+    else:  # no noise floor: it lost on validation
+        chosen["evaluate", "vim_weight"], chosen["evaluate", "scale_weight"] = 3.0, 0.25
         chosen["evaluate", "ash_percentile"] = chosen["evaluate", "scale_percentile"] = 90.0
     for (section, key), value in chosen.items():
         assert mine[section][key] == value != paper[section][key], (section, key)
