@@ -88,6 +88,15 @@ def test_validation_on_half_of_the_id_test_split(tmp_path: Path, id_folder: Path
     with pytest.raises(ConfigError, match="validate on half of the ID test split.*data.val_id_source=test"):
         evaluate(resolve(None, {**named, "data.val_id_source": "last", "evaluate.validation": True}, None), str(run.path))
 
+    # the baselines need no decoder run to be validated on half of the ID test split
+    alone = {**named, "evaluate.validation": True, "data.val_ood": ["uniform-noise"], "run.out": str(tmp_path / "base")}
+    res = evaluate(resolve(None, alone, None)).results
+    assert res["n_id"] == 6 and list(res["results"]["knn"]) == ["uniform-noise-val", "mean"]
+    assert json.loads((tmp_path / "base" / "run.json").read_text())["status"] == "complete"
+    with pytest.raises(ConfigError, match="name the run with --run RUN, or validate on half of the ID test split"):
+        evaluate(resolve(None, {**alone, "data.val_id_source": "last", "run.out": str(tmp_path / "base2")}, None))
+    assert not (tmp_path / "base2").exists()  # refused before a run directory is made
+
 
 def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_path: Path, id_folder: Path, tiny_classifier: Path) -> None:
     from hood.cli.app import app

@@ -67,7 +67,8 @@ def evaluate(
     each built-in set in --ood, and the sets of data.val_ood (validation sets
     that are not test sets, e.g. far-OOD ones); writes validation.json. With
     data.val_id_source=test its ID images are a random half of the ID test
-    split, and the test table scores the other half."""
+    split, the test table scores the other half, and the baselines need no
+    decoder run."""
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {

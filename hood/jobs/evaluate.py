@@ -165,6 +165,12 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     if cfg.model.classifier is None and run is not None:
         cfg.model.classifier = run.info.get("classifier")
     clf_path = check_classifier(cfg, reporter)
+    has_decoder = run is not None and run.file("decoder.pt").is_file()
+    # half of the ID test split needs no decoder run; the other sources are what a decoder run held out
+    if cfg.evaluate.validation and not has_decoder and cfg.data.val_id_source != "test":
+        raise ConfigError("--validation scores a train-decoder run's held-out split; name the run with --run RUN, "
+                          "or validate on half of the ID test split with --set data.val_id_source=test")
+    created = run is None
     if run is None:
         run = create_run(cfg, "evaluate")
         run.update(classifier=str(Path(clf_path).resolve()))
@@ -177,9 +183,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     decoder = None
     options: dict[str, Any] = {"config": cfg}
     meta: dict[str, Any] = {}
-    if cfg.evaluate.validation and not run.file("decoder.pt").is_file():
-        raise ConfigError("--validation scores a train-decoder run's held-out split; name the run with --run RUN")
-    if uses_decoder(methods) or cfg.evaluate.validation:
+    if uses_decoder(methods) or (cfg.evaluate.validation and has_decoder):
         decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
         meta = ckpt.get("meta", {})
         options["decoder_rows"] = decoder_train_ids(meta, cfg.data.id, len(splits["train"]))
@@ -249,6 +253,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         results["validation"] = plan.validation
         atomic_write_json(run.file("validation.json"), results)
         atomic_write_text(run.file("validation.csv"), results_csv(results))
+        if created:  # a fresh run that only validated (the baselines on half of the ID test split) is done
+            run.mark_complete()
         return Evaluation(run, results)
     atomic_write_text(run.file("results.csv"), results_csv(results))
     write_results(run, results)
