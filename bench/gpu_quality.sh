@@ -50,7 +50,8 @@ RUNS="${RUNS:-/tmp/hood-quality}"
 export CONFIG="${CONFIG:-cifar10_$ARCH}"
 # the config's recommended detector: the first combination among its methods (else the paper's heatmap)
 CHOOSE_BY="${CHOOSE_BY:-$("$PY" -c "import sys; from hood.cli.options import config_path; from hood.config import resolve
-m = resolve(config_path(sys.argv[1])).evaluate.methods; print(next((x for x in m if '+' in x), 'heatmap'))" "$CONFIG")}"
+from hood.detectors.combined import COMBINATIONS
+m = resolve(config_path(sys.argv[1])).evaluate.methods; print(next((x for x in m if x in COMBINATIONS), 'heatmap'))" "$CONFIG")}"
 export SHARED PY ARCH DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
 export VAL_ID_PER_CLASS=100 VAL_AUX_CLASSES=16
 export HOOD_CACHE="${HOOD_CACHE:-/tmp/hood-cache}" PYTHONUNBUFFERED=1

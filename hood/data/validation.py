@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
+from hood.data.draw import draw_rows
 from hood.data.images import ImageSet
 from hood.errors import ConfigError
 
@@ -78,16 +78,15 @@ def classifier_held_out_rows(meta: dict[str, Any], n_train: int, classifier: str
 
 def id_test_halves(n_test: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(validation rows, test rows)`` of an ``n_test``-image ID test split (``data.val_id_source: test``):
-    a random half (rounded down), drawn with ``seed``, is validation; the rest is what the test table scores.
-    Both ascending, so reading stays sequential."""
+    a random half (rounded down), drawn with ``seed`` as any other draw, is validation; the rest is what the
+    test table scores. Both ascending, so reading stays sequential."""
     if n_test < 2:
         raise ConfigError(
             f"config key 'data.val_id_source' is test, but the ID test split has {n_test} image(s); it needs at "
             "least 2 to give half to validation (use data.val_id_source=last with data.val_id_per_class)"
         )
-    order = np.random.default_rng(seed).permutation(n_test)
-    half = n_test // 2
-    return torch.from_numpy(np.sort(order[:half])).long(), torch.from_numpy(np.sort(order[half:])).long()
+    test, validation = _complement(n_test, draw_rows(n_test, n_test // 2, "random", seed))
+    return validation, test
 
 
 def validation_rows(train: ImageSet, source: str, per_class: int, classifier_meta: dict[str, Any],
