@@ -46,7 +46,12 @@ def _mean(runs: list[dict], method: str, ood_set: str, key: str) -> float:
 
 
 def _is_baseline(method: str) -> bool:
-    return not method.startswith("heatmap")
+    return not method.startswith(HEATMAP)
+
+
+def _is_combination(method: str) -> bool:
+    """A heatmap method other than the paper's score: a sum of z-scores (hood.detectors.combined)."""
+    return method.startswith(HEATMAP) and method != HEATMAP
 
 
 def _cell(f: np.ndarray, a: np.ndarray) -> str:
@@ -72,7 +77,7 @@ def median_ratios(paths: list[Path], methods: list[str], ood_set: str = RATIO_SE
             continue
         id_med = float(np.mean([i for i, _ in pairs]))
         ood_med = float(np.mean([o for _, o in pairs]))
-        out[m] = (id_med, ood_med, ood_med / id_med if id_med > 0 and "+" not in m else None)
+        out[m] = (id_med, ood_med, ood_med / id_med if id_med > 0 and not _is_combination(m) else None)
     return out
 
 

@@ -78,7 +78,8 @@ def test_validation_on_half_of_the_id_test_split(tmp_path: Path, id_folder: Path
     test = evaluate(resolve(None, named, None), str(run.path)).results
     assert val["n_id"] == 6 and test["n_id"] == 6  # id_folder's test split: 12 images
     assert val["validation"]["val_id_source"] == "test" and val["validation"]["n_fit"] == 36  # every training image
-    assert val["validation"]["n_test_half"] == 6 and val["validation"]["test_half_seed"] == 3
+    assert val["validation"]["n_test_half"] == 6
+    assert val["draw"]["id"] == {"count": 6, "size": 6, "half": "validation", "half_seed": 3}
     assert test["draw"]["id"] == {"count": 6, "size": 6, "half": "test", "half_seed": 3}
     assert list(val["results"]["msp"]) == ["pool-val", "uniform-noise-val", "mean"]
     rows = {p: np.load(run.path / "scores" / "knn" / f"{p}id.npz")["rows"].tolist() for p in ("val-", "")}

@@ -354,8 +354,8 @@ def _validation_plan(meta: dict[str, Any], run: Run, cfg: Config, splits: dict[s
         )
     describe = {"val_id_source": source, "val_id_per_class": 0 if halves is not None else per_class,
                 "val_aux_classes": aux_classes, "aux": aux, "val_ood": list(cfg.data.val_ood), "n_fit": len(fit)}
-    if halves is not None:  # which half: the draw seed, and the test half's size
-        describe.update(test_half_seed=cfg.data.ood_draw_seed, n_test_half=len(halves[1]))
+    if halves is not None:  # the size of the half left for the test table (draw.id records the seed)
+        describe["n_test_half"] = len(halves[1])
     return Plan(fit=fit, id=val_id, ood=ood, ood_count=None, prefix="val-", validation=describe, id_rows=id_rows)
 
 
