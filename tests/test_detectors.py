@@ -268,6 +268,11 @@ def test_heatmap_vim_scale_adds_scale_weighted_and_shares_the_contexts_detectors
         s, s_tr = d.score(test).astype(np.float64), d.score(train).astype(np.float64)
         z.append((s - s_tr.mean()) / s_tr.std(ddof=1))
     assert tri.score(test) == pytest.approx(z[0] + 2.0 * z[1] + 0.5 * z[2], rel=1e-5)
+    # SCALE's percentile changes the spread the fit measured: a fit made under another one must not match
+    assert tri.params()["partners"]["scale"] == {"percentile": 50.0}
+    other = DetectorContext(classifier=_head(), device=torch.device("cpu"), decoder=tri.heatmap.decoder,
+                            options={**options, "scale_percentile": 25.0}).detector("heatmap+vim+scale")
+    assert other.params() != tri.params()
     again = DetectorContext(classifier=_head(), device=torch.device("cpu"), decoder=tri.heatmap.decoder,
                             options=options).detector("heatmap+vim+scale")
     torch.save({"state": tri.state()}, tmp_path / "fit.pt")
