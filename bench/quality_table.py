@@ -81,13 +81,26 @@ def median_ratios(paths: list[Path], methods: list[str], ood_set: str = RATIO_SE
     return out
 
 
+def _load(path: Path) -> dict:
+    """One results file; one that an evaluation has not finished writing is named, not tabled half-read."""
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"cannot read {path}: {e}")
+    # "running": an evaluation is writing it (or was killed); what results it holds may be the previous ones
+    if not isinstance(run, dict) or "results" not in run or run.get("state") == "running":
+        state = run.get("state", "no results") if isinstance(run, dict) else "no results"
+        sys.exit(f"{path} holds no finished evaluation (state: {state}): wait for its evaluate to end, or rerun it")
+    return run
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mean-sets", help="comma-separated sets the mean column averages (default: see above)")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.files]
-    runs = [json.loads(p.read_text()) for p in paths]
+    runs = [_load(p) for p in paths]
     if not runs:
         sys.exit("no results.json given")
     # what every run evaluated (runs evaluated with different --methods or --ood still combine)

@@ -70,6 +70,13 @@ def test_mean_is_over_the_four_target_sets_and_the_heatmap_median_ratio_is_print
     bad = subprocess.run([sys.executable, str(SCRIPT), "--mean-sets", "svhn", *files], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "svhn" in bad.stderr
 
+    # an evaluation still writing seed 1 (evaluate marks it running first, over the previous results): named, not tabled
+    for old in ({}, json.loads(Path(files[1]).read_text())):
+        Path(files[1]).write_text(json.dumps({**old, "state": "running"}))
+        busy = subprocess.run([sys.executable, str(SCRIPT), *files], capture_output=True, text=True, timeout=60)
+        assert busy.returncode != 0 and "Traceback" not in busy.stderr
+        assert f"{files[1]} holds no finished evaluation (state: running)" in busy.stderr
+
 
 def _archive(folder: Path, path: Path, flat: bool = False) -> None:
     with tarfile.open(path, "w:gz") as tf:
