@@ -98,6 +98,10 @@ class Detector(ABC):
         stored threshold was set under: ``hood score`` refuses a threshold set under others."""
         return {}
 
+    def settings(self) -> dict[str, Any]:
+        """Every parameter the scores depend on, fit and scoring: what a stored threshold was set under."""
+        return {**self.params(), **self.score_params()}
+
     def state(self) -> dict[str, Any]:
         """What :meth:`fit` learned, as tensors and numbers, so a run can cache it."""
         return {}

@@ -72,9 +72,9 @@ class CombinedDetector(Detector):
 
     def params(self) -> dict[str, Any]:
         # the rows held out follow from the decoder (its metadata), which the fingerprint already names; the
-        # statistics are of the partners' scores, so a partner's scoring parameters (SCALE's percentile) are
-        # fit parameters here: a fit made under another percentile would standardize with a stale spread
-        partners = {n: {**p.params(), **p.score_params()} for n, p in self.partners.items()}
+        # statistics are of the partners' scores, so all their settings, scoring ones included (SCALE's
+        # percentile), are fit parameters here: a fit made under another percentile has a stale spread
+        partners = {n: p.settings() for n, p in self.partners.items()}
         return {"decoder": self.fingerprint, "partners": partners, "fit_rows": _FIT_ROWS, "seed": self.seed, "held_out": 1}
 
     def score_params(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from hood.engine.runtime import configure_threads, resolve_device, seed_everythi
 from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_json, atomic_write_text
 from hood.jobs.detectors import build_detectors
-from hood.jobs.fits import fit_key, load_fit, save_fit, settings
+from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import (
     check_classifier,
     check_given_files,
@@ -240,7 +240,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         "thresholds": {m: id_threshold(s, THRESHOLD_KEEP) for m, s in id_scores.items()},
         # what each threshold was set under: every fit and scoring parameter, and the fit itself (hood score
         # refuses the threshold under other settings or beside another fit)
-        "threshold_params": {m: settings(detectors[m]) for m in id_scores},
+        "threshold_params": {m: detectors[m].settings() for m in id_scores},
         "fits": fits,
         "threshold_rule": f"OOD score above which an image is called out; keeps {THRESHOLD_KEEP:.0%} of ID test images",
         "score_seconds": {m: round(s, 3) for m, s in seconds.items()},

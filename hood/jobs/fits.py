@@ -4,7 +4,7 @@ key naming everything the fit depends on, so ``evaluate`` and ``score`` agree on
 A key holds the method, the classifier's fingerprint, the ID data set, the image size, the number of
 training rows fitted on and the detector's fit parameters. ``score`` cannot count the training rows without
 loading the set, so it matches on every other field and then checks the whole key against the one its
-threshold was set with (:func:`settings`, ``results.json``'s ``fits``).
+threshold was set with (``Detector.settings``, ``results.json``'s ``fits``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,6 @@ def fit_key(method: str, d: Detector, fingerprint: str, cfg: Config, n_train: in
     if n_train is not None:
         key["n_train"] = n_train
     return key
-
-
-def settings(d: Detector) -> dict[str, Any]:
-    """Every parameter a detector's scores depend on, fit and scoring: what a stored threshold was set under."""
-    return {**d.params(), **d.score_params()}
 
 
 def fit_path(run: Run, method: str) -> Path:

@@ -40,7 +40,7 @@ from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.detectors import build_detectors
-from hood.jobs.fits import fit_key, fit_path, load_fit, settings
+from hood.jobs.fits import fit_key, fit_path, load_fit
 from hood.jobs.lookup import check_classifier, open_classifier
 from hood.jobs.results import RESULTS, read_results, rerun
 from hood.models.checkpoint import load_decoder
@@ -174,7 +174,7 @@ def _threshold(run: Run, method: str, det: Detector, fit: dict[str, Any] | None,
     then = results.get("threshold_params", {}).get(method)
     if isinstance(then, dict):  # a setting older hoods recorded, at the one value this hood always scores with
         then = {_RENAMED.get(k, k): v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
-    now = settings(det)
+    now = det.settings()
     if then != now:
         then = then if isinstance(then, dict) else {}
         differ = [k for k in {**then, **now} if then.get(k, "unset") != now.get(k, "unset")]
