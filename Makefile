@@ -22,9 +22,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# ruff, then the check that product files (hood, configs, docs, README, Makefile) point nowhere outside it
+# ruff, the layering of hood's imports, then the check that product files (hood, configs, docs, README, Makefile)
+# point nowhere outside it
 lint: install
 	$(BIN)/ruff check hood tests bench
+	$(BIN)/python .ci/check_layers.py
 	sh .ci/check_refs.sh
 
 bench: install

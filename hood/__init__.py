@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from hood.version import __version__
 
 _API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale", "LoadedRun", "Mahalanobis",
         "MaxLogit", "ReAct", "SCALE", "ViM", "load_run", "overlay")

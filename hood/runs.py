@@ -23,10 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hood import __version__, locks
+from hood import locks
 from hood.config import Config, dump_yaml
 from hood.errors import HoodError, RunError
 from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir, write_error
+from hood.version import __version__
 
 RUN_FILE = "run.json"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from conftest import save_random_classifier
 from typer.testing import CliRunner
 
-from hood import __version__
 from hood.cli.app import app
+from hood.version import __version__
 
 METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
 runner = CliRunner()

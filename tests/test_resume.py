@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from hood.config import Config
-from hood.engine.progress import NullReporter
 from hood.engine.runtime import load_optimizer_state
 from hood.errors import RunError, TrainingDivergedError
 from hood.jobs.resume import Checkpointer, capture_rng, restore_rng
 from hood.models.checkpoint import classifier_state, save_checkpoint
 from hood.models.registry import build_classifier
+from hood.progress import NullReporter
 from hood.runs import create_run, open_run
 
 DET = ["--set", "run.deterministic=true", "--set", "run.num_threads=1", "-q"]

@@ -26,13 +26,13 @@ from hood.engine.decoder_training import build_decoder_data, fit_decoder, sample
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.heatmaps import STUCK_CHECK_IMAGES, stuck_pixels, stuck_warning
 from hood.engine.noise_floor import measure_noise_floor
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import resolve_device, seeded_indices
 from hood.errors import HoodError
 from hood.models.adapter import IMAGENET_MEAN, IMAGENET_STD, WrappedClassifier, decoder_spec_of, find_final_linear
 from hood.models.base import Classifier
 from hood.models.checkpoint import LoadedClassifier, classifier_fingerprint, load_decoder, read_decoder_checkpoint, save_decoder
 from hood.models.decoder import HeatmapDecoder
+from hood.progress import NullReporter, Reporter
 
 BATCH = 128  # images per forward pass (the engine's CPU batch: larger ones run no faster there)
 F = TypeVar("F", bound=Callable[..., Any])

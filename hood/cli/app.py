@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from hood import __version__
 from hood.cli.demo import demo
 from hood.cli.download import download
 from hood.cli.evaluate import evaluate
@@ -12,6 +11,7 @@ from hood.cli.pretrain import pretrain
 from hood.cli.score import score
 from hood.cli.train_decoder import train_decoder
 from hood.cli.visualize import visualize
+from hood.version import __version__
 
 app = typer.Typer(
     name="hood",

@@ -17,7 +17,7 @@ The rules, each one tested against a local HTTP server (tests/test_download*.py)
 - **Local files.** ``install(..., from_file=...)`` installs from an archive the user already has, with the same
   verification and layout (offline clusters).
 
-Nothing here prints: progress goes through a :class:`~hood.engine.progress.Reporter`.
+Nothing here prints: progress goes through a :class:`~hood.progress.Reporter`.
 """
 
 from __future__ import annotations
@@ -33,19 +33,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from hood import __version__
 from hood.data import registry
 from hood.data.extract import safe_extract, strip_single_top
-from hood.data.images import is_image_name
-from hood.engine.progress import NullReporter, Reporter
+from hood.data.layout import POSTPROCESS, layout_problem
 from hood.errors import DataError, DiskError, HoodError
 from hood.fileio import atomic_write_json
 from hood.locks import exclusive
+from hood.progress import NullReporter, Reporter
+from hood.version import __version__
 
 RETRY_DELAYS: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)  # seconds slept between tries of one URL
 TIMEOUT_S = 60.0  # per socket operation, not per file
@@ -337,71 +337,6 @@ def _download_verified(name: str, spec: FileSpec, root: Path, url: str | None, r
     raise DownloadError(f"could not download {name} from {', '.join(tried)}: {last}; {again}{hint}")
 
 
-# --- layout after extraction ---------------------------------------------------------------------
-
-
-def _tinyimagenet_val_to_test(folder: Path) -> None:
-    """Tiny ImageNet's test/ has no labels, so its labelled val/ becomes hood's test split: val/images/F
-    moves to test/<wnid>/F following val/val_annotations.txt, and train/<wnid>/images/ is flattened."""
-    ann = folder / "val" / "val_annotations.txt"
-    if not ann.is_file():
-        raise DataError("Tiny ImageNet archive has no val/val_annotations.txt; it is not tiny-imagenet-200.zip")
-    labels = dict(line.split("\t")[:2] for line in ann.read_text().splitlines() if line.count("\t") >= 1)
-    by_class = folder / ".test-by-class"
-    for img in sorted((folder / "val" / "images").iterdir()):
-        wnid = labels.get(img.name)
-        if wnid is None:
-            raise DataError(f"Tiny ImageNet: val image {img.name} is not in val_annotations.txt")
-        (by_class / wnid).mkdir(parents=True, exist_ok=True)
-        img.rename(by_class / wnid / img.name)
-    shutil.rmtree(folder / "val")
-    if (folder / "test").exists():
-        shutil.rmtree(folder / "test")
-    by_class.rename(folder / "test")
-    for cls in (folder / "train").iterdir():
-        images = cls / "images"
-        if images.is_dir():
-            for f in images.iterdir():
-                f.rename(cls / f.name)
-            images.rmdir()
-
-
-POSTPROCESS: dict[str, Callable[[Path], None]] = {"tinyimagenet-val-to-test": _tinyimagenet_val_to_test}
-
-
-def _has_images(folder: Path) -> bool:
-    return any(is_image_name(p.name) for p in folder.rglob("*") if p.is_file())
-
-
-def _layout_problem(layout: str, folder: Path) -> str | None:
-    """Why ``folder`` is not what the loaders expect for ``layout`` (None when it is)."""
-    if layout == "cifar-python":
-        ok = any(all((folder / f).is_file() for f in names) for names in (("data_batch_1", "test_batch"), ("train", "test")))
-        return None if ok else "no CIFAR python batches (data_batch_1/test_batch or train/test)"
-    if layout == "images":
-        return None if _has_images(folder) else "no image files"
-    if layout == "splits":
-        ok = all((folder / s).is_dir() and _has_images(folder / s) for s in ("train", "test"))
-        return None if ok else "no train/ and test/ folders with images"
-    if layout == "svhn-mat":
-        from scipy.io import whosmat
-
-        mats = sorted(folder.glob("*.mat"))
-        shapes = dict((n, s) for n, s, _ in whosmat(mats[0])) if mats else {}
-        x = shapes.get("X", ())
-        return None if len(x) == 4 and tuple(x[:3]) == (32, 32, 3) else "no .mat file with X of shape 32x32x3xN"
-    if layout == "npy":
-        import numpy as np
-
-        arrays = sorted(folder.glob("*.npy"))
-        if not arrays:
-            return "no .npy file"
-        arr = np.load(arrays[0], mmap_mode="r")
-        ok = arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8
-        return None if ok else f"the .npy array is {arr.shape} {arr.dtype}, not N x H x W x 3 uint8"
-    return f"unknown layout '{layout}'"
-
-
 def content_record(folder: Path) -> dict[str, Any]:
     """Count, bytes and one sha256 over every file's path, size and content: what ``--verify`` re-checks."""
     overall = hashlib.sha256()
@@ -532,7 +467,7 @@ def _assemble(
             _place(spec, path, tmp, keep_sources)
         if e.get("postprocess"):
             POSTPROCESS[e["postprocess"]](tmp)
-        problem = _layout_problem(e["layout"], tmp)
+        problem = layout_problem(e["layout"], tmp)
         if problem:
             raise DataError(f"'{name}': the verified file unpacks to an unexpected layout ({problem}); nothing was installed")
         record["content"] = content_record(tmp)

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hood.data.layout import POSTPROCESS, cifar_files_present
 from hood.errors import ConfigError
 
 COMPLETE_MARKER = ".hood-complete"
@@ -106,8 +107,6 @@ def _check_entry(name: str, e: dict[str, Any], where: str) -> None:
     if not isinstance(aliases, list) or not all(isinstance(a, str) and _NAME_RE.match(a) for a in aliases):
         raise RegistryError(f"{where}: aliases must be a list of names (lower-case letters, digits, '-', '_'), got {aliases!r}")
     if e.get("postprocess") is not None:
-        from hood.data.download import POSTPROCESS
-
         if e["postprocess"] not in POSTPROCESS:
             raise RegistryError(f"{where}: postprocess must be one of {', '.join(POSTPROCESS)}, got {e['postprocess']!r}")
     files = e["files"]
@@ -222,18 +221,13 @@ def set_dir(name: str, root: Path) -> Path:
     return root / e["dir"]
 
 
-def _cifar_files_present(d: Path) -> bool:
-    """CIFAR-10's or CIFAR-100's pickled batches, as torchvision or a manual unpacking leaves them."""
-    return all((d / n).is_file() for n in ("data_batch_1", "test_batch")) or all((d / n).is_file() for n in ("train", "test"))
-
-
 def is_installed(name: str, root: Path) -> bool:
     """A set counts as present only when complete: hood's marker, or torchvision's own CIFAR files."""
     d = set_dir(name, root)
     if (d / COMPLETE_MARKER).is_file():
         return True
     e = entry(name) or {}
-    return e.get("layout") == "cifar-python" and _cifar_files_present(d)
+    return e.get("layout") == "cifar-python" and cifar_files_present(d)
 
 
 def read_marker(name: str, root: Path) -> dict[str, Any] | None:

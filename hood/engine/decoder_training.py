@@ -28,11 +28,11 @@ from hood.data.transforms import normalize
 from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
 from hood.engine.features import FeatureSet
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.prototypes import nearest_prototypes
 from hood.engine.runtime import MEMORY_FORMAT, fused_optimizer, load_optimizer_state, synchronize, training_autocast
 from hood.errors import ConfigError, TrainingDivergedError
 from hood.models.decoder import HeatmapDecoder
+from hood.progress import NullReporter, Reporter
 
 
 def sample_ood_indices(pool_size: int, num_ood: int, seed: int) -> torch.Tensor:

@@ -138,7 +138,7 @@ def main_only(reporter: Any) -> Any:
     """The reporter on rank 0; a silent one elsewhere, so progress bars and logs appear once."""
     if is_main_process():
         return reporter
-    from hood.engine.progress import NullReporter
+    from hood.progress import NullReporter
 
     return NullReporter()
 

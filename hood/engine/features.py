@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from hood.data.transforms import normalize
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import MEMORY_FORMAT, autocast
 from hood.models.base import Classifier
+from hood.progress import NullReporter, Reporter
 
 CPU_BATCH = 128
 

@@ -19,10 +19,10 @@ from hood.config import PretrainConfig
 from hood.data.transforms import crop_flip, crop_flip_params, normalize
 from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import autocast, classifier_train_format, fused_optimizer, load_optimizer_state, synchronize
 from hood.errors import TrainingDivergedError
 from hood.models.base import Classifier
+from hood.progress import NullReporter, Reporter
 
 _REPORT_EVERY = 25  # steps between progress updates that read the loss value
 

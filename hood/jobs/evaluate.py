@@ -37,7 +37,6 @@ from hood.data.sources import dataset_label, load_held_out_classes, load_id_spli
 from hood.data.validation import id_test_halves, validation_rows
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, all_methods, uses_decoder
 from hood.engine.features import FeatureSet, extract_features
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_json, atomic_write_text
@@ -57,6 +56,7 @@ from hood.jobs.results import begin_results, save_scores, write_results
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
 from hood.models.checkpoint import load_decoder
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run, create_run, lock_run, open_run
 
 THRESHOLD_KEEP = 0.95  # the verdict threshold keeps this share of ID test images

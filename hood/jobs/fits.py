@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from hood import __version__
 from hood.config import Config
 from hood.detectors import Detector
 from hood.errors import HoodError
 from hood.fileio import atomic_save_with
 from hood.models.checkpoint import safe_load
 from hood.runs import Run
+from hood.version import __version__
 
 
 def fit_key(method: str, d: Detector, fingerprint: str, cfg: Config, n_train: int | None = None) -> dict[str, Any]:

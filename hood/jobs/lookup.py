@@ -11,7 +11,6 @@ import torch
 from hood.config import Config
 from hood.data import registry
 from hood.data.images import ImageSet
-from hood.engine.progress import Reporter
 from hood.engine.runtime import seeded_indices
 from hood.errors import CheckpointError, ConfigError, RunError
 from hood.models.adapter import is_external_arch
@@ -25,6 +24,7 @@ from hood.models.checkpoint import (
     read_state_dict,
     strip_prefixes,
 )
+from hood.progress import Reporter
 from hood.runs import Run, find_latest, open_run
 
 

@@ -16,7 +16,6 @@ from hood.config import Config
 from hood.data.sources import load_id_splits
 from hood.engine import distributed
 from hood.engine.pretrain import accuracy, fit_classifier
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import DataError, TrainingDivergedError
 from hood.jobs.lookup import data_root, skip_note
@@ -24,6 +23,7 @@ from hood.jobs.resume import Checkpointer, all_finite, capture_rng, restore_rng,
 from hood.locks import holds_locks
 from hood.models.checkpoint import classifier_state, load_classifier, save_checkpoint
 from hood.models.registry import build_classifier
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run, create_run, lock_run
 
 COMMAND = "pretrain"

@@ -17,9 +17,9 @@ import yaml
 
 from hood.config import Config, known_settings
 from hood.engine.distributed import is_main_process
-from hood.engine.progress import NullReporter, Reporter
 from hood.errors import ConfigError, RunError, TrainingDivergedError
 from hood.models.checkpoint import load_train_state, save_train_state
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run, lock_run, open_run
 
 # Keys that may differ between an interrupted run and its resumption without changing what it computes:

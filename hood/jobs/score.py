@@ -35,7 +35,6 @@ from hood.data.readers import (
 from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import FeatureSet, extract_features
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
@@ -44,6 +43,7 @@ from hood.jobs.fits import fit_key, fit_path, load_fit
 from hood.jobs.lookup import check_classifier, open_classifier
 from hood.jobs.results import RESULTS, read_results, rerun
 from hood.models.checkpoint import load_decoder
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 from hood.viz import overlay_image
 

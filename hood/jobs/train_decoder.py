@@ -21,7 +21,6 @@ from hood.engine.decoder_training import DecoderData, build_decoder_data, fit_de
 from hood.engine.features import extract_features
 from hood.engine.heatmaps import STUCK_CHECK_IMAGES, stuck_pixels
 from hood.engine.noise_floor import measure_noise_floor
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
@@ -31,6 +30,7 @@ from hood.locks import holds_locks
 from hood.models.adapter import decoder_spec_of, is_external_arch
 from hood.models.checkpoint import save_decoder
 from hood.models.decoder import HeatmapDecoder, decoder_layout, decoder_spec_for
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run, create_run, lock_run
 
 COMMAND = "train-decoder"

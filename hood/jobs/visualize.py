@@ -22,13 +22,13 @@ from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_id_splits, load_image_set
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import extract_features
-from hood.engine.progress import NullReporter, Reporter
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier, preflight
 from hood.jobs.results import load_scores, read_results
 from hood.models.checkpoint import load_decoder
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 from hood.viz import heatmap_grid, roc_curves, score_histograms
 

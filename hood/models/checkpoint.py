@@ -8,7 +8,6 @@ arbitrary unpickling (and could run code) is refused.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import warnings
@@ -18,12 +17,13 @@ from typing import Any
 
 import torch
 
-from hood import __version__
 from hood.errors import CheckpointError
 from hood.fileio import atomic_save_with
+from hood.fingerprint import module_fingerprint
 from hood.models.base import Classifier
 from hood.models.decoder import DecoderSpec, HeatmapDecoder
 from hood.models.registry import ARCHITECTURES, build_classifier
+from hood.version import __version__
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -89,14 +89,6 @@ def safe_load(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} is not a checkpoint (holds a {type(obj).__name__}, not a dict)")
     return obj
-
-
-def _classifier_fingerprint(cls_state: dict[str, torch.Tensor]) -> str:
-    """A precision-independent hash of the final layer: identifies a classifier to its decoders."""
-    h = hashlib.sha256()
-    for key in sorted(cls_state):
-        h.update(cls_state[key].detach().to(torch.float16).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def infer_arch(net_state: dict[str, torch.Tensor]) -> str:
@@ -177,7 +169,7 @@ def load_classifier(path: str | Path, arch: str | None = None, num_classes: int 
         arch=found_arch,
         num_classes=found_classes,
         classes=ckpt.get("classes"),
-        fingerprint=_classifier_fingerprint(cls),
+        fingerprint=classifier_fingerprint(model),
         meta=ckpt.get("meta", {}),
     )
 
@@ -280,8 +272,10 @@ def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -
 
 
 def classifier_fingerprint(model: Classifier) -> str:
-    """The fingerprint of any classifier's final layer (hood's own or wrapped), as its decoders record it."""
-    return _classifier_fingerprint(dict(model.linear.state_dict()))
+    """The fingerprint of a classifier's whole state (hood's own or wrapped, its input normalization included),
+    as its decoders, fits and thresholds record it: a fine-tuned backbone under an unchanged head is another
+    classifier. Hashed at float16, so the authors' half-precision files and hood's float32 ones agree."""
+    return module_fingerprint(model, half=True)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
