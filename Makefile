@@ -25,7 +25,7 @@ test: install
 # ruff, the layering of hood's imports, then the check that product files (hood, configs, docs, README, Makefile)
 # point nowhere outside it
 lint: install
-	$(BIN)/ruff check hood tests bench
+	$(BIN)/ruff check hood tests bench research
 	$(BIN)/python .ci/check_layers.py
 	sh .ci/check_refs.sh
 

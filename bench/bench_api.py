@@ -46,10 +46,9 @@ def main() -> int:
     model = torchvision.models.resnet18(num_classes=10).eval().to(device)
     images = torch.randint(0, 256, (a.n, 3, size, size), dtype=torch.uint8)
 
-    det = hood.HeatmapDetector(model, batch_size=a.batch)
-    classifier = det.adapter.classifier(size)
+    classifier = hood.HeatmapDetector(model, batch_size=a.batch, device=device).adapter.classifier(size)
     decoder = HeatmapDecoder(decoder_spec_of(classifier, size)).eval()
-    det.decoder, det.image_size, det.device = decoder, size, device
+    det = hood.HeatmapDetector(model, decoder, batch_size=a.batch, device=device)
 
     mean = torch.tensor(IMAGENET_MEAN, device=device)[None, :, None, None]
     std = torch.tensor(IMAGENET_STD, device=device)[None, :, None, None]

@@ -147,7 +147,9 @@ def make_decoder_run(folder: Path, arch: str, num_classes: int, classes: list[st
     save_decoder(decoder, clf, run / "decoder.pt", {})
     import json
 
+    from hood.runs import RUN_FORMAT
+
     (run / "run.json").write_text(json.dumps({
-        "command": "train-decoder", "status": "complete", "config_name": "bench", "classifier": str(clf_path),
+        "format": RUN_FORMAT, "command": "train-decoder", "status": "complete", "config_name": "bench", "classifier": str(clf_path),
     }))
     return run

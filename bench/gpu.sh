@@ -77,7 +77,7 @@ step() {
   echo "{\"step\": \"$name\", \"seconds\": $secs, \"rc\": $rc}" >>"$OUT/timings.jsonl"
   echo "$name: ${secs}s rc=$rc (budget left $(left) s)" >&2
   tail -4 "$OUT/$name.log" >&2
-  "$PY" bench/gpu_table.py "$OUT" "$RUNS" >"$OUT/results.md" 2>&1  # kept current: a cut-off call still returns it
+  "$PY" research/gpu_table.py "$OUT" "$RUNS" >"$OUT/results.md" 2>&1  # kept current: a cut-off call still returns it
   return $rc
 }
 
@@ -104,8 +104,10 @@ s = load_id_splits('$CIFAR', Path('.'), 32); p = load_image_set('$POOL', Path('.
 print(len(s['train']), len(s['test']), len(p))"
 
 # 5 + 7a. pretrain with the recipe; leaves RESERVE_S for the decoder and evaluate, cut short past that
+echo "$PRETRAIN_GRAPH" > "$OUT/pretrain_graphs"  # which steps the pretrain below replays, for the table
+HOOD_CUDA_GRAPHS=$( [ "$PRETRAIN_GRAPH" = true ] && echo 1 || echo 0 ) \
 step pretrain "$(( $(left) - RESERVE_S ))" "${HOOD[@]}" pretrain -c paper/cifar10_resnet18 -d "$CIFAR" --epochs "$PRETRAIN_EPOCHS" \
-  --set pretrain.cuda_graph=$PRETRAIN_GRAPH --out "$RUNS/pretrain" "${COMMON[@]}"
+  --out "$RUNS/pretrain" "${COMMON[@]}"
 CLASSIFIER="$RUNS/pretrain/classifier.pt"
 [ -f "$CLASSIFIER" ] || CLASSIFIER="$FALLBACK_CLASSIFIER"
 echo "decoder classifier: $CLASSIFIER" >&2
@@ -118,16 +120,16 @@ step train_decoder "$(( $(left) - 45 ))" "${HOOD[@]}" train-decoder -c paper/cif
 step evaluate "$(left)" "${HOOD[@]}" evaluate -c paper/cifar10_resnet18 -d "$CIFAR" --run "$RUNS/decoder" --ood "$OOD_SETS" \
   --device "$DEVICE" --quiet --json
 
-# 6'. the same decoder run with eager steps (decoder.cuda_graph=false), while the budget lasts: same
+# 6'. the same decoder run with eager steps (HOOD_CUDA_GRAPHS=0), while the budget lasts: same
 # classifier and seed, so its losses must match the graphed run's
-step train_decoder_eager "$(( $(left) - 60 ))" "${HOOD[@]}" train-decoder -c paper/cifar10_resnet18 -d "$CIFAR" --aux "$POOL" \
-  --classifier "$CLASSIFIER" --num-ood "$NUM_OOD" --epochs "$DECODER_EPOCHS" --set decoder.cuda_graph=false \
+HOOD_CUDA_GRAPHS=0 step train_decoder_eager "$(( $(left) - 60 ))" "${HOOD[@]}" train-decoder -c paper/cifar10_resnet18 -d "$CIFAR" \
+  --aux "$POOL" --classifier "$CLASSIFIER" --num-ood "$NUM_OOD" --epochs "$DECODER_EPOCHS" \
   --out "$RUNS/decoder-eager" "${COMMON[@]}"
 
 # 5'. pretrain with eager steps for a few epochs, while the budget lasts: the graphs' speed-up on this machine
 if [ "$PRETRAIN_GRAPH" = true ]; then
-  step pretrain_eager "$(( $(left) - 5 ))" "${HOOD[@]}" pretrain -c paper/cifar10_resnet18 -d "$CIFAR" --epochs 6 \
-    --set pretrain.cuda_graph=false --out "$RUNS/pretrain-eager" "${COMMON[@]}"
+  HOOD_CUDA_GRAPHS=0 step pretrain_eager "$(( $(left) - 5 ))" "${HOOD[@]}" pretrain -c paper/cifar10_resnet18 -d "$CIFAR" \
+    --epochs 6 --out "$RUNS/pretrain-eager" "${COMMON[@]}"
 fi
 
-"$PY" bench/gpu_table.py "$OUT" "$RUNS" | tee "$OUT/results.md"
+"$PY" research/gpu_table.py "$OUT" "$RUNS" | tee "$OUT/results.md"

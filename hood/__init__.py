@@ -10,8 +10,8 @@ from typing import Any
 
 from hood.version import __version__
 
-_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "Baseline", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale", "LoadedRun", "Mahalanobis",
-        "MaxLogit", "ReAct", "SCALE", "ViM", "load_run", "overlay")
+_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "SCALE", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale",
+        "LoadedRun", "Mahalanobis", "MaxLogit", "ReAct", "ViM", "load_run", "overlay")
 __all__ = ["__version__", "metrics", *_API]
 
 

@@ -24,7 +24,7 @@ from hood.models.registry import ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 OOD_DRAWS = ("random", "first")  # data.ood_draw; the first is the default
-VAL_ID_SOURCES = ("last", "classifier", "test")  # data.val_id_source; the first is the default
+VAL_ID_SOURCES = ("test", "classifier")  # data.val_id_source
 
 
 @dataclass
@@ -44,13 +44,13 @@ class DataConfig:
     ood_draw: str = "random"
     ood_draw_seed: int = 0
     strict: bool = False  # unreadable images are fatal instead of skipped
-    # validation split (hood/data/validation.py): held out of decoder training, scored by `evaluate --validation`
-    val_id_per_class: int = 0  # the last N training images of every class
-    # where validation ID images come from: "last" (the val_id_per_class rule above), "classifier" (the
-    # training images `hood pretrain` held out of the classifier's training, which it never saw), or "test"
-    # (a seeded half of the ID test split, drawn with ood_draw_seed; the test table scores the other half).
-    # The last two are unbiased: a classifier's own training images look more typical to it than unseen ones
-    val_id_source: str = "last"
+    # the validation split (`evaluate --validation`, hood/jobs/validation.py). Its ID images: "test", a seeded
+    # half of the ID test split (drawn with ood_draw_seed; the test table scores the other half), for any
+    # classifier; or "classifier", the training images `hood pretrain` held out of the classifier's training
+    # (the whole test split stays for the table). Both are images the classifier never saw: its own training
+    # images would look more typical to it than any test image, and flatter every score that reads it.
+    # None: no validation split (the test table scores the whole ID test split)
+    val_id_source: str | None = None
     val_aux_classes: int = 0  # the last K class folders of the auxiliary set
     # more validation OOD sets (names, folders, archives), e.g. far-OOD ones; never an OOD test set
     val_ood: list[str] = field(default_factory=list)
@@ -82,11 +82,6 @@ class PretrainConfig:
     plateau_factor: float = 0.1
     val_fraction: float = 0.01
     augment: bool = True
-    # replay each step's forward and backward as one CUDA graph (engine/cuda_graph.py; the optimizer stays
-    # eager, so the plateau schedule applies): eager steps are launch-bound on a fast GPU, and the graph trains
-    # the same model about twice as fast (docs/speed.md). Ignored on the CPU, under torchrun and with --compile
-    cuda_graph: bool = True
-    checkpoint_every: int = 1  # epochs between train_state.pt writes (an interrupt also saves)
 
 
 @dataclass
@@ -107,11 +102,6 @@ class DecoderConfig:
     # the heatmap's noise floor: this quantile of the per-pixel magnitudes the trained decoder draws on unseen
     # ID images, taken off every pixel (engine/noise_floor.py); 0 = none, the paper's heatmap
     noise_floor_quantile: float = 0.0
-    checkpoint_every: int = 1
-    # replay each training step as one CUDA graph (engine/cuda_graph.py): the decoder's steps are hundreds of
-    # tiny kernels, launch-bound on a GPU, and the graph trains the same model several times faster
-    # (docs/speed.md). Ignored on the CPU, under torchrun and with --compile
-    cuda_graph: bool = True
 
 
 @dataclass
@@ -119,20 +109,10 @@ class EvaluateConfig:
     methods: list[str] = field(default_factory=lambda: ["heatmap", "msp", "energy", "knn"])
     fpr_convention: str = "id"  # id: FPR of OOD at 95% TPR of ID (the paper) | ood: OpenOOD's
     batch_size: int = 500
-    # baseline parameters (each paper's defaults; see hood/detectors/<name>.py)
-    odin_temperature: float = 1000.0
-    odin_epsilon: float = 0.0014  # input perturbation, in [0, 1] pixel units
-    knn_k: int = 50
-    react_percentile: float = 90.0
-    ash_percentile: float = 95.0  # ASH-S prunes each feature below its own p-th percentile (the paper's CIFAR-10 choice)
-    scale_percentile: float = 85.0  # SCALE's percentile for its scaling factor (the authors' default)
-    gen_gamma: float = 0.1
-    gen_m: int = 100  # GEN reads the M largest softmax probabilities, capped at the number of classes
-    # the combinations (detectors/combined.py): heatmap+vim = z_heatmap + vim_weight * z_vim;
-    # heatmap+vim+scale adds scale_weight * z_scale. Chosen on validation data per classifier
-    vim_weight: float = 1.0
-    scale_weight: float = 1.0
-    vim_dim: int | None = None  # principal subspace size; None = the ViM paper's rule for the feature size
+    # each detector's parameters, by method and by the name its constructor gives them (its paper's), e.g.
+    # {knn: {k: 50}, scale: {percentile: 90}, heatmap+vim+scale: {vim_weight: 3, scale_weight: 0.25}}; what is
+    # not set keeps the constructor's default (docs/configuration.md lists them)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
 
 
@@ -146,7 +126,7 @@ class RunConfig:
     num_threads: int | None = None  # CPU threads; None = PyTorch's default
     compile: bool = False  # torch.compile the training forward passes (pays off on long GPU runs)
     # at most one train_state.pt write per this many seconds (first and last epoch always; Ctrl-C/SIGTERM
-    # still save the newest epoch); 0 = every pretrain/decoder.checkpoint_every epochs
+    # still save the newest epoch); 0 = after every epoch
     checkpoint_interval_s: float = 20.0
 
 
@@ -186,6 +166,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce(key, value, args[0])
     if value is None:
         raise ConfigError(f"config key '{key}' needs a value (it cannot be empty or null)")
+    if origin is dict:
+        return _coerce_params(key, value)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -232,6 +214,35 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+_PARAM_TYPES = (str, int, float, bool)
+
+
+def _coerce_params(key: str, value: Any) -> dict[str, dict[str, Any]]:
+    """``evaluate.params``: a mapping of method names to mappings of parameter names to values (numbers,
+    strings, booleans, null, or lists of them). Which methods and names exist is the detectors' to say: the
+    command that builds them checks each against its constructor."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"config key '{key}' must be a mapping such as {{knn: {{k: 50}}}}, got {_short(value)}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{key}' must be a mapping of methods to their parameters, e.g. {{knn: {{k: 50}}}}, got {_short(value)}")
+    out: dict[str, dict[str, Any]] = {}
+    for method, kwargs in value.items():
+        if not isinstance(method, str) or not method:
+            raise ConfigError(f"config key '{key}' holds {_short(method)}, not a method name")
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"config key '{key}.{method}' must be a mapping of parameter names to values, got {_short(kwargs)}")
+        for name, v in kwargs.items():
+            items = v if isinstance(v, list) else [v]
+            if not isinstance(name, str) or not all(x is None or isinstance(x, _PARAM_TYPES) for x in items):
+                raise ConfigError(f"config key '{key}.{method}' holds {_short(name)}: {_short(v)}; a parameter is a name and a number, "
+                                  f"string, boolean, null or a list of them")
+        out[method] = dict(kwargs)
+    return out
+
+
 def _short(value: Any) -> str:
     """A value for an error line: its repr, cut so one line stays one line."""
     text = repr(value)
@@ -263,18 +274,31 @@ def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
 
 
 def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
+    """Set ``section.key``; a mapping key (``evaluate.params``) is merged into, one method and one parameter at a
+    time, and may be reached deeper: ``evaluate.params.knn.k=5``, ``evaluate.params.knn={k: 5}``."""
     parts = dotted.split(".")
-    if len(parts) != 2:
+    if len(parts) < 2:
         raise ConfigError(f"{source}: '{dotted}' is not of the form section.key")
-    section, key = parts
+    section, key, deeper = parts[0], parts[1], parts[2:]
     if section not in _SECTION_CLASSES:
         raise ConfigError(f"{source}: unknown section '{section}'{_closest(section, list(_SECTION_CLASSES))}")
     types_ = _field_types(_SECTION_CLASSES[section])
     if key not in types_:
-        new = RENAMED.get(dotted)
-        hint = f" (renamed: use '{new}')" if new else _closest(key, list(types_))
-        raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
-    setattr(getattr(cfg, section), key, _coerce(dotted, value, types_[key]))
+        raise ConfigError(f"{source}: unknown key '{section}.{key}'{_closest(key, list(types_))}")
+    tp = types_[key]
+    mapping = typing.get_origin(tp) is dict
+    if deeper and (not mapping or len(deeper) > 2 or not all(deeper)):
+        raise ConfigError(f"{source}: '{dotted}' is not of the form section.key" + (" or section.key.method.parameter" if mapping else ""))
+    if not mapping:
+        setattr(getattr(cfg, section), key, _coerce(dotted, value, tp))
+        return
+    if len(deeper) == 2:
+        value = {deeper[0]: {deeper[1]: value}}
+    elif len(deeper) == 1:
+        value = {deeper[0]: value}
+    merged = getattr(getattr(cfg, section), key)
+    for method, kwargs in _coerce(f"{section}.{key}", value, tp).items():
+        merged.setdefault(method, {}).update(kwargs)
 
 
 def parse_set_option(item: str) -> tuple[str, Any]:
@@ -337,39 +361,6 @@ def config_chain(path: str | Path) -> list[tuple[Path, Any]]:
         current = parent
 
 
-def is_run_config(path: str | Path) -> bool:
-    """Whether ``path`` is a run directory's saved config (``config.yaml`` beside ``run.json``, see hood.runs)."""
-    path = Path(path)
-    return path.name == "config.yaml" and (path.parent / "run.json").is_file()
-
-
-# settings that kept their meaning under a new name: a saved config's old key is read as the new one
-RENAMED = {"evaluate.partner_weight": "evaluate.vim_weight"}
-
-
-def known_settings(mapping: Any) -> Any:
-    """A saved config without the sections and keys this hood does not have (renamed keys under their
-    new names).
-
-    Why: a run directory keeps the whole config it ran with, and one written by another version of hood
-    may hold settings this one does not offer. Reading the run (evaluate, score, visualize, resume) must
-    not fail on them; a config a user writes is still checked key by key.
-    """
-    if not isinstance(mapping, dict):
-        return mapping
-    out: dict[Any, Any] = {}
-    for section, values in mapping.items():
-        if section == "name":
-            out[section] = values
-        elif section in _SECTION_CLASSES and isinstance(values, dict):
-            known = _field_types(_SECTION_CLASSES[section])
-            renamed = {RENAMED.get(f"{section}.{k}", f"{section}.{k}").split(".")[1]: v for k, v in values.items()}
-            out[section] = {k: v for k, v in renamed.items() if k in known}
-        elif section in _SECTION_CLASSES:
-            out[section] = values  # not a mapping: apply_mapping says so
-    return out
-
-
 def unknown_dataset(spec: str) -> str | None:
     """Why ``spec`` names no data set (a message with the closest known name), or None if it may.
 
@@ -384,6 +375,26 @@ def unknown_dataset(spec: str) -> str | None:
     if spec in BUILTIN_NAMES or registry.canonical(spec) is not None:  # a name or an alias (lsun = lsun-c)
         return None
     return f"names no known data set: '{_short(spec)[1:-1]}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`, or give a folder or archive path"
+
+
+def validate_decoder(d: DecoderConfig) -> None:
+    """The decoder recipe's checks, shared with the Python API's ``HeatmapDetector.fit``."""
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {msg}")
+
+    need(d.epochs >= 1, "decoder.epochs", f"must be at least 1, got {d.epochs}")
+    need(d.batch_size >= 2, "decoder.batch_size", f"must be at least 2 (BatchNorm), got {d.batch_size}")
+    need(d.lr > 0, "decoder.lr", f"must be positive, got {d.lr}")
+    need(len(d.betas) == 2 and all(0 <= b < 1 for b in d.betas), "decoder.betas", f"must be two numbers in [0, 1), got {d.betas}")
+    need(d.num_ood >= 1, "decoder.num_ood", f"must be at least 1, got {d.num_ood}")
+    need(d.num_id is None or d.num_id >= 2, "decoder.num_id", f"must be at least 2 (BatchNorm), got {d.num_id}")
+    need(1 <= d.fw_layers <= 4, "decoder.fw_layers", f"must be 1, 2, 3 or 4, got {d.fw_layers}")
+    need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
+    need(0 <= d.noise_floor_quantile < 1, "decoder.noise_floor_quantile",
+         f"must be in [0, 1) (0 = no floor, the paper; 0.99 = the 99th percentile), got {d.noise_floor_quantile}")
+    need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -406,13 +417,9 @@ def validate(cfg: Config) -> Config:
     need(8 <= cfg.data.image_size <= 1024, "data.image_size", f"must be between 8 and 1024, got {cfg.data.image_size}")
     need(cfg.data.ood_count is None or cfg.data.ood_count >= 1, "data.ood_count", "must be at least 1")
     need(cfg.data.id_test_count is None or cfg.data.id_test_count >= 1, "data.id_test_count", "must be at least 1")
-    need(cfg.data.val_id_per_class >= 0, "data.val_id_per_class", f"must be 0 or more, got {cfg.data.val_id_per_class}")
     need(cfg.data.val_aux_classes >= 0, "data.val_aux_classes", f"must be 0 or more, got {cfg.data.val_aux_classes}")
-    need(cfg.data.val_id_source in VAL_ID_SOURCES, "data.val_id_source",
-         f"must be last (the last val_id_per_class images of every class), classifier (the images hood pretrain held out) "
-         f"or test (half of the ID test split), got '{cfg.data.val_id_source}'")
-    need(cfg.data.val_id_source != "classifier" or cfg.data.val_id_per_class == 0, "data.val_id_per_class",
-         f"must be 0 with data.val_id_source=classifier (the classifier's held-out images are the validation ID set), got {cfg.data.val_id_per_class}")
+    need(cfg.data.val_id_source in (None, *VAL_ID_SOURCES), "data.val_id_source",
+         f"must be test (half of the ID test split) or classifier (the images hood pretrain held out), got '{cfg.data.val_id_source}'")
     need(cfg.data.ood_draw in OOD_DRAWS, "data.ood_draw", f"must be random (a seeded draw) or first (the file order), got '{cfg.data.ood_draw}'")
     need(0 <= cfg.data.ood_draw_seed < 2**32, "data.ood_draw_seed", f"must be in [0, 2**32), got {cfg.data.ood_draw_seed}")
     _validate_val_ood(cfg, need)
@@ -424,27 +431,12 @@ def validate(cfg: Config) -> Config:
     need(p.weight_decay >= 0, "pretrain.weight_decay", f"must be non-negative, got {p.weight_decay}")
     need(p.scheduler in ("plateau", "onecycle", "none"), "pretrain.scheduler", f"must be plateau, onecycle or none, got '{p.scheduler}'")
     need(0 <= p.val_fraction < 0.5, "pretrain.val_fraction", f"must be in [0, 0.5), got {p.val_fraction}")
-    need(p.checkpoint_every >= 1, "pretrain.checkpoint_every", "must be at least 1")
-    need(d.epochs >= 1, "decoder.epochs", f"must be at least 1, got {d.epochs}")
-    need(d.batch_size >= 2, "decoder.batch_size", f"must be at least 2 (BatchNorm), got {d.batch_size}")
-    need(d.lr > 0, "decoder.lr", f"must be positive, got {d.lr}")
-    need(len(d.betas) == 2 and all(0 <= b < 1 for b in d.betas), "decoder.betas", f"must be two numbers in [0, 1), got {d.betas}")
-    need(d.num_ood >= 1, "decoder.num_ood", f"must be at least 1, got {d.num_ood}")
-    need(d.num_id is None or d.num_id >= 1, "decoder.num_id", "must be at least 1")
-    need(1 <= d.fw_layers <= 4, "decoder.fw_layers", f"must be 1, 2, 3 or 4, got {d.fw_layers}")
-    need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
-    need(d.checkpoint_every >= 1, "decoder.checkpoint_every", "must be at least 1")
-    need(0 <= d.noise_floor_quantile < 1, "decoder.noise_floor_quantile",
-         f"must be in [0, 1) (0 = no floor, the paper; 0.99 = the 99th percentile), got {d.noise_floor_quantile}")
-    need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
+    validate_decoder(d)
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
-    for key in ("vim_weight", "scale_weight"):
-        need(0 <= getattr(e, key) <= 100, f"evaluate.{key}", f"must be in [0, 100], got {getattr(e, key)}")
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")
-    need(d.num_id is None or d.num_id >= 2, "decoder.num_id", f"must be at least 2 (BatchNorm), got {d.num_id}")
     for key, spec in [("data.id", cfg.data.id), ("data.aux", cfg.data.aux)] + [("data.ood", o) for o in cfg.data.ood]:
         need(bool(spec.strip()), key, "must name a data set, got an empty name")
         problem = unknown_dataset(spec)
@@ -477,8 +469,6 @@ def resolve(
     if config_path is not None:
         chain = config_chain(config_path)
         for depth, (path, mapping) in enumerate(chain, start=1):
-            if is_run_config(path):
-                mapping = known_settings(mapping)
             if depth < len(chain) and isinstance(mapping, dict):
                 mapping = {k: v for k, v in mapping.items() if k != "name"}  # a base's name is not the run's
             apply_mapping(cfg, mapping, str(path))

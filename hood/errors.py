@@ -23,8 +23,9 @@ class ConfigError(HoodError):
     """The resolved configuration is invalid (unknown key, wrong type, impossible value)."""
 
 
-class DetectorParameterError(HoodError):
-    """A detector parameter outside its range, said in the detector's own terms (``k must be ...``).
+class DetectorParameterError(HoodError, ValueError):
+    """A detector parameter outside its range, said in the detector's own terms (``k must be ...``); a
+    ValueError too, which is what the Python API promises for a bad argument.
 
     The detector does not know where the value came from; whoever set it from a config key (the jobs
     layer) names that key in front of the message.

@@ -30,6 +30,9 @@ from hood.fileio import atomic_write_json, atomic_write_text, ensure_dir, write_
 from hood.version import __version__
 
 RUN_FILE = "run.json"
+# What a run directory holds and how (run.json, config.yaml, decoder.pt, fits/, results.json, scores/): a run
+# of another format is refused by name rather than half-read. Raised whenever any of them changes meaning.
+RUN_FORMAT = 2
 
 
 def _version_of(package: str) -> str | None:
@@ -138,6 +141,7 @@ def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
         if write:
             lock_run(path, command, "wait for it to finish")
     info = {
+        "format": RUN_FORMAT,
         "command": command,
         "config_name": cfg.name,
         "seed": cfg.run.seed,
@@ -235,6 +239,12 @@ def open_run(path: str | os.PathLike) -> Run:
     info = read_json(f, "the run cannot be used")
     if not isinstance(info, dict):
         raise RunError(f"{f} is damaged (not a JSON object); the run cannot be used")
+    if info.get("format") != RUN_FORMAT:
+        env = info.get("environment")
+        wrote = env.get("hood") if isinstance(env, dict) else None
+        raise RunError(f"{p} was written by hood {wrote or 'of an unknown version'} (run format {info.get('format', 1)}); "
+                       f"this hood {__version__} reads run format {RUN_FORMAT}: make the run again with this hood, "
+                       f"or use the hood that wrote it")
     return Run(p, info)
 
 
@@ -257,6 +267,8 @@ def find_latest(runs_dir: str | os.PathLike, command: str, config_name: str | No
             continue
         if not isinstance(info, dict):
             skipped += 1
+            continue
+        if info.get("format") != RUN_FORMAT:  # another hood's run: never the latest for this one
             continue
         if info.get("command") != command or (config_name and info.get("config_name") != config_name):
             continue

@@ -131,7 +131,7 @@ def digits_detector() -> dict[str, Any]:
         opt.step()
     model.eval()
     outliers = photo_crops("china.jpg", 400, size, seed=1).images
-    det = hood.HeatmapDetector(model).fit(d["train"].images[:400], outliers, epochs=4, device="cpu", lr=1e-3, batch_size=32)
+    det = hood.HeatmapDetector(model, device="cpu").fit(d["train"].images[:400], outliers, epochs=4, lr=1e-3, batch_size=32)
     return {"det": det, "model": model, "digits": d, "size": size}
 
 
@@ -185,25 +185,30 @@ def test_baselines_score_images_and_arrays_alike(digits_detector: dict[str, Any]
     assert not np.allclose(hood.HeatmapViMScale(digits_detector["det"], scale_weight=2).fit(held).predict(test), none)
 
 
-def test_newer_baselines_by_name_are_the_evaluate_methods_with_their_defaults() -> None:
+def test_the_api_classes_are_the_evaluate_methods_with_their_defaults() -> None:
+    """hood.ASH is the class `hood evaluate --methods ash` builds: one class, its parameters and defaults in its
+    constructor alone."""
+    from hood.detectors import COMBINATIONS, DETECTORS
+
+    assert all(getattr(hood, cls.__name__) is cls for cls in DETECTORS.values())
+    assert hood.HeatmapViM is COMBINATIONS["heatmap+vim"] and hood.HeatmapViMScale is COMBINATIONS["heatmap+vim+scale"]
     torch.manual_seed(0)
     fc = torch.nn.Linear(16, 5)
     with torch.no_grad():
         train, test = [(f.numpy(), fc(f).numpy()) for f in (torch.rand(200, 16), 2 * torch.rand(40, 16))]
-    cases = [(hood.ASH, "ash", {"percentile": 70}, {"ash_percentile": 70}, {"percentile": 95}),
-             (hood.SCALE, "scale", {"percentile": 60}, {"scale_percentile": 60}, {"percentile": 85}),
-             (hood.GEN, "gen", {"gamma": 0.5, "m": 3}, {"gen_gamma": 0.5, "gen_m": 3}, {"gamma": 0.1, "m": 100}),
-             (hood.FDBD, "fdbd", {}, {}, {})]
-    for cls, method, given, options, defaults in cases:
+    cases = [(hood.ASH, {"percentile": 70}, {"percentile": 95}), (hood.SCALE, {"percentile": 60}, {"percentile": 85}),
+             (hood.GEN, {"gamma": 0.5, "m": 3}, {"gamma": 0.1, "m": 100}), (hood.FDBD, {}, {})]
+    for cls, given, defaults in cases:
         named = cls(fc, **given).fit(train).predict(test)
-        assert np.allclose(named, hood.Baseline(fc, method=method, **options).fit(train).predict(test)), method
-        # no parameter given: the value `hood evaluate` uses by default, from the one place defaults live
-        assert np.allclose(cls(fc).fit(train).predict(test), cls(fc, **defaults).fit(train).predict(test)), method
+        assert cls.keywords() == defaults
+        assert np.allclose(cls(fc).fit(train).predict(test), cls(fc, **defaults).fit(train).predict(test)), cls
         if given:
-            assert not np.allclose(named, cls(fc).fit(train).predict(test)), f"{method}: the parameter was ignored"
+            assert not np.allclose(named, cls(fc).fit(train).predict(test)), f"{cls.__name__}: the parameter was ignored"
     for cls in (hood.ASH, hood.SCALE, hood.FDBD):
         with pytest.raises(ValueError, match="pass the model"):
             cls()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'percentil'"):
+        hood.ASH(fc, percentil=3)
 
 
 def test_bad_input_is_one_clear_error(digits_detector: dict[str, Any]) -> None:
@@ -259,8 +264,8 @@ def test_predict_streams_an_iterable_of_batches(digits_detector: dict[str, Any])
 def test_a_noise_floor_fitted_through_the_api_travels_with_the_saved_detector(digits_detector: dict[str, Any], tmp_path: Path) -> None:
     d, model = digits_detector["digits"], digits_detector["model"]
     outliers = photo_crops("china.jpg", 60, digits_detector["size"], seed=1).images
-    det = hood.HeatmapDetector(model).fit(d["train"].images[:60], outliers, epochs=1, device="cpu", batch_size=32,
-                                          noise_floor_quantile=0.99)
+    det = hood.HeatmapDetector(model, device="cpu").fit(d["train"].images[:60], outliers, epochs=1, batch_size=32,
+                                                        noise_floor_quantile=0.99)
     assert 0 < det.decoder.noise_floor.item() < 1
     # 99% of the training images' pixels are at or under the floor: they score near zero
     assert float(np.median(det.predict(d["train"].images[:60]))) < 0.01

@@ -92,7 +92,8 @@ def test_graphed_pretrain_steps_train_like_eager_steps(monkeypatch: pytest.Monke
     for graph in (False, True):
         torch.manual_seed(0)
         model = build_classifier("wrn10_2", 10)
-        fit_classifier(model, x, y, x[:20], y[:20], cfg, 0, CUDA, cuda_graph=graph)
+        monkeypatch.setenv("HOOD_CUDA_GRAPHS", "1" if graph else "0")
+        fit_classifier(model, x, y, x[:20], y[:20], cfg, 0, CUDA)
         states.append({k: v.detach().float().clone() for k, v in model.state_dict().items()})
     assert len(made) == 1 and made[0].graph is not None and made[0].eager_steps == 3  # 11 full batches + 1 partial
     for k, v in states[0].items():

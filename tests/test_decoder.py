@@ -154,6 +154,7 @@ def test_train_decoder_job_fixes_the_defects(
     id_folder = tmp_path / "small-id"  # 12 training images: the decoder epochs are the cost here
     write_image_folder(id_folder / "train", per_class=4)
     write_image_folder(id_folder / "test", per_class=1, offset=50)
+    import hood.engine.decoder_training as recipe
     import hood.jobs.train_decoder as job
     from hood.data.sources import load_id_splits
     from hood.models.wideresnet import WideResNet
@@ -167,7 +168,7 @@ def test_train_decoder_job_fixes_the_defects(
 
     monkeypatch.setattr(WideResNet, "stage_maps", counting_stage_maps)
     during_fit = {}
-    real_fit = job.fit_decoder
+    real_fit = recipe.fit_decoder
 
     def watched_fit(*args, **kwargs):
         before = calls["n"]
@@ -176,7 +177,7 @@ def test_train_decoder_job_fixes_the_defects(
         during_fit["epochs"] = len(losses)
         return losses
 
-    monkeypatch.setattr(job, "fit_decoder", watched_fit)
+    monkeypatch.setattr(recipe, "fit_decoder", watched_fit)
     # a classifier whose features are strictly positive (final BN shifted up), so "starting from 0" shows
     from hood.models.checkpoint import classifier_state, save_checkpoint
 
@@ -285,18 +286,40 @@ def test_train_decoder_with_k_prototypes_saves_each_outliers_k_nearest(
     assert math.isfinite(run.info["losses"][-1])
 
 
-def test_graphs_apply_says_when_a_requested_graph_falls_back_to_eager() -> None:
-    """Graph replay needs one CUDA process without torch.compile; asked for elsewhere on CUDA the user is
-    told (naming the key), and on the CPU it is silently not applicable (the default is on everywhere)."""
+def test_graphs_apply_on_one_cuda_process_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph replay is on wherever it applies (one CUDA process without torch.compile), never on the CPU, and
+    HOOD_CUDA_GRAPHS=0 turns it off for debugging."""
     from hood.engine.cuda_graph import graphs_apply
 
-    said: list[str] = []
     cuda = torch.device("cuda")
-    assert graphs_apply(True, cuda, 1, False, "pretrain.cuda_graph", said.append) is True
-    assert said == []
-    assert graphs_apply(True, cuda, 2, False, "pretrain.cuda_graph", said.append) is False
-    assert graphs_apply(True, cuda, 1, True, "decoder.cuda_graph", said.append) is False
-    assert [s.split()[0] for s in said] == ["pretrain.cuda_graph", "decoder.cuda_graph"]
-    assert graphs_apply(True, torch.device("cpu"), 1, False, "decoder.cuda_graph", said.append) is False
-    assert graphs_apply(False, cuda, 2, False, "decoder.cuda_graph", said.append) is False
-    assert len(said) == 2
+    monkeypatch.delenv("HOOD_CUDA_GRAPHS", raising=False)
+    assert graphs_apply(cuda, 1, False) is True
+    assert graphs_apply(cuda, 2, False) is False and graphs_apply(cuda, 1, True) is False
+    assert graphs_apply(torch.device("cpu"), 1, False) is False
+    monkeypatch.setenv("HOOD_CUDA_GRAPHS", "0")
+    assert graphs_apply(cuda, 1, False) is False
+
+
+def test_the_api_and_the_cli_train_the_same_decoder(id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path) -> None:
+    """One recipe: `hood train-decoder` and `hood.HeatmapDetector.fit`, given the same images, settings and seed,
+    produce the same decoder weights (the noise floor measured alike, on the ID images trained on)."""
+    from typer.testing import CliRunner
+
+    import hood
+    from hood.cli.app import app
+    from hood.data.sources import load_id_splits, load_image_set
+
+    r = CliRunner().invoke(app, ["train-decoder", "--dataset", str(id_folder), "--arch", "wrn10_2", "--classifier", str(tiny_classifier),
+                                 "--aux", str(ood_folder), "--num-ood", "10", "--epochs", "2", "--batch-size", "8", "--fw-layers", "2",
+                                 "--seed", "5", "--set", "decoder.noise_floor_quantile=0.9", "--device", "cpu", "--out", "cli", "-q"])
+    assert r.exit_code == 0, r.output
+    train = load_id_splits(str(id_folder), tmp_path, 32)["train"].images
+    pool = load_image_set(str(ood_folder), tmp_path, 32).images
+    det = hood.HeatmapDetector(load_classifier(tiny_classifier).model, fw_layers=2, device="cpu")
+    det.fit(train, pool, epochs=2, batch_size=8, num_ood=10, seed=5, noise_floor_quantile=0.9)
+    cli, _ = load_decoder(Path("cli/decoder.pt"))
+    assert cli.spec == det.decoder.spec
+    api = det.decoder.state_dict()
+    for name, value in cli.state_dict().items():
+        assert torch.equal(value, api[name]), name
+    assert cli.noise_floor.item() > 0

@@ -29,7 +29,7 @@ def tiny_config(root: Path, **extra: Any) -> Config:
         "data.id": str(root / "id"), "data.aux": str(root / "ood"), "data.ood": [str(root / "ood"), "uniform-noise"],
         "data.ood_count": 12, "model.arch": "wrn10_2", "decoder.epochs": 1, "decoder.batch_size": 8,
         "decoder.num_ood": 12, "run.device": "cpu", "run.runs_dir": str(root / "runs"), "evaluate.methods": ["all"],
-        "evaluate.knn_k": 5, "run.num_threads": 1, "model.classifier": str(root / "classifier.pt"), **extra,
+        "evaluate.params.knn.k": 5, "run.num_threads": 1, "model.classifier": str(root / "classifier.pt"), **extra,
     }
     return resolve(None, named, None)
 
@@ -131,7 +131,7 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
     assert again.results["results"]["knn"] == pipeline["results"]["results"]["knn"]
     before = np.load(run / "scores" / "knn" / "id.npz")["scores"]
     calls.clear()
-    evaluate(tiny_config(root, **{"evaluate.methods": ["knn"], "evaluate.knn_k": 2}), str(run))
+    evaluate(tiny_config(root, **{"evaluate.methods": ["knn"], "evaluate.params.knn.k": 2}), str(run))
     assert "ID train features" in calls
     assert np.load(run / "scores" / "knn" / "id.npz")["scores"] != pytest.approx(before)
 
@@ -149,8 +149,8 @@ def test_one_evaluation_runs_the_decoder_once_per_image_and_scores_as_methods_al
     shutil.rmtree(run / "fits")
     monkeypatch.setenv("HOOD_CACHE", str(root / "_cache"))
     rows: list[int] = []
-    real = HeatmapDetector.score
-    monkeypatch.setattr(HeatmapDetector, "score", lambda self, feats: rows.append(len(feats)) or real(self, feats))
+    real = HeatmapDetector.score_features
+    monkeypatch.setattr(HeatmapDetector, "score_features", lambda self, feats: rows.append(len(feats)) or real(self, feats))
     methods = ["heatmap", "heatmap+vim", "vim"]
     together = evaluate(tiny_config(root, **{"evaluate.methods": methods}), str(run))
     assert sorted(rows) == [12, 12, 12, 36]  # ID test, the two OOD sets, the 36 fit rows
@@ -200,7 +200,7 @@ def test_cli_evaluate_baselines_without_a_decoder(pipeline: dict[str, Any], monk
     monkeypatch.setenv("HOOD_CACHE", str(root / "_cache"))
     args = ["evaluate", "--methods", "msp,energy,knn", "--classifier", str(root / "classifier.pt"), "-d", str(root / "id"),
             "--ood", str(root / "ood"), "--ood-count", "12", "--device", "cpu", "--fpr-convention", "ood", "--json", "-q",
-            "--set", "model.arch=wrn10_2", "--set", "evaluate.knn_k=3", "--set", "run.num_threads=1"]
+            "--set", "model.arch=wrn10_2", "--set", "evaluate.params.knn.k=3", "--set", "run.num_threads=1"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)

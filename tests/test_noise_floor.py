@@ -67,13 +67,12 @@ def test_the_floor_applies_in_eval_mode_only_and_darkens_the_images_it_was_measu
     assert float(raw_in_training.mean()) > 0.2  # training regresses the raw heatmap
 
 
-def test_a_decoder_saved_without_a_floor_loads_with_none() -> None:
+def test_a_decoder_state_without_its_floor_is_refused() -> None:
+    """The floor is part of every decoder hood saves: a state without it is not one of hood's decoders."""
     dec, _ = _decoder_and_features()
     state = {k: v for k, v in dec.state_dict().items() if k != "noise_floor"}
-    fresh = HeatmapDecoder(dec.spec)
-    fresh.noise_floor.fill_(0.7)
-    fresh.load_state_dict(state)
-    assert fresh.noise_floor.item() == 0.0
+    with pytest.raises(RuntimeError, match="noise_floor"):
+        HeatmapDecoder(dec.spec).load_state_dict(state)
 
 
 def test_the_quantile_is_checked_with_its_key() -> None:
@@ -84,16 +83,17 @@ def test_the_quantile_is_checked_with_its_key() -> None:
 def test_train_decoder_measures_the_floor_on_id_images_it_did_not_train_on(
     id_folder: Path, ood_folder: Path, tiny_classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import hood.engine.decoder_training as recipe
     import hood.jobs.train_decoder as job
 
     seen: dict[str, int] = {}
-    real = job.measure_noise_floor
+    real = recipe.measure_noise_floor
 
     def watched(decoder, feats, quantile, device, batch_size=500):  # noqa: ANN001, ANN202
         seen["rows"], seen["q"] = len(feats), quantile
         return real(decoder, feats, quantile, device, batch_size)
 
-    monkeypatch.setattr(job, "measure_noise_floor", watched)
+    monkeypatch.setattr(recipe, "measure_noise_floor", watched)
     cfg = resolve(None, {}, [
         f"data.id={id_folder}", f"data.aux={ood_folder}", "model.arch=wrn10_2", f"model.classifier={tiny_classifier}",
         "decoder.num_ood=5", "decoder.num_id=20", "decoder.epochs=1", "decoder.batch_size=8", "evaluate.batch_size=5",

@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from hood.config import resolve
-from hood.detectors import DETECTORS, DetectorContext
-from hood.detectors.ash import ASHDetector
-from hood.detectors.fdbd import FDBDDetector
-from hood.detectors.gen import GENDetector
-from hood.detectors.scale import SCALEDetector
+from hood.detectors.ash import ASH
+from hood.detectors.fdbd import FDBD
+from hood.detectors.gen import GEN
+from hood.detectors.scale import SCALE
 from hood.engine.features import FeatureSet
 from hood.errors import ConfigError, DetectorParameterError
 from hood.metrics import ood_metrics
@@ -44,21 +43,21 @@ def energy_of(logits: list[float]) -> float:
 
 def test_ash_keeps_the_top_activations_scaled_by_the_sum_ratio() -> None:
     head = Head([[1, 0, 0, 0], [0, 1, 1, 0]], [0.5, -0.5])
-    d = ASHDetector(head, percentile=50)  # 4 activations, 50th percentile: the 2 largest stay
+    d = ASH(head, percentile=50)  # 4 activations, 50th percentile: the 2 largest stay
     assert d.k == 2
     # row 1: keeps 4 and 3 (s1 = 8, s2 = 7); row 2: keeps 2 and 5 (s1 = 7.5, s2 = 7); row 3: all zero
     z = [[4.0, 1.0, 3.0, 0.0], [0.5, 2.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]]
     e1, e2 = math.exp(8 / 7), math.exp(7.5 / 7)
     # shaped row 1 = e1 * (4, 0, 3, 0), row 2 = e2 * (0, 2, 0, 5); logits: entry 0, and entries 1 + 2
     expect = [energy_of([4 * e1 + 0.5, 3 * e1 - 0.5]), energy_of([0.5, 2 * e2 - 0.5]), energy_of([0.5, -0.5])]
-    assert d.score(fs(z)) == pytest.approx(expect, rel=1e-12)
-    assert ASHDetector(head, percentile=60).k == 2  # 4 - round(2.4)
-    assert d.score_params() == {"percentile": 50.0}
+    assert d.score_features(fs(z)) == pytest.approx(expect, rel=1e-12)
+    assert ASH(head, percentile=60).k == 2  # 4 - round(2.4)
+    assert d.settings() == {"percentile": 50.0}
 
 
 def test_ash_and_scale_reject_percentiles_that_keep_nothing() -> None:
     head = Head(np.eye(4), np.zeros(4))
-    for make in (ASHDetector, SCALEDetector):
+    for make in (ASH, SCALE):
         with pytest.raises(DetectorParameterError, match=r"^percentile must be in \[0, 100\), got 100.0$"):
             make(head, percentile=100)
         with pytest.raises(DetectorParameterError, match="^percentile 90.0 keeps none of the 4 activations"):
@@ -67,71 +66,79 @@ def test_ash_and_scale_reject_percentiles_that_keep_nothing() -> None:
 
 def test_scale_scales_every_activation_by_the_ash_ratio_without_pruning() -> None:
     head = Head([[1, 1, 0, 0], [0, 0, 1, 1]], [0.0, 1.0])
-    d = SCALEDetector(head, percentile=50)
+    d = SCALE(head, percentile=50)
     z = [[4.0, 1.0, 3.0, 0.0], [0.5, 2.0, 0.0, 5.0]]
     e1, e2 = math.exp(8 / 7), math.exp(7.5 / 7)
     expect = [energy_of([5 * e1, 3 * e1 + 1]), energy_of([2.5 * e2, 5 * e2 + 1])]
-    assert d.score(fs(z)) == pytest.approx(expect, rel=1e-12)
+    assert d.score_features(fs(z)) == pytest.approx(expect, rel=1e-12)
     # percentile 0 keeps everything: s1 = s2, every feature scaled by e
-    d0 = SCALEDetector(head, percentile=0)
-    assert d0.score(fs(z[:1])) == pytest.approx([energy_of([5 * math.e, 3 * math.e + 1])], rel=1e-12)
+    d0 = SCALE(head, percentile=0)
+    assert d0.score_features(fs(z[:1])) == pytest.approx([energy_of([5 * math.e, 3 * math.e + 1])], rel=1e-12)
 
 
 def test_gen_sums_the_generalized_entropy_of_the_top_m_probabilities() -> None:
     logits = [[math.log(3.0), 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # softmax (0.6, 0.2, 0.2), peaked, flat
-    top2 = GENDetector(gamma=0.5, m=2).score(fs(np.zeros((3, 1)), logits))  # logits stored in float32: rel 1e-6
+    top2 = GEN(gamma=0.5, m=2).score_features(fs(np.zeros((3, 1)), logits))  # logits stored in float32: rel 1e-6
     assert top2[0] == pytest.approx(math.sqrt(0.6 * 0.4) + math.sqrt(0.2 * 0.8), rel=1e-6)
-    every = GENDetector(gamma=0.5, m=100).score(fs(np.zeros((3, 1)), logits))  # M capped at the 3 classes
+    every = GEN(gamma=0.5, m=100).score_features(fs(np.zeros((3, 1)), logits))  # M capped at the 3 classes
     assert every[0] == pytest.approx(math.sqrt(0.6 * 0.4) + 2 * math.sqrt(0.2 * 0.8), rel=1e-6)
     assert every[2] == pytest.approx(3 * math.sqrt(2 / 9), rel=1e-12)
     assert every[1] < every[0] < every[2]  # confident = ID = low
     with pytest.raises(DetectorParameterError, match="^gamma must be positive"):
-        GENDetector(gamma=0)
+        GEN(gamma=0)
     with pytest.raises(DetectorParameterError, match="^m must be at least 1"):
-        GENDetector(m=0)
+        GEN(m=0)
 
 
 def test_fdbd_averages_boundary_distances_over_the_distance_to_the_train_mean() -> None:
     head = Head([[2, 0], [0, 1], [0, 0]], [0.0, 0.0, 1.0])
-    d = FDBDDetector(head)
-    d.fit(fs([[0.0, 0.0], [2.0, 2.0]]))  # mean (1, 1)
+    d = FDBD(head)
+    d.fit_features(fs([[0.0, 0.0], [2.0, 2.0]]))  # mean (1, 1)
     # z = (3, 1): logits (6, 1, 1), class 0; boundaries with 1 and 2 at 5/|(2,-1)| and 5/|(2,0)|; |z - mean| = 2
     # z = (0, 3): logits (0, 3, 1), class 1; boundaries with 0 and 2 at 3/|(-2,1)| and 2/|(0,1)|; |z - mean| = sqrt 5
     s5 = math.sqrt(5)
     expect = [-(5 / s5 + 5 / 2) / 2 / 2, -(3 / s5 + 2 / 1) / 2 / s5]
-    assert d.score(fs([[3.0, 1.0], [0.0, 3.0]])) == pytest.approx(expect, rel=1e-12)
-    with pytest.raises(RuntimeError, match="not fitted"):
-        FDBDDetector(head).score(fs([[3.0, 1.0]]))
+    assert d.score_features(fs([[3.0, 1.0], [0.0, 3.0]])) == pytest.approx(expect, rel=1e-12)
+    with pytest.raises(ValueError, match="not fitted"):
+        FDBD(head).score_features(fs([[3.0, 1.0]]))
+    with pytest.raises(ValueError, match="^FDBD is not fitted: call fit"):
+        FDBD(head).predict((np.ones((1, 2)), np.ones((1, 3))))
 
 
 def test_fdbd_fit_round_trips_through_a_checkpoint(tmp_path) -> None:
     from hood.models.checkpoint import safe_load
 
     head, train, id_test, _ = synthetic_case()
-    a, b = FDBDDetector(head), FDBDDetector(head)
-    a.fit(train)
+    a, b = FDBD(head), FDBD(head)
+    a.fit_features(train)
     torch.save({"state": a.state()}, tmp_path / "fit.pt")
     b.load_state(safe_load(tmp_path / "fit.pt")["state"])
-    assert b.score(id_test) == pytest.approx(a.score(id_test))
-    assert a.params() == {}
+    assert b.score_features(id_test) == pytest.approx(a.score_features(id_test))
+    assert a.settings() == {} and FDBD.keywords() == {}
 
 
 def test_parameters_come_from_the_config_and_errors_name_their_key() -> None:
+    """Each method's evaluate.params are its constructor's keywords; a value out of range is one line naming the
+    key, an unknown method or keyword one line listing the valid ones; defaults are the constructors' own."""
     from hood.jobs.detectors import build_detectors
 
-    cfg = resolve(None, {"evaluate.ash_percentile": 90, "evaluate.scale_percentile": 80, "evaluate.gen_gamma": 0.5, "evaluate.gen_m": 5}, None)
-    ctx = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"), options={"config": cfg})
-    assert DETECTORS["ash"](ctx).score_params() == {"percentile": 90.0}
-    assert DETECTORS["scale"](ctx).score_params() == {"percentile": 80.0}
-    assert DETECTORS["gen"](ctx).score_params() == {"gamma": 0.5, "M": 5}
-    defaults = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"))
-    assert DETECTORS["ash"](defaults).percentile == 95.0 and DETECTORS["scale"](defaults).percentile == 85.0
-    assert (DETECTORS["gen"](defaults).gamma, DETECTORS["gen"](defaults).m) == (0.1, 100)
-    for method, key, value in (("ash", "ash_percentile", 100), ("scale", "scale_percentile", -1), ("gen", "gen_gamma", 0), ("gen", "gen_m", 0)):
-        bad = resolve(None, {f"evaluate.{key}": value}, None)
-        bad_ctx = DetectorContext(classifier=Head(np.ones((3, 40)), np.zeros(3)), device=torch.device("cpu"), options={"config": bad})
-        with pytest.raises(ConfigError, match=f"^evaluate.{key}: "):
-            build_detectors(bad_ctx, [method])
+    head = Head(np.ones((3, 40)), np.zeros(3))
+    cfg = resolve(None, {}, ["evaluate.params={ash: {percentile: 90}, scale: {percentile: 80}, gen: {gamma: 0.5, m: 5}}"])
+    dets, _ = build_detectors(["ash", "scale", "gen"], head, cfg, torch.device("cpu"))
+    assert dets["ash"].settings() == {"percentile": 90.0} and dets["scale"].settings() == {"percentile": 80.0}
+    assert dets["gen"].settings() == {"gamma": 0.5, "m": 5}
+    defaults, _ = build_detectors(["ash", "scale", "gen"], head, resolve(None, {}, None), torch.device("cpu"))
+    assert defaults["ash"].percentile == 95.0 and defaults["scale"].percentile == 85.0
+    assert (defaults["gen"].gamma, defaults["gen"].m) == (0.1, 100)
+    for method, key, value in (("ash", "percentile", 100), ("scale", "percentile", -1), ("gen", "gamma", 0), ("gen", "m", 0)):
+        bad = resolve(None, {}, [f"evaluate.params.{method}.{key}={value}"])
+        with pytest.raises(ConfigError, match=rf"^evaluate.params.{method}.{key}: {key} must "):
+            build_detectors([method], head, bad, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"^evaluate.params.ash: unknown parameter 'percentil' \(did you mean 'percentile'\?\); "
+                                          r"ash takes percentile \(default 95.0\)$"):
+        build_detectors(["ash"], head, resolve(None, {}, ["evaluate.params.ash.percentil=90"]), torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"^evaluate.params: unknown method 'knnn' \(did you mean 'knn'\?\); methods with parameters: "):
+        build_detectors(["msp"], head, resolve(None, {}, ["evaluate.params.knnn.k=3"]), torch.device("cpu"))
 
 
 def synthetic_case() -> tuple[Head, FeatureSet, FeatureSet, FeatureSet]:
@@ -164,9 +171,9 @@ PYTORCH_OOD_AUROC = {"ash": 0.6845222, "scale": 0.8305444, "gen": 0.8748333, "fd
 
 def test_auroc_matches_pytorch_ood_on_a_synthetic_case() -> None:
     head, train, id_test, ood = synthetic_case()
-    detectors = {"ash": ASHDetector(head, 95), "scale": SCALEDetector(head, 85), "gen": GENDetector(0.1, 100), "fdbd": FDBDDetector(head)}
-    detectors["fdbd"].fit(train)
+    detectors = {"ash": ASH(head, percentile=95), "scale": SCALE(head, percentile=85), "gen": GEN(gamma=0.1, m=100), "fdbd": FDBD(head)}
+    detectors["fdbd"].fit_features(train)
     for name, d in detectors.items():
-        auroc = ood_metrics(d.score(id_test), d.score(ood))["auroc"]
+        auroc = ood_metrics(d.score_features(id_test), d.score_features(ood))["auroc"]
         assert 0.6 < auroc < 0.999, name  # neither chance nor perfect, so a formula change would show
         assert auroc == pytest.approx(PYTORCH_OOD_AUROC[name], abs=2e-5), name  # 1 of 90,000 pairs = 1.1e-5

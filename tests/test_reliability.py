@@ -143,7 +143,7 @@ def test_case_5_a_killed_evaluate_is_marked_and_score_refuses_its_threshold(
     the k=5 threshold. The threshold records the fit parameters too."""
     from hood.jobs import evaluate as ev
 
-    assert pipeline["results"]["threshold_params"]["knn"] == {"k": 5}
+    assert pipeline["results"]["threshold_settings"]["knn"] == {"k": 5}
     real = ev.extract_features
 
     def killed_after_fitting(*args: Any, **kwargs: Any) -> Any:
@@ -153,8 +153,8 @@ def test_case_5_a_killed_evaluate_is_marked_and_score_refuses_its_threshold(
 
     monkeypatch.setattr(ev, "extract_features", killed_after_fitting)
     with pytest.raises(KeyboardInterrupt):
-        ev.evaluate(tiny_config(pipeline["root"], **{"evaluate.methods": ["knn"], "evaluate.knn_k": 1}), str(run_copy))
-    r = score(run_copy, str(mine), "--method", "knn", "--set", "evaluate.knn_k=1")
+        ev.evaluate(tiny_config(pipeline["root"], **{"evaluate.methods": ["knn"], "evaluate.params.knn.k": 1}), str(run_copy))
+    r = score(run_copy, str(mine), "--method", "knn", "--set", "evaluate.params.knn.k=1")
     one_line_error(r, 2, "results.json", "still running or was stopped", f"hood evaluate --run {run_copy}")
     assert json.loads((run_copy / "results.json").read_text())["state"] == "running"
 
@@ -162,9 +162,9 @@ def test_case_5_a_killed_evaluate_is_marked_and_score_refuses_its_threshold(
 def test_case_5_a_threshold_set_under_another_k_is_refused(run_copy: Path, pipeline: dict[str, Any], mine: Path) -> None:
     """With a complete evaluation, a fit parameter differing from the threshold's is named with both values."""
     fit = torch.load(run_copy / "fits" / "knn.pt", weights_only=True)
-    fit["key"]["params"] = {"k": 1}  # a fit made with k=1 (what a later evaluate would cache)
+    fit["key"]["settings"] = {"k": 1}  # a fit made with k=1 (what a later evaluate would cache)
     torch.save(fit, run_copy / "fits" / "knn.pt")
-    r = score(run_copy, str(mine), "--method", "knn", "--set", "evaluate.knn_k=1")
+    r = score(run_copy, str(mine), "--method", "knn", "--set", "evaluate.params.knn.k=1")
     one_line_error(r, 2, "was set with k 5, this scoring uses k 1")
 
 
@@ -331,10 +331,11 @@ def test_case_11_out_naming_a_pretrain_run_is_refused_before_anything_is_written
 
 def test_case_12_a_killed_writes_temp_files_are_removed_when_the_run_is_next_opened(tmp_path: Path) -> None:
     from hood.jobs.resume import open_resume
+    from hood.runs import RUN_FORMAT
 
     run = tmp_path / "R"
     (run / "scores" / "knn").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"command": "train-decoder", "status": "running"}))
+    (run / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "command": "train-decoder", "status": "running"}))
     stale = [run / ".train_state.pt.k2j3.tmp", run / "scores" / "knn" / ".id.npz.x9.tmp"]
     for f in stale:
         f.write_bytes(b"\0" * 1000)

@@ -70,40 +70,28 @@ def test_score_table_archive_threshold_and_baseline(pipeline: dict[str, Any], mi
 def test_score_refuses_a_threshold_set_under_other_scoring_settings(pipeline: dict[str, Any], mine: Path, monkeypatch) -> None:
     """ViM's weight changes every heatmap+vim score, so the stored threshold no longer keeps 95% of ID:
     scoring under another weight is one line naming both and the fix, not silently wrong verdicts."""
-    assert pipeline["results"]["threshold_params"]["heatmap+vim"].items() >= {"vim_weight": 1.0}.items()
+    assert pipeline["results"]["threshold_settings"]["heatmap+vim"].items() >= {"vim_weight": 1.0}.items()
     same = _score([str(mine), "--method", "heatmap+vim", "--json"], pipeline, monkeypatch)
     assert same.exit_code == 0, same.output
     assert json.loads(same.stdout)["threshold"] == pytest.approx(pipeline["results"]["thresholds"]["heatmap+vim"])
-    other = _score([str(mine), "--method", "heatmap+vim", "--set", "evaluate.vim_weight=3"], pipeline, monkeypatch)
+    other = _score([str(mine), "--method", "heatmap+vim", "--set", "evaluate.params.heatmap+vim.vim_weight=3"], pipeline, monkeypatch)
     assert other.exit_code != 0 and "Traceback" not in other.output
     assert "was set with vim_weight 1.0" in other.output and "uses vim_weight 3.0" in other.output
     assert "pass --threshold" in other.output
-    given = _score([str(mine), "--method", "heatmap+vim", "--set", "evaluate.vim_weight=3", "--threshold", "5"], pipeline, monkeypatch)
+    given = _score([str(mine), "--method", "heatmap+vim", "--set", "evaluate.params.heatmap+vim.vim_weight=3", "--threshold", "5"], pipeline, monkeypatch)
     assert given.exit_code == 0, given.output  # an explicit threshold is the user's to choose
 
 
-def test_score_reads_a_run_written_with_settings_this_hood_lacks(pipeline: dict[str, Any], mine: Path, tmp_path: Path, monkeypatch) -> None:
-    """Another hood's run: its config.yaml, its decoder's spec and its stored threshold settings name settings
-    this hood does not have, at the values it always uses, and ViM's weight under its older name
-    (partner_weight); `hood score --run` reads it as it reads its own."""
+def test_score_refuses_a_run_of_another_format_naming_the_hood_that_wrote_it(pipeline: dict[str, Any], mine: Path, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """A run directory records its format; a run another hood wrote is one line saying which, never half-read."""
     import shutil
 
-    import torch
-    import yaml
-
     run = Path(shutil.copytree(pipeline["run"], tmp_path / "old"))
-    saved = yaml.safe_load((run / "config.yaml").read_text())
-    saved["decoder"]["output_scale"], saved["evaluate"]["fusion"] = 1.0, "zscore"
-    saved["evaluate"]["partner_weight"] = saved["evaluate"].pop("vim_weight")
-    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    decoder = torch.load(run / "decoder.pt", weights_only=True)
-    decoder["spec"]["output_scale"] = 1.0
-    torch.save(decoder, run / "decoder.pt")
-    results = json.loads((run / "results.json").read_text())
-    results["threshold_params"]["heatmap+vim"]["fusion"] = "zscore"  # a setting older hoods recorded
-    then = results["threshold_params"]["heatmap+vim"]
-    then["partner_weight"] = then.pop("vim_weight")
-    (run / "results.json").write_text(json.dumps(results))
+    info = json.loads((run / "run.json").read_text())
+    info["format"], info["environment"]["hood"] = 1, "0.1.0"
+    (run / "run.json").write_text(json.dumps(info))
     out = _score([str(mine), "--method", "heatmap+vim", "--json"], {**pipeline, "run": run}, monkeypatch)
-    assert out.exit_code == 0, out.output
-    assert json.loads(out.stdout)["threshold"] == pytest.approx(results["thresholds"]["heatmap+vim"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "was written by hood 0.1.0 (run format 1); this hood" in out.stderr and "reads run format 2" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""The validation split from config keys: held out of decoder training, scored by
+"""The validation split from config keys: images the classifier and decoder never trained on, scored by
 ``hood evaluate --validation``, never mixed with the test sets."""
 
 from __future__ import annotations
@@ -14,23 +14,13 @@ from typer.testing import CliRunner
 from hood.config import resolve
 from hood.data.builtin import VAL_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
-from hood.data.validation import held_out_id_rows, id_test_halves, split_aux_classes, split_rows
+from hood.data.validation import id_test_halves, split_aux_classes
 from hood.errors import ConfigError
 
 
 def _set(labels: list[int], classes: int) -> ImageSet:
     n = len(labels)
     return ImageSet("s", torch.zeros(n, 3, 2, 2, dtype=torch.uint8), torch.tensor(labels), [f"c{i}" for i in range(classes)])
-
-
-def test_held_out_id_rows_are_the_last_of_every_class() -> None:
-    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
-    assert held_out_id_rows(labels, 2).tolist() == [2, 5, 6, 7]
-    kept, held = split_rows(_set(labels.tolist(), 2), 2)
-    assert kept.tolist() == [0, 1, 3, 4] and labels[held].tolist() == [0, 1, 1, 0]
-    with pytest.raises(ConfigError, match="val_id_per_class.*class 0 has only 4"):
-        held_out_id_rows(labels, 4)
-    assert split_rows(_set([0, 1], 2), 0)[0].tolist() == [0, 1]  # 0: nothing held out
 
 
 def test_held_out_aux_classes_are_the_last_folders() -> None:
@@ -71,7 +61,7 @@ def test_validation_on_half_of_the_id_test_split(tmp_path: Path, id_folder: Path
         "data.id": str(id_folder), "data.aux": str(aux), "data.ood": ["uniform-noise"], "model.arch": "wrn10_2",
         "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
         "data.val_id_source": "test", "data.val_aux_classes": 1, "data.ood_draw_seed": 3, "run.device": "cpu",
-        "run.num_threads": 1, "run.out": str(tmp_path / "dec"), "evaluate.methods": ["msp", "knn"], "evaluate.knn_k": 3,
+        "run.num_threads": 1, "run.out": str(tmp_path / "dec"), "evaluate.methods": ["msp", "knn"], "evaluate.params.knn.k": 3,
     }
     run = train_decoder(resolve(None, named, None), None, create_run(resolve(None, named, None), "train-decoder"))
     val = evaluate(resolve(None, {**named, "evaluate.validation": True}, None), str(run.path)).results
@@ -86,16 +76,18 @@ def test_validation_on_half_of_the_id_test_split(tmp_path: Path, id_folder: Path
     assert sorted(rows["val-"] + rows[""]) == list(range(12))  # disjoint halves of the whole test split
     assert rows["val-"] == id_test_halves(12, 3)[0].tolist()
 
-    with pytest.raises(ConfigError, match="validate on half of the ID test split.*data.val_id_source=test"):
-        evaluate(resolve(None, {**named, "data.val_id_source": "last", "evaluate.validation": True}, None), str(run.path))
+    with pytest.raises(ConfigError, match="^--validation needs validation ID images the classifier never saw: --set data.val_id_source=test"):
+        evaluate(resolve(None, {**named, "data.val_id_source": None, "evaluate.validation": True}, None), str(run.path))
+    with pytest.raises(ConfigError, match="may have trained on the images the classifier held out"):
+        evaluate(resolve(None, {**named, "data.val_id_source": "classifier", "evaluate.validation": True}, None), str(run.path))
 
     # the baselines need no decoder run to be validated on half of the ID test split
     alone = {**named, "evaluate.validation": True, "data.val_ood": ["uniform-noise"], "run.out": str(tmp_path / "base")}
     res = evaluate(resolve(None, alone, None)).results
     assert res["n_id"] == 6 and list(res["results"]["knn"]) == ["uniform-noise-val", "mean"]
     assert json.loads((tmp_path / "base" / "run.json").read_text())["status"] == "complete"
-    with pytest.raises(ConfigError, match="name the run with --run RUN, or validate on half of the ID test split"):
-        evaluate(resolve(None, {**alone, "data.val_id_source": "last", "run.out": str(tmp_path / "base2")}, None))
+    with pytest.raises(ConfigError, match="name it with --run RUN, or validate on half of the ID test split"):
+        evaluate(resolve(None, {**alone, "data.val_id_source": "classifier", "run.out": str(tmp_path / "base2")}, None))
     assert not (tmp_path / "base2").exists()  # refused before a run directory is made
 
 
@@ -109,20 +101,20 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
     named = {
         "data.id": str(id_folder), "data.aux": str(aux), "data.ood": [str(aux), "uniform-noise"], "model.arch": "wrn10_2",
         "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
-        "data.val_id_per_class": 2, "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1,
-        "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap", "heatmap+vim", "knn"], "evaluate.knn_k": 3,
+        "data.val_id_source": "test", "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1,
+        "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap", "heatmap+vim", "knn"], "evaluate.params.knn.k": 3,
     }
     cfg = resolve(None, named, None)
     run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
     meta = safe_load(run.file("decoder.pt"))["meta"]
-    held = set(held_out_id_rows(torch.arange(3).repeat_interleave(12), 2).tolist())  # id_folder: 3 classes x 12, sorted
-    assert len(meta["id_rows"]) == 30 and not held & set(meta["id_rows"].tolist())
+    assert meta["id_rows"].tolist() == list(range(36))  # the validation ID images are test images: every training image trains
     samples = json.loads(run.file("ood_samples.json").read_text())
     assert samples["pool_size"] == 15  # 3 of the 4 aux classes: the last one is validation OOD
 
     args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(tiny_classifier), "-d", str(id_folder),
-            "--ood", f"{aux},uniform-noise,blobs", "--methods", "heatmap,heatmap+vim,knn", "--device", "cpu", "--json", "-q",
-            "--set", "model.arch=wrn10_2", "--set", "evaluate.knn_k=3", "--set", "run.num_threads=1"]
+            "--ood", f"{aux},uniform-noise,blobs", "--ood-count", "40", "--methods", "heatmap,heatmap+vim,knn", "--device", "cpu", "--json", "-q",
+            "--set", "model.arch=wrn10_2", "--set", "evaluate.params.knn.k=3", "--set", "run.num_threads=1",
+            "--set", "data.val_id_source=test"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
@@ -133,14 +125,14 @@ def test_train_decoder_holds_out_and_evaluate_validation_scores_only_that(tmp_pa
     val_noise, test_noise = synthetic_set("uniform-noise", seed=VAL_NOISE_SEED), synthetic_set("uniform-noise")
     assert not torch.equal(val_noise.images, test_noise.images)
     assert (run.path / "scores" / "heatmap" / "val-uniform-noise-val.npz").is_file()
-    assert res["results"]["heatmap"]["uniform-noise-val"]["n"] == len(val_noise)
-    assert res["results"]["heatmap"]["blobs-val"]["n"] == 2000 and (run.path / "scores" / "heatmap" / "val-blobs-val.npz").is_file()
-    assert res["results"]["heatmap"]["pool-val"]["n"] == 5
-    assert res["validation"]["n_fit"] == 30 and json.loads(run.file("validation.json").read_text()) == res
+    assert res["results"]["heatmap"]["uniform-noise-val"]["n"] == 40 < len(val_noise)
+    assert res["results"]["heatmap"]["blobs-val"]["n"] == 40 and (run.path / "scores" / "heatmap" / "val-blobs-val.npz").is_file()
+    assert res["results"]["heatmap"]["pool-val"]["n"] == 5  # fewer than --ood-count: all of them
+    assert res["validation"]["n_fit"] == 36 and json.loads(run.file("validation.json").read_text()) == res
     assert not run.file("results.json").exists()  # the test results are another command's
     assert (run.path / "scores" / "knn" / "val-id.npz").is_file() and not (run.path / "scores" / "knn" / "id.npz").exists()
     fit = safe_load(run.path / "fits" / "knn.pt")
-    assert fit["key"]["n_train"] == 30 and fit["state"]["bank"].shape[0] == 30  # the held-out ID rows are not in the bank
+    assert fit["key"]["n_train"] == 36 and fit["state"]["bank"].shape[0] == 36
 
 
 def test_validation_needs_a_run_with_a_split(tmp_path: Path, id_folder: Path, ood_folder: Path, tiny_classifier: Path) -> None:
@@ -154,7 +146,7 @@ def test_validation_needs_a_run_with_a_split(tmp_path: Path, id_folder: Path, oo
         "run.device": "cpu", "run.num_threads": 1, "run.out": str(tmp_path / "dec"), "evaluate.methods": ["heatmap"],
     }
     run = train_decoder(resolve(None, named, None), None, create_run(resolve(None, named, None), "train-decoder"))
-    with pytest.raises(ConfigError, match="holds no validation split.*val_id_per_class"):
+    with pytest.raises(ConfigError, match="^--validation needs validation ID images the classifier never saw"):
         evaluate(resolve(None, {**named, "evaluate.validation": True}, None), str(run.path))
 
 
@@ -186,7 +178,7 @@ def test_validation_on_the_images_the_classifier_never_saw(tmp_path: Path, id_fo
 
     args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(clf), "-d", str(id_folder),
             "--ood", "uniform-noise", "--methods", "heatmap", "--device", "cpu", "--json", "-q",
-            "--set", "model.arch=wrn10_2", "--set", "run.num_threads=1"]
+            "--set", "model.arch=wrn10_2", "--set", "run.num_threads=1", "--set", "data.val_id_source=classifier"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
@@ -202,7 +194,7 @@ def test_validation_on_the_images_the_classifier_never_saw(tmp_path: Path, id_fo
 
 def test_classifier_source_needs_a_classifier_that_recorded_its_held_out_rows(tmp_path: Path, id_folder: Path,
                                                                                tiny_classifier: Path) -> None:
-    from hood.data.validation import classifier_held_out_rows, validation_rows
+    from hood.data.validation import classifier_held_out_rows, decoder_train_rows
     from hood.jobs.train_decoder import train_decoder
     from hood.runs import create_run
 
@@ -210,18 +202,17 @@ def test_classifier_source_needs_a_classifier_that_recorded_its_held_out_rows(tm
              "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.num_ood": 6, "run.device": "cpu",
              "data.val_id_source": "classifier", "run.out": str(tmp_path / "dec")}
     cfg = resolve(None, named, None)
-    with pytest.raises(ConfigError, match="does not record which training images it never saw.*val_id_per_class") as info:
+    with pytest.raises(ConfigError, match="does not record which training images it never saw.*use data.val_id_source=test$") as info:
         train_decoder(cfg, None, create_run(cfg, "train-decoder"))  # a classifier from elsewhere (e.g. the authors')
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="held out rows of a 50-image training split and this ID set has 36"):
         classifier_held_out_rows({"held_out_rows": [1, 2], "n_train": 50}, 36, "clf.pt")
     with pytest.raises(ConfigError, match="no usable training images"):
         classifier_held_out_rows({"held_out_rows": [], "n_train": 36}, 36, "clf.pt")
-    kept, held = validation_rows(_set([0] * 6, 1), "classifier", 0, {"held_out_rows": [4, 1, 4], "n_train": 6}, "c")
-    assert held.tolist() == [1, 4] and kept.tolist() == [0, 2, 3, 5]
-    with pytest.raises(ConfigError, match="data.val_id_per_class.*must be 0 with data.val_id_source=classifier"):
-        resolve(None, {"data.val_id_source": "classifier", "data.val_id_per_class": 100}, None)
-    with pytest.raises(ConfigError, match="data.val_id_source.*or test .*got 'held'"):
+    kept = decoder_train_rows(_set([0] * 6, 1), "classifier", {"held_out_rows": [4, 1, 4], "n_train": 6}, "c")
+    assert kept.tolist() == [0, 2, 3, 5]
+    assert decoder_train_rows(_set([0] * 6, 1), "test", {}, "c").tolist() == list(range(6))
+    with pytest.raises(ConfigError, match="data.val_id_source.*must be test .*or classifier .*got 'held'"):
         resolve(None, {"data.val_id_source": "held"}, None)
 
 
@@ -250,15 +241,14 @@ def test_far_ood_validation_sets_from_data_val_ood(tmp_path: Path, id_folder: Pa
     named = {
         "data.id": str(id_folder), "data.aux": str(aux), "data.ood": ["uniform-noise"], "model.arch": "wrn10_2",
         "model.classifier": str(tiny_classifier), "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15,
-        "data.val_id_per_class": 2, "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1,
-        "run.out": str(tmp_path / "dec"),
+        "data.val_aux_classes": 1, "run.device": "cpu", "run.num_threads": 1, "run.out": str(tmp_path / "dec"),
     }
     cfg = resolve(None, named, None)
     run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
 
     args = ["evaluate", "--run", str(run.path), "--validation", "--classifier", str(tiny_classifier), "-d", str(id_folder),
             "--ood", "uniform-noise", "--methods", "msp", "--device", "cpu", "-q", "--set", "model.arch=wrn10_2",
-            "--set", "run.num_threads=1", "--set", f"data.val_ood=[{archive}]"]
+            "--set", "run.num_threads=1", "--set", f"data.val_ood=[{archive}]", "--set", "data.val_id_source=test"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert "chars-val" in out.stdout and "pool-val" in out.stdout  # the validation table

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hood.api.detectors import device_of, plain_errors
-from hood.api.inputs import batches
 from hood.config import resolve
+from hood.data.inputs import batches
+from hood.detectors.base import device_of, plain_errors
 from hood.jobs.score import Scorer, open_scorer
 from hood.runs import open_run
 
@@ -64,7 +64,7 @@ class LoadedRun:
         drawer = self._scorer.drawer
         if drawer is None:
             raise ValueError(f"{self.path} holds no decoder; heatmaps need a train-decoder run")
-        out = [drawer.heatmaps(self._scorer.features(b)) for b in self._batches(images)]
+        out = [drawer.heatmaps_of(self._scorer.features(b)) for b in self._batches(images)]
         if not out:
             raise ValueError("no images to draw heatmaps of")
         return torch.cat(out)

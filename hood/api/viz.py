@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from hood.api.inputs import to_uint8
+from hood.data.inputs import to_uint8
 from hood.viz import overlay_image
 
 

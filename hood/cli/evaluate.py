@@ -53,8 +53,8 @@ def evaluate(
 
     --methods, comma-separated: heatmap (the paper's), heatmap+vim+scale (the
     recommended), heatmap+vim, msp, energy, maxlogit, odin, gen, mahalanobis, knn,
-    react, vim, ash, scale, fdbd. Their
-    parameters are the evaluate.* config keys (--set evaluate.knn_k=50).
+    react, vim, ash, scale, fdbd. Their parameters are evaluate.params, by the
+    names their constructors give them (--set evaluate.params.knn.k=50).
 
     --ood, comma-separated: registry names, the built-ins uniform-noise,
     gaussian-noise and blobs, folders or archives. A set larger than --ood-count
@@ -62,13 +62,14 @@ def evaluate(
     (--set data.ood_draw=first keeps the paper's first images). An earlier
     evaluate run given as --run reuses its cached fits.
 
-    --validation scores the split train-decoder held out (data.val_id_per_class
-    or data.val_id_source=classifier, and data.val_aux_classes), a fresh draw of
-    each built-in set in --ood, and the sets of data.val_ood (validation sets
-    that are not test sets, e.g. far-OOD ones); writes validation.json. With
-    data.val_id_source=test its ID images are a random half of the ID test
-    split, the test table scores the other half, and the baselines need no
-    decoder run."""
+    --validation scores the validation split: ID images the classifier never
+    saw (data.val_id_source=test, a random half of the ID test split whose
+    other half the test table scores; or =classifier, the images hood pretrain
+    held out) against the outlier classes train-decoder held out
+    (data.val_aux_classes), a fresh draw of each built-in set in --ood and the
+    sets of data.val_ood (validation sets that are not test sets, e.g. far-OOD
+    ones); writes validation.json. On half of the ID test split the baselines
+    need no decoder run."""
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {

@@ -1,17 +1,42 @@
-"""Detectors behind one interface; importing this package registers all of them.
-
-``ORDER`` is the order of ``--methods all`` and of the table's columns: the paper's detector and its
-combinations with post-hoc scores, then the output-space baselines, then the feature-space ones; detectors registered elsewhere come after.
+"""Every detector, one class per file behind :class:`~hood.detectors.base.Detector`, and the registry of their
+method names. Adding a detector is one new file and one line here; ``DETECTORS``' order is that of
+``--methods all`` and of the table's columns (the paper's detector, the output-space baselines, then the
+feature-space ones), with the combinations of the heatmap and post-hoc scores after the heatmap.
 """
 
-from hood.detectors import ash, combined, energy, fdbd, gen, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, scale, vim  # noqa: F401  (registers)
-from hood.detectors.base import DETECTORS, NEEDS_DECODER, Detector, DetectorContext, uses_decoder
+from hood.detectors import ash, energy, fdbd, gen, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, scale, vim
+from hood.detectors.base import Detector
+from hood.detectors.combined import COMBINATIONS, Combination
 
-ORDER = ("heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd")
+DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
+    heatmap.HeatmapDetector,
+    msp.MSP,
+    energy.Energy,
+    maxlogit.MaxLogit,
+    odin.ODIN,
+    gen.GEN,
+    mahalanobis.Mahalanobis,
+    knn.KNN,
+    react.ReAct,
+    vim.ViM,
+    ash.ASH,
+    scale.SCALE,
+    fdbd.FDBD,
+)}
 
 
 def all_methods() -> list[str]:
-    return [m for m in ORDER if m in DETECTORS] + [m for m in DETECTORS if m not in ORDER]
+    """Every method ``hood evaluate`` knows, in table order: the heatmap, its combinations, the baselines."""
+    return ["heatmap", *COMBINATIONS, *(m for m in DETECTORS if m != "heatmap")]
 
 
-__all__ = ["DETECTORS", "NEEDS_DECODER", "ORDER", "Detector", "DetectorContext", "all_methods", "uses_decoder"]
+def parts_of(method: str) -> tuple[str, ...]:
+    """The detectors whose scores ``method`` reads: its parts for a combination, else itself."""
+    return COMBINATIONS[method].parts if method in COMBINATIONS else (method,)
+
+
+def uses_decoder(methods: list[str]) -> bool:
+    return any(DETECTORS[p].needs_decoder for m in methods for p in parts_of(m))
+
+
+__all__ = ["COMBINATIONS", "DETECTORS", "Combination", "Detector", "all_methods", "parts_of", "uses_decoder"]

@@ -1,153 +1,213 @@
-"""One interface for every detector, so ``evaluate`` loops over them without knowing any.
+"""One interface for every detector, so ``evaluate`` loops over them without knowing any of them.
 
-A detector scores a :class:`FeatureSet` (features, logits, optional stage maps of a data set, computed
-once per run); larger scores mean more out-of-distribution. Detectors that learn from ID data
-(``needs_fit``) get the ID training FeatureSet once through :meth:`fit`, and hand what they learned to
-:meth:`state` so a run can cache it (``evaluate`` then skips the ID-train pass). The few that need
-images and gradients (ODIN) set ``needs_images`` and implement :meth:`score_images` instead.
+A detector is a plain class. Its constructor takes what it reads (the classifier, or its final ``nn.Linear``;
+nothing at all for those that read only features and logits) and its parameters as keyword-only arguments,
+named and defaulted as in its paper, written there once: ``hood evaluate`` sets them by those names
+(``evaluate.params``), the Python API takes them as they are, and :meth:`Detector.settings` reads them back,
+which is what a cached fit and a stored threshold were made under.
+
+Two ways in:
+
+- the engine's: :meth:`~Detector.fit_features` learns from ID training features (``needs_fit``) and
+  :meth:`~Detector.score_features` scores a :class:`FeatureSet`, larger = more OOD. ``evaluate`` extracts the
+  features of each data set once and every detector reads them; the few that must run the classifier
+  themselves (ODIN perturbs the input) set ``needs_images`` and implement :meth:`~Detector.score_images`.
+  :meth:`~Detector.state` / :meth:`~Detector.load_state` let a run cache a fit.
+- the user's: :meth:`~Detector.fit` and :meth:`~Detector.predict` take images (a DataLoader, a tensor, an
+  array) and run the model on them one batch at a time, or take ``(features, logits)`` arrays.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from hood.config import EvaluateConfig
-from hood.detectors.memo import ScoreMemo
-from hood.engine.features import FeatureSet
-from hood.errors import DetectorParameterError
+from hood.data.inputs import arrays, batches, is_arrays
+from hood.engine.features import FeatureSet, extract_features
+from hood.engine.runtime import resolve_device
+from hood.errors import DetectorParameterError, HoodError
+from hood.models.adapter import ModelAdapter, final_layer
 
-
-@dataclass
-class DetectorContext:
-    """What a detector may need to be built: the classifier, the trained decoder, the device, options.
-
-    ``options`` may hold ``config`` (a resolved Config, whose ``evaluate`` section carries the baselines'
-    parameters) and/or the parameters themselves by name (``{"knn_k": 5}``), which win.
-    """
-
-    classifier: torch.nn.Module
-    device: torch.device
-    decoder: torch.nn.Module | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    memo: ScoreMemo = field(default_factory=ScoreMemo)  # the shared detectors' scores, see :meth:`detector`
-    _built: dict[str, Detector] = field(default_factory=dict, repr=False)
-
-    def detector(self, name: str) -> Detector:
-        """The one detector called ``name`` in this context, built on first use.
-
-        Why one: a combination (``heatmap+vim``) is built from the heatmap and ViM detectors, and an
-        evaluation of ``heatmap``, ``vim`` and ``heatmap+vim`` should, through :attr:`memo`, run the
-        decoder and ViM once per image rather than once per method that reads them.
-        """
-        if name not in self._built:
-            self._built[name] = DETECTORS[name](self)
-        return self._built[name]
-
-    def score(self, detector: Detector, feats: FeatureSet) -> np.ndarray:
-        """``detector.score(feats)`` through :attr:`memo`: what another method already computed is reused."""
-        return self.memo.score(detector, feats, detector.score)
-
-    def param(self, name: str) -> Any:
-        """The option ``name``: given by name in :attr:`options`, else the config's ``evaluate`` value, else
-        that key's default. One source of defaults: :class:`EvaluateConfig` (a detector built without a
-        config, from the Python API, gets what ``hood evaluate`` would use)."""
-        if name in self.options:
-            return self.options[name]
-        section = getattr(self.options.get("config"), "evaluate", None)
-        return getattr(section if section is not None else _EVALUATE_DEFAULTS, name)
+BATCH = 128  # images per forward pass (the engine's CPU batch: larger ones run no faster there)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-_EVALUATE_DEFAULTS = EvaluateConfig()
+def plain_errors(fn: F) -> F:
+    """The user's side raises ValueError/TypeError: a known failure of the engine (a damaged file, a diverged
+    training) becomes a ValueError with the same one-line message."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HoodError as err:
+            if isinstance(err, ValueError):
+                raise
+            raise ValueError(str(err)) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
-class Detector(ABC):
-    name: ClassVar[str]
-    needs_fit: ClassVar[bool] = False
-    needs_images: ClassVar[bool] = False
-    num_maps: int = 0  # classifier stage maps the detector reads (heatmap decoder skips)
-
-    def fit(self, id_train: FeatureSet) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Learn from the ID training set; a no-op for post-hoc detectors that need nothing."""
-
-    @abstractmethod
-    def score(self, feats: FeatureSet) -> np.ndarray:
-        """OOD score per sample, larger = more OOD."""
-
-    def score_images(self, images: torch.Tensor) -> np.ndarray:
-        """OOD score per uint8 image, for detectors that must run the classifier themselves."""
-        raise NotImplementedError(f"{self.name} scores features, not images")
-
-    def map_rows(self, n_train: int) -> torch.Tensor | None:
-        """The rows of an ``n_train``-row ID training set whose stage maps :meth:`fit` reads; None = all.
-        Only detectors with ``num_maps`` need them, and saying which lets ``evaluate`` keep the maps of
-        those rows alone (the maps of all 50,000 CIFAR training images take 6-11 GB)."""
-        return None
-
-    def params(self) -> dict[str, Any]:
-        """The parameters :meth:`fit` depends on; a cached fit with other parameters is refitted."""
-        return {}
-
-    def score_params(self) -> dict[str, Any]:
-        """The parameters that change the scores but not the fit. With :meth:`params` they are what a
-        stored threshold was set under: ``hood score`` refuses a threshold set under others."""
-        return {}
-
-    def settings(self) -> dict[str, Any]:
-        """Every parameter the scores depend on, fit and scoring: what a stored threshold was set under."""
-        return {**self.params(), **self.score_params()}
-
-    def state(self) -> dict[str, Any]:
-        """What :meth:`fit` learned, as tensors and numbers, so a run can cache it."""
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
-        """Restore what :meth:`state` returned."""
-
-
-DETECTORS: dict[str, Callable[[DetectorContext], Detector]] = {}
-NEEDS_DECODER: set[str] = set()  # methods that read a trained decoder: they need a train-decoder run
-# per detector, its parameters by the option (``DetectorContext.param``) its factory reads each from
-OPTIONS: dict[str, dict[str, str]] = {}
-
-
-def register(
-    name: str, *, needs_decoder: bool = False, options: dict[str, str] | None = None,
-) -> Callable[[Callable[[DetectorContext], Detector]], Callable[[DetectorContext], Detector]]:
-    """Register a factory; ``options`` maps each constructor parameter it sets to the option it reads it
-    from (``{"k": "knn_k"}``), so an error about the parameter can name the setting the user gave."""
-    def deco(factory: Callable[[DetectorContext], Detector]) -> Callable[[DetectorContext], Detector]:
-        DETECTORS[name] = factory
-        OPTIONS[name] = dict(options or {})
-        if needs_decoder:
-            NEEDS_DECODER.add(name)
-        return factory
-
-    return deco
-
-
-def option_for(err: DetectorParameterError) -> str | None:
-    """The option (an ``evaluate`` config key's name) that set the parameter ``err`` is about, if known."""
-    return OPTIONS.get(err.detector, {}).get(err.param)
-
-
-def uses_decoder(methods: list[str]) -> bool:
-    return any(m in NEEDS_DECODER for m in methods)
-
-
-def final_layer(classifier: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``W`` (K x D) and ``b`` (K) of the classifier's last linear layer, float64 on the CPU."""
-    linear = classifier.linear  # type: ignore[attr-defined]
-    w = linear.weight.detach().to("cpu", torch.float64)
-    b = linear.bias.detach().to("cpu", torch.float64) if linear.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    return w, b
+def device_of(spec: str | torch.device) -> torch.device:
+    """A device from ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device; one that is not here is a ValueError."""
+    if isinstance(spec, torch.device):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got a {type(spec).__name__}")
+    try:
+        return resolve_device(spec)
+    except HoodError:
+        raise ValueError(f"device {spec!r} is not available here; use 'cpu' or 'auto'") from None
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Free energy ``-T logsumexp(f/T)``: low for ID, high for OOD (Liu et al. 2020)."""
     return -temperature * torch.logsumexp(logits.double() / temperature, dim=1)
+
+
+def labels_of(labels: Any, n: int) -> torch.Tensor:
+    """The ID classes given to :meth:`Detector.fit`, one per sample, as a long tensor."""
+    y = torch.cat([torch.as_tensor(v).reshape(-1) for v in labels]) if isinstance(labels, list) else torch.as_tensor(np.asarray(labels))
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{len(y.reshape(-1))} labels for {n} ID samples; give one class per sample")
+    if y.is_floating_point() and not bool((y == y.round()).all()):
+        raise ValueError("labels must be class indices (integers)")
+    return y.long()
+
+
+class Detector:
+    """Base class; ``name`` is the method name ``hood evaluate --methods`` knows it by."""
+
+    name: ClassVar[str] = ""
+    needs_fit: ClassVar[bool] = False  # learns from ID training data (fit / fit_features)
+    needs_labels: ClassVar[bool] = False  # ... and needs their classes
+    needs_images: ClassVar[bool] = False  # runs the classifier itself (score_images)
+    needs_final_layer: ClassVar[bool] = False  # reads the final layer's weight and bias
+    needs_decoder: ClassVar[bool] = False  # reads a trained heatmap decoder
+    num_maps: int = 0  # classifier stage maps the detector reads (a decoder's skip inputs)
+
+    def __init__(self, model: nn.Module | None = None, *, device: str | torch.device = "auto", batch_size: int = BATCH,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, linear: str | None = None) -> None:
+        """``model``: the classifier (any classification ``nn.Module``, whose final ``nn.Linear`` gives the
+        logits; ``linear`` names it when it is not the last one registered) or that final layer alone.
+        ``mean`` / ``std``: the normalization the model was trained with (ImageNet's by default); images are
+        given unnormalized. ``device`` and ``batch_size``: where and how many images a forward pass runs."""
+        self.adapter = ModelAdapter(model, linear, None, mean, std)
+        self.device = device_of(device)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        if self.needs_final_layer:
+            if model is None:
+                raise ValueError(f"{type(self).__name__} reads the model's final layer; pass the model (or its final nn.Linear): "
+                                 f"hood.{type(self).__name__}(model)")
+            self.weight, self.bias = final_layer(self.adapter.final_layer())
+
+    @property
+    def model(self) -> nn.Module | None:
+        return self.adapter.model
+
+    @classmethod
+    def keywords(cls) -> dict[str, Any]:
+        """The detector's parameters with their defaults: the keyword-only arguments its constructor adds."""
+        runner = inspect.signature(Detector.__init__).parameters
+        own = inspect.signature(cls.__init__).parameters
+        return {n: p.default for n, p in own.items() if p.kind is p.KEYWORD_ONLY and n not in runner}
+
+    def settings(self) -> dict[str, Any]:
+        """Every parameter the scores depend on, by its constructor name, as in force now."""
+        return {n: getattr(self, n) for n in self.keywords()}
+
+    # --- the engine's side: feature sets --------------------------------------------------------------
+
+    def fit_features(self, feats: FeatureSet) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Learn from the ID training features; nothing for detectors that need no fit."""
+
+    def score_features(self, feats: FeatureSet) -> np.ndarray:
+        """OOD score per row of ``feats``, larger = more OOD."""
+        raise NotImplementedError(f"{self.name} scores images, not features")
+
+    def score_images(self, images: torch.Tensor) -> np.ndarray:
+        """OOD score per uint8 image, for detectors that must run the classifier themselves."""
+        raise NotImplementedError(f"{self.name} scores features, not images")
+
+    def state(self) -> dict[str, Any]:
+        """What fitting learned, as tensors and numbers, so a run can cache it."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`state` returned."""
+
+    @property
+    def fitted(self) -> bool:
+        return not self.needs_fit or all(v is not None for v in self.state().values())
+
+    # --- the user's side: images or (features, logits) arrays --------------------------------------------
+
+    @plain_errors
+    def fit(self, data: Any, labels: Any = None) -> Detector:
+        """Learn from ID training data: images (a DataLoader of images or of ``(images, labels)``, a tensor,
+        an array) or ``(features, logits)`` arrays; ``labels``, the classes of the ID data where the data does
+        not carry them (Mahalanobis needs them). Returns the detector."""
+        if not self.needs_fit:
+            return self
+        found: list[torch.Tensor] = []
+        feats = FeatureSet(*arrays(data)) if is_arrays(data) else self._features_of(data, found)
+        if labels is not None or found:
+            feats.labels = labels_of(labels if labels is not None else found, len(feats))
+        if self.needs_labels and feats.labels is None:
+            raise ValueError(f"{type(self).__name__} needs the classes of the ID data: a DataLoader of (images, labels), "
+                             f"or fit(data, labels=...)")
+        self.fit_features(feats)
+        return self
+
+    @plain_errors
+    def predict(self, x: Any) -> np.ndarray:
+        """OOD scores (larger = more OOD) of images or of ``(features, logits)`` arrays."""
+        if not self.fitted:
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit(id_data) first")
+        if is_arrays(x):
+            if self.needs_images:
+                raise ValueError(f"{type(self).__name__} perturbs the input images; it cannot score (features, logits) arrays")
+            return np.asarray(self.score_features(FeatureSet(*arrays(x))))
+        out = []
+        for batch in batches(x, self.batch_size):
+            if self.needs_images:
+                out.append(np.asarray(self.score_images(batch)))
+            else:
+                out.append(np.asarray(self.score_features(self.features(batch))))
+        if not out:
+            raise ValueError("no images to score")
+        return np.concatenate(out)
+
+    def features(self, images: torch.Tensor) -> FeatureSet:
+        """Features, logits (and the stage maps this detector reads) of one uint8 batch, through the model."""
+        model = self.adapter.classifier(images.shape[-1]).to(self.device)
+        return extract_features(model, images, self.device, self.batch_size, self.num_maps)
+
+    def _features_of(self, data: Any, labels: list[torch.Tensor]) -> FeatureSet:
+        """Features and logits of every image of ``data``, streamed; a DataLoader's labels go to ``labels``."""
+        parts = [self.features(b) for b in batches(data, self.batch_size, labels)]
+        if not parts:
+            raise ValueError("the ID data holds no images")
+        return FeatureSet(torch.cat([p.features for p in parts]), torch.cat([p.logits for p in parts]))
+
+
+def as_number(detector: str, param: str, value: Any, integer: bool = False) -> float | int:
+    """``value`` as a float (or an int), or the detector's error saying it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DetectorParameterError(detector, param, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if integer:
+        if float(value) != int(value):
+            raise DetectorParameterError(detector, param, f"must be an integer, got {value!r}")
+        return int(value)
+    number = float(value)
+    if not np.isfinite(number):
+        raise DetectorParameterError(detector, param, f"must be a finite number, got {value!r}")
+    return number

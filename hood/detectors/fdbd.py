@@ -17,30 +17,33 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from hood.detectors.base import Detector, DetectorContext, final_layer, register
+from hood.detectors.base import Detector
 from hood.engine.features import FeatureSet
 
 _TINY = 1e-12  # a feature exactly at the mean would divide by zero; it is then the most ID-like there is
 
 
-class FDBDDetector(Detector):
+class FDBD(Detector):
+    """Mean distance to the decision boundaries over the distance to the ID training mean, negated."""
+
     name = "fdbd"
     needs_fit = True
+    needs_final_layer = True
 
-    def __init__(self, classifier: torch.nn.Module) -> None:
-        self.weight, self.bias = final_layer(classifier)
+    def __init__(self, model: nn.Module | None = None, **options: Any) -> None:
+        super().__init__(model, **options)
         # ||w_c - w_i|| for every pair; the diagonal (no boundary with itself) is 1, its numerator being 0
-        norms = torch.cdist(self.weight, self.weight)
-        self.boundary_norms = norms.fill_diagonal_(1.0)
+        self.boundary_norms = torch.cdist(self.weight, self.weight).fill_diagonal_(1.0)
         self.mean: torch.Tensor | None = None
 
-    def fit(self, id_train: FeatureSet) -> None:
-        self.mean = id_train.features.double().mean(dim=0)
+    def fit_features(self, feats: FeatureSet) -> None:
+        self.mean = feats.features.double().mean(dim=0)
 
-    def score(self, feats: FeatureSet) -> np.ndarray:
+    def score_features(self, feats: FeatureSet) -> np.ndarray:
         if self.mean is None:
-            raise RuntimeError("fdbd is not fitted")
+            raise ValueError("fdbd is not fitted")
         z = feats.features.double()
         logits = z @ self.weight.T + self.bias  # this layer's own logits, so numerator and norms agree
         top, pred = logits.max(dim=1)
@@ -53,8 +56,3 @@ class FDBDDetector(Detector):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.mean = state["mean"].double()
-
-
-@register("fdbd")
-def _build(ctx: DetectorContext) -> Detector:
-    return FDBDDetector(ctx.classifier)

@@ -8,8 +8,7 @@ A generalized (Tsallis-like) entropy of the softmax over its M largest probabili
 
 A confident prediction has all terms near zero; a flat one does not. A small gamma weights the small
 probabilities more than the Shannon entropy does, and the top-M cut drops the near-zero tail where
-that weight would be noise. The paper's defaults: gamma = 0.1, M = 100, capped at the number of classes
-(``evaluate.gen_gamma``, ``evaluate.gen_m``).
+that weight would be noise. The paper's defaults: gamma = 0.1, M = 100, capped at the number of classes.
 """
 
 from __future__ import annotations
@@ -18,32 +17,28 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from hood.detectors.base import Detector, DetectorContext, register
+from hood.detectors.base import Detector, as_number
 from hood.engine.features import FeatureSet
 from hood.errors import DetectorParameterError
 
 
-class GENDetector(Detector):
+class GEN(Detector):
+    """Generalized entropy of the ``m`` largest softmax probabilities, exponent ``gamma``."""
+
     name = "gen"
 
-    def __init__(self, gamma: float = 0.1, m: int = 100) -> None:
-        if not gamma > 0:
+    def __init__(self, model: nn.Module | None = None, *, gamma: float = 0.1, m: int = 100, **options: Any) -> None:
+        super().__init__(model, **options)
+        self.gamma = as_number(self.name, "gamma", gamma)
+        self.m = as_number(self.name, "m", m, integer=True)
+        if not self.gamma > 0:
             raise DetectorParameterError(self.name, "gamma", f"must be positive, got {gamma}")
-        if m < 1:
+        if self.m < 1:
             raise DetectorParameterError(self.name, "m", f"must be at least 1, got {m}")
-        self.gamma = float(gamma)
-        self.m = int(m)
 
-    def score_params(self) -> dict[str, Any]:
-        return {"gamma": self.gamma, "M": self.m}
-
-    def score(self, feats: FeatureSet) -> np.ndarray:
+    def score_features(self, feats: FeatureSet) -> np.ndarray:
         p = torch.softmax(feats.logits.double(), dim=1)
         top = p.topk(min(self.m, p.shape[1]), dim=1).values
         return (top.pow(self.gamma) * (1 - top).pow(self.gamma)).sum(dim=1).numpy()
-
-
-@register("gen", options={"gamma": "gen_gamma", "m": "gen_m"})
-def _build(ctx: DetectorContext) -> Detector:
-    return GENDetector(float(ctx.param("gen_gamma")), int(ctx.param("gen_m")))

@@ -1,5 +1,5 @@
 """Mahalanobis distance on penultimate features (Lee, Lee, Lee, Shin, "A Simple Unified Framework for
-Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018).
+Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018, https://arxiv.org/abs/1807.03888).
 
 Class-conditional Gaussians with a shared ("tied") covariance, fitted on the ID training set with the
 true labels:
@@ -9,7 +9,7 @@ true labels:
 
 The paper's input preprocessing and its multi-layer logistic ensemble (which need OOD data to tune)
 are left out, as in the common post-hoc benchmarks. Sigma^+ is the pseudo-inverse, so collapsed
-feature directions (ReLU units that never fire) do not break the fit.
+feature directions (ReLU units that never fire) do not break the fit. No parameters.
 """
 
 from __future__ import annotations
@@ -18,53 +18,57 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from hood.detectors.base import Detector, DetectorContext, register
+from hood.detectors.base import Detector
 from hood.engine.features import FeatureSet
-from hood.errors import DataError
+
+CHUNK = 4096  # rows per distance product
 
 
-class MahalanobisDetector(Detector):
+def class_gaussians(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class means (C x D, classes in ascending order) and the shared covariance's pseudo-inverse (D x D)."""
+    classes = torch.unique(y)
+    means = torch.stack([z[y == c].mean(dim=0) for c in classes])
+    centered = z - means[torch.searchsorted(classes, y)]
+    return means, torch.linalg.pinv(centered.T @ centered / len(z), hermitian=True)
+
+
+def squared_distances(z: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """``(z - mu_c)^T P (z - mu_c)`` for every row of ``z`` and every mean: n x C, in chunks of rows."""
+    mu_p = means @ precision
+    mu_term = (mu_p * means).sum(dim=1)
+    out = []
+    for start in range(0, len(z), CHUNK):
+        x = z[start : start + CHUNK]
+        out.append((x @ precision * x).sum(dim=1, keepdim=True) - 2 * x @ mu_p.T + mu_term)
+    return torch.cat(out) if out else torch.zeros(0, len(means), dtype=z.dtype)
+
+
+class Mahalanobis(Detector):
+    """Distance to the nearest class Gaussian, shared covariance."""
+
     name = "mahalanobis"
     needs_fit = True
+    needs_labels = True
 
-    def __init__(self, chunk: int = 4096) -> None:
+    def __init__(self, model: nn.Module | None = None, **options: Any) -> None:
+        super().__init__(model, **options)
         self.means: torch.Tensor | None = None  # C x D
         self.precision: torch.Tensor | None = None  # D x D
-        self.chunk = chunk
 
-    def fit(self, id_train: FeatureSet) -> None:
-        if id_train.labels is None:
-            raise DataError("mahalanobis needs the labels of the ID training set")
-        z = id_train.features.double()
-        y = id_train.labels.long()
-        classes = torch.unique(y)
-        means = torch.stack([z[y == c].mean(dim=0) for c in classes])
-        centered = z - means[torch.searchsorted(classes, y)]
-        cov = centered.T @ centered / len(z)
-        self.means = means
-        self.precision = torch.linalg.pinv(cov, hermitian=True)
+    def fit_features(self, feats: FeatureSet) -> None:
+        if feats.labels is None:
+            raise ValueError("mahalanobis needs the labels of the ID training set")
+        self.means, self.precision = class_gaussians(feats.features.double(), feats.labels.long())
 
-    def score(self, feats: FeatureSet) -> np.ndarray:
+    def score_features(self, feats: FeatureSet) -> np.ndarray:
         if self.means is None or self.precision is None:
-            raise RuntimeError("mahalanobis is not fitted")
-        p, mu = self.precision, self.means
-        mu_p = mu @ p  # C x D
-        mu_term = (mu_p * mu).sum(dim=1)  # C
-        out = []
-        for start in range(0, len(feats), self.chunk):
-            z = feats.features[start : start + self.chunk].double()
-            d = (z @ p * z).sum(dim=1, keepdim=True) - 2 * z @ mu_p.T + mu_term  # n x C
-            out.append(d.min(dim=1).values)
-        return torch.cat(out).numpy()
+            raise ValueError("mahalanobis is not fitted")
+        return squared_distances(feats.features.double(), self.means, self.precision).min(dim=1).values.numpy()
 
     def state(self) -> dict[str, Any]:
         return {"means": self.means, "precision": self.precision}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.means, self.precision = state["means"].double(), state["precision"].double()
-
-
-@register("mahalanobis")
-def _build(ctx: DetectorContext) -> Detector:
-    return MahalanobisDetector()

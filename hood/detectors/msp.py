@@ -1,7 +1,7 @@
 """Maximum softmax probability (Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
-Out-of-Distribution Examples in Neural Networks", ICLR 2017).
+Out-of-Distribution Examples in Neural Networks", ICLR 2017, https://arxiv.org/abs/1610.02136).
 
-``s(x) = -max_k softmax(f(x))_k``: a confident prediction is taken as in-distribution.
+``s(x) = -max_k softmax(f(x))_k``: a confident prediction is taken as in-distribution. No parameters.
 """
 
 from __future__ import annotations
@@ -9,17 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hood.detectors.base import Detector, DetectorContext, register
+from hood.detectors.base import Detector
 from hood.engine.features import FeatureSet
 
 
-class MSPDetector(Detector):
+class MSP(Detector):
+    """Maximum softmax probability, negated."""
+
     name = "msp"
 
-    def score(self, feats: FeatureSet) -> np.ndarray:
+    def score_features(self, feats: FeatureSet) -> np.ndarray:
         return (-torch.softmax(feats.logits.double(), dim=1).amax(dim=1)).numpy()
-
-
-@register("msp")
-def _build(ctx: DetectorContext) -> Detector:
-    return MSPDetector()

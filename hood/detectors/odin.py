@@ -1,5 +1,5 @@
 """ODIN (Liang, Li, Srikant, "Enhancing the Reliability of Out-of-distribution Image Detection in Neural
-Networks", ICLR 2018).
+Networks", ICLR 2018, https://arxiv.org/abs/1706.02690).
 
 Temperature scaling plus a small input perturbation that raises the softmax score, which helps ID
 images more than OOD ones:
@@ -7,11 +7,10 @@ images more than OOD ones:
     x~ = x - eps * sign(-grad_x log S_yhat(x; T)),   S(x; T) = softmax(f(x) / T)
     s(x) = -max_k S_k(x~; T)
 
-``eps`` is in [0, 1] pixel units; the inputs are normalized with std 0.5, so the step in the network's
-input space is ``eps / 0.5`` (the authors divide the gradient by the std the same way). Defaults are the
-paper's T = 1000 and eps = 0.0014 (``evaluate.odin_temperature`` / ``evaluate.odin_epsilon``).
-
-The perturbation is far below bf16 resolution, so ODIN runs in full fp32 (no autocast, no TF32).
+``epsilon`` is in [0, 1] pixel units; the inputs are normalized with std 0.5, so the step in the network's
+input space is ``epsilon / 0.5`` (the authors divide the gradient by the std the same way). Defaults are the
+paper's T = 1000 and eps = 0.0014. The perturbation is far below bf16 resolution, so ODIN runs in full fp32
+(no autocast, no TF32).
 """
 
 from __future__ import annotations
@@ -24,13 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from hood.data.transforms import normalize
-from hood.detectors.base import Detector, DetectorContext, register
-from hood.engine.features import FeatureSet
+from hood.detectors.base import Detector, as_number
 from hood.errors import DetectorParameterError
 
 _STD = 0.5  # hood's input normalization: (x/255 - 0.5) / 0.5
+MAX_BATCH = 250  # images per gradient pass: the backward holds every activation of the batch
 
 
 @contextlib.contextmanager
@@ -43,58 +43,45 @@ def _full_fp32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-class ODINDetector(Detector):
+def _differentiable(model: nn.Module) -> nn.Module:
+    """Weights touched under ``torch.inference_mode`` (a memory-format change while extracting features) become
+    inference tensors, which autograd refuses; a deep copy gives normal ones."""
+    if any(t.is_inference() for t in itertools.chain(model.parameters(), model.buffers())):
+        return copy.deepcopy(model)
+    return model
+
+
+class ODIN(Detector):
+    """Softmax at ``temperature`` of the input perturbed by ``epsilon`` towards a more confident prediction."""
+
     name = "odin"
     needs_images = True
 
-    def __init__(self, classifier: torch.nn.Module, device: torch.device, temperature: float = 1000.0,
-                 epsilon: float = 0.0014, batch_size: int = 250) -> None:
-        if temperature <= 0:
+    def __init__(self, model: nn.Module | None = None, *, temperature: float = 1000.0, epsilon: float = 0.0014,
+                 **options: Any) -> None:
+        super().__init__(model, **options)
+        if model is None:
+            raise ValueError("ODIN perturbs the input images through the model; pass it: hood.ODIN(model)")
+        self.temperature = as_number(self.name, "temperature", temperature)
+        self.epsilon = as_number(self.name, "epsilon", epsilon)
+        if self.temperature <= 0:
             raise DetectorParameterError(self.name, "temperature", f"must be positive, got {temperature}")
-        if epsilon < 0:
+        if self.epsilon < 0:
             raise DetectorParameterError(self.name, "epsilon", f"must be non-negative, got {epsilon}")
-        self.classifier = classifier
-        self.device = device
-        self.temperature = float(temperature)
-        self.epsilon = float(epsilon)
-        self.batch_size = batch_size
 
-    def score_params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "epsilon": self.epsilon}
-
-    def score(self, feats: FeatureSet) -> np.ndarray:
-        raise NotImplementedError("ODIN perturbs the input images; call score_images")
-
-    def _batch(self, images: torch.Tensor) -> torch.Tensor:
+    def _batch(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         x = normalize(images.to(self.device)).requires_grad_(True)
-        log_s = torch.log_softmax(self.classifier(x) / self.temperature, dim=1)
+        log_s = torch.log_softmax(model(x) / self.temperature, dim=1)
         loss = -log_s.max(dim=1).values.sum()  # -log S_yhat; the gradient of each row is its own
         (grad,) = torch.autograd.grad(loss, x)
         x_tilde = x.detach() - (self.epsilon / _STD) * grad.sign()
         with torch.no_grad():
-            s = torch.softmax(self.classifier(x_tilde) / self.temperature, dim=1).amax(dim=1)
+            s = torch.softmax(model(x_tilde) / self.temperature, dim=1).amax(dim=1)
         return -s.double().cpu()
 
-    def _differentiable(self) -> None:
-        """Weights touched under ``torch.inference_mode`` (e.g. a memory-format change while extracting
-        features) become inference tensors, which autograd refuses; a deep copy gives normal ones."""
-        model = self.classifier
-        if any(t.is_inference() for t in itertools.chain(model.parameters(), model.buffers())):
-            self.classifier = copy.deepcopy(model)
-
     def score_images(self, images: torch.Tensor) -> np.ndarray:
-        self._differentiable()
-        self.classifier.eval()
-        out = []
+        model = _differentiable(self.adapter.classifier(images.shape[-1]).to(self.device)).eval()
+        step = min(self.batch_size, MAX_BATCH)
         with torch.inference_mode(False), torch.enable_grad(), _full_fp32():
-            for start in range(0, len(images), self.batch_size):
-                out.append(self._batch(images[start : start + self.batch_size]))
+            out = [self._batch(model, images[s : s + step]) for s in range(0, len(images), step)]
         return torch.cat(out).numpy()
-
-
-@register("odin", options={"temperature": "odin_temperature", "epsilon": "odin_epsilon"})
-def _build(ctx: DetectorContext) -> Detector:
-    return ODINDetector(
-        ctx.classifier, ctx.device, ctx.param("odin_temperature"), ctx.param("odin_epsilon"),
-        min(int(ctx.param("batch_size")), 250),
-    )

@@ -1,4 +1,5 @@
-"""ReAct (Sun, Guo, Li, "ReAct: Out-of-distribution Detection With Rectified Activations", NeurIPS 2021).
+"""ReAct (Sun, Guo, Li, "ReAct: Out-of-distribution Detection With Rectified Activations", NeurIPS 2021,
+https://arxiv.org/abs/2111.12797).
 
 OOD inputs cause a few abnormally large penultimate activations; clipping them before the last layer
 and then taking the energy score separates the two better:
@@ -12,33 +13,33 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+from torch import nn
 
-from hood.detectors.base import Detector, DetectorContext, energy, final_layer, register
+from hood.detectors.base import Detector, as_number, energy
 from hood.engine.features import FeatureSet
 from hood.errors import DetectorParameterError
 
 
-class ReActDetector(Detector):
+class ReAct(Detector):
+    """Energy of the features clipped at the ``percentile``-th percentile of ID training activations."""
+
     name = "react"
     needs_fit = True
+    needs_final_layer = True
 
-    def __init__(self, classifier: torch.nn.Module, percentile: float = 90.0) -> None:
-        if not 0 < percentile <= 100:
+    def __init__(self, model: nn.Module | None = None, *, percentile: float = 90.0, **options: Any) -> None:
+        super().__init__(model, **options)
+        self.percentile = as_number(self.name, "percentile", percentile)
+        if not 0 < self.percentile <= 100:
             raise DetectorParameterError(self.name, "percentile", f"must be in (0, 100], got {percentile}")
-        self.weight, self.bias = final_layer(classifier)
-        self.percentile = float(percentile)
         self.clip: float | None = None
 
-    def params(self) -> dict[str, Any]:
-        return {"percentile": self.percentile}
+    def fit_features(self, feats: FeatureSet) -> None:
+        self.clip = float(np.percentile(feats.features.float().numpy().ravel(), self.percentile))
 
-    def fit(self, id_train: FeatureSet) -> None:
-        self.clip = float(np.percentile(id_train.features.float().numpy().ravel(), self.percentile))
-
-    def score(self, feats: FeatureSet) -> np.ndarray:
+    def score_features(self, feats: FeatureSet) -> np.ndarray:
         if self.clip is None:
-            raise RuntimeError("react is not fitted")
+            raise ValueError("react is not fitted")
         z = feats.features.double().clamp(max=self.clip)
         return energy(z @ self.weight.T + self.bias).numpy()
 
@@ -47,8 +48,3 @@ class ReActDetector(Detector):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.clip = float(state["clip"])
-
-
-@register("react", options={"percentile": "react_percentile"})
-def _build(ctx: DetectorContext) -> Detector:
-    return ReActDetector(ctx.classifier, float(ctx.param("react_percentile")))

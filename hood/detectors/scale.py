@@ -8,29 +8,28 @@ scaling alone is what separates ID from OOD. Per sample, with the same percentil
     z' = exp(s1 / s2) * z
     s(x) = -logsumexp( W z'(x) + b )
 
-p = 85 by default, the authors' (``evaluate.scale_percentile``); the recommended configs set the one their
-validation split chose. Nothing is fitted.
+p = 85 by default, the authors'; the recommended configs set the one their validation split chose. Nothing is
+fitted.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
-from hood.detectors.ash import ASHDetector, sharpening
-from hood.detectors.base import Detector, DetectorContext, register
+from hood.detectors.ash import ASH, sharpening
 
 
-class SCALEDetector(ASHDetector):
+class SCALE(ASH):
+    """Energy of every feature, rescaled by ASH-S's factor at the ``percentile``-th percentile."""
+
     name = "scale"
 
-    def __init__(self, classifier: torch.nn.Module, percentile: float = 85.0) -> None:
-        super().__init__(classifier, percentile)
+    def __init__(self, model: nn.Module | None = None, *, percentile: float = 85.0, **options: Any) -> None:
+        super().__init__(model, percentile=percentile, **options)
 
     def shape(self, z: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """Every feature, sharpened: ``top`` only sets the factor."""
         return z * sharpening(z, top)[:, None]
-
-
-@register("scale", options={"percentile": "scale_percentile"})
-def _build(ctx: DetectorContext) -> Detector:
-    return SCALEDetector(ctx.classifier, float(ctx.param("scale_percentile")))

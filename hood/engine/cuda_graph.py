@@ -15,6 +15,7 @@ an optimizer built with ``capturable=True``, autocast without its weight-cast ca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -22,17 +23,14 @@ import torch
 StepFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def graphs_apply(
-    wanted: bool, device: torch.device, world_size: int, compiled: bool, key: str = "", log: Callable[[str], None] | None = None
-) -> bool:
-    """Whether a training loop replays its steps as graphs: asked for, one CUDA process (DDP's gradient
-    hooks are not captured here), and not under ``torch.compile`` (which has its own graph modes).
-    When asked for on CUDA but not applicable, says so through ``log`` (naming the config ``key``): the
-    user asked for a speed-up and gets eager steps."""
-    graphed = wanted and device.type == "cuda" and world_size == 1 and not compiled
-    if wanted and device.type == "cuda" and not graphed and log is not None:
-        log(f"{key} applies to one CUDA process without --compile; training eagerly")
-    return graphed
+GRAPHS_ENV = "HOOD_CUDA_GRAPHS"  # "0" trains with eager steps: for debugging a capture, or timing against one
+
+
+def graphs_apply(device: torch.device, world_size: int, compiled: bool) -> bool:
+    """Whether a training loop replays its steps as graphs: on one CUDA process (DDP's gradient hooks are not
+    captured here), not under ``torch.compile`` (which has its own graph modes), and not turned off with
+    ``HOOD_CUDA_GRAPHS=0``."""
+    return device.type == "cuda" and world_size == 1 and not compiled and os.environ.get(GRAPHS_ENV, "1") != "0"
 
 
 class GraphedStep:

@@ -1,5 +1,8 @@
 """Training the heatmap decoder on a frozen classifier (the paper's recipe, see docs/method.md).
 
+:func:`train_heatmap_decoder` is the one recipe, called by ``hood train-decoder`` and by
+``hood.HeatmapDetector.fit`` alike:
+
 1. Features of the ID training images and of the sampled outliers are computed once (frozen classifier,
    no augmentation), not per batch and epoch.
 2. ``min``/``max`` for feature normalization are the true extremes over the ID training features, stored
@@ -7,10 +10,13 @@
 3. Each outlier is paired with its *own* nearest same-predicted-class ID prototype (batched search).
 4. Per sample ``x_hat = h + x`` is regressed onto the target ``t`` (``x`` for ID, the prototype for an
    outlier) with weights ``1 + 5|t|``; summed over pixels and channels, averaged over the batch.
+5. Afterwards: the stuck-pixel check on seeded ID rows, and the noise floor, when asked for, on the ID images
+   the caller gives (images the decoder did not train on, where there are any).
 
-A checkpoint with optimizer and epoch is written atomically every ``checkpoint_every`` epochs, so an
-interrupted run resumes from its last completed epoch. Each epoch's shuffle comes from a generator
-seeded by ``(seed, epoch)``, which makes a resumed run identical to an uninterrupted one.
+The decoder's initialization is drawn from its own generator seeded by ``seed`` (the caller's random state
+is left alone), and each epoch's shuffle from one seeded by ``(seed, epoch)``: the same images, settings and
+seed give the same decoder, and a resumed run equals an uninterrupted one.
+
 """
 
 from __future__ import annotations
@@ -18,21 +24,47 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
-from hood.config import DecoderConfig
+from hood.config import DecoderConfig, validate_decoder
 from hood.data.transforms import normalize
 from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
-from hood.engine.features import FeatureSet
+from hood.engine.features import FeatureSet, extract_features
+from hood.engine.heatmaps import STUCK_CHECK_IMAGES, stuck_pixels
+from hood.engine.noise_floor import FLOOR_IMAGES, measure_noise_floor
 from hood.engine.prototypes import nearest_prototypes
-from hood.engine.runtime import MEMORY_FORMAT, fused_optimizer, load_optimizer_state, synchronize, training_autocast
+from hood.engine.runtime import (
+    MEMORY_FORMAT,
+    PhaseTimer,
+    fused_optimizer,
+    load_optimizer_state,
+    seeded_indices,
+    synchronize,
+    training_autocast,
+)
 from hood.errors import ConfigError, TrainingDivergedError
-from hood.models.decoder import HeatmapDecoder
+from hood.models.base import Classifier
+from hood.models.decoder import DecoderSpec, HeatmapDecoder
 from hood.progress import NullReporter, Reporter
+
+
+def decoder_settings(**settings: Any) -> DecoderConfig:
+    """The recipe with ``settings`` (``decoder.*`` keys by name) in place of its defaults, checked as a config
+    file's would be: an unknown name or a value out of range is one ValueError naming it."""
+    known = {f.name for f in fields(DecoderConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown decoder setting '{unknown[0]}'; the settings are {', '.join(sorted(known))}")
+    recipe = DecoderConfig(**settings)
+    try:
+        validate_decoder(recipe)
+    except ConfigError as err:
+        raise ValueError(str(err).replace("config key 'decoder.", "'")) from None
+    return recipe
 
 
 def sample_ood_indices(pool_size: int, num_ood: int, seed: int) -> torch.Tensor:
@@ -231,7 +263,7 @@ def fit_decoder(
     net = distributed.wrap(decoder, device)
     if compile:
         net = torch.compile(net)
-    graphed = graphs_apply(cfg.cuda_graph, device, distributed.world_size(), compile, "decoder.cuda_graph", reporter.log)
+    graphed = graphs_apply(device, distributed.world_size(), compile)
     optimizer = make_optimizer(decoder, cfg, capturable=graphed)
     if optimizer_state is not None:
         load_optimizer_state(optimizer, optimizer_state)
@@ -264,3 +296,97 @@ def fit_decoder(
             on_epoch_end(epoch + 1, {"loss": loss, "seconds": seconds}, decoder, optimizer)
     reporter.done(task)
     return losses
+
+
+@dataclass
+class Resume:
+    """Where an interrupted training stopped: the decoder and optimizer after ``epoch`` and its losses."""
+
+    decoder: dict[str, Any]
+    optimizer: dict[str, Any]
+    epoch: int
+    losses: list[float]
+
+
+@dataclass
+class TrainedDecoder:
+    """What :func:`train_heatmap_decoder` made: the decoder (eval mode, CPU layout) and the record of its training."""
+
+    decoder: HeatmapDecoder
+    losses: list[float]  # per epoch, a resumed run's earlier epochs included
+    prototypes: torch.Tensor  # per outlier, the ID row(s) of its target
+    stuck: dict[str, int]  # heatmap pixels lit on every ID image checked (engine/heatmaps.py)
+    noise_floor: dict[str, Any] | None  # what the floor was measured on, when one was asked for
+
+
+def train_heatmap_decoder(
+    model: Classifier,
+    spec: DecoderSpec,
+    id_images: torch.Tensor,
+    ood_images: torch.Tensor,
+    settings: DecoderConfig,
+    seed: int,
+    device: torch.device,
+    *,
+    floor_images: torch.Tensor | None = None,
+    floor_source: str = "the ID images given",
+    resume: Resume | None = None,
+    before_training: Callable[[torch.Tensor], None] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float], HeatmapDecoder, torch.optim.Optimizer], None] | None = None,
+    reporter: Reporter | None = None,
+    batch_size: int = 500,
+    compile: bool = False,
+    phases: PhaseTimer | None = None,
+) -> TrainedDecoder:
+    """Train a heatmap decoder for ``model`` on uint8 ``id_images`` and ``ood_images`` (the paper's recipe).
+
+    ``floor_images``: ID images to measure the noise floor on when ``settings.noise_floor_quantile`` > 0 (at
+    most :data:`FLOOR_IMAGES` of them, a seeded draw). ``before_training(prototypes)`` runs once the outliers
+    are paired, before the first epoch; ``on_epoch_end`` checkpoints (see :func:`fit_decoder`). ``batch_size``
+    is that of the feature passes.
+    """
+    reporter = reporter or NullReporter()
+    phases = phases or PhaseTimer(device)
+    n_id = len(id_images)
+    # one pass over both, in the order the decoder's data keeps them: the stage maps (with fw_layers > 1 most
+    # of the memory) are written once into place, never held twice as ID and outlier parts and their join
+    feats = extract_features(model, torch.cat([id_images, ood_images]), device, batch_size, spec.fw_layers - 1,
+                             reporter=reporter, description="ID and outlier features")
+    phases.mark("features")
+    data, proto = build_decoder_data(id_images, ood_images, feats, device, settings.prototype_k)
+    phases.mark("prototypes")
+    with torch.random.fork_rng(devices=[]):  # a seeded initialization that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        decoder = HeatmapDecoder(spec)
+    ids = feats.features[:n_id]  # the true extremes over the ID training features
+    decoder.set_feature_range(float(ids.min()), float(ids.max()))
+    losses: list[float] = []
+    start, optimizer_state = 0, None
+    if resume is not None:
+        decoder.load_state_dict(resume.decoder)
+        start, optimizer_state, losses = resume.epoch, resume.optimizer, list(resume.losses)
+        if optimizer_state["param_groups"][0].get("lr") != settings.lr:  # a resume may lower the rate
+            optimizer_state = {**optimizer_state, "param_groups": [{**g, "lr": settings.lr} for g in optimizer_state["param_groups"]]}
+    if before_training is not None:
+        before_training(proto)
+    losses += fit_decoder(decoder, data, settings, seed, device, start, optimizer_state, on_epoch_end, reporter, compile)
+    phases.mark("train")
+    rows = seeded_indices(n_id, STUCK_CHECK_IMAGES, seed)
+    stuck = {"pixels": stuck_pixels(decoder, data.feats.take(rows), device, batch_size),
+             "of": spec.out_size**2, "images": len(rows)}
+    floor = None
+    if settings.noise_floor_quantile > 0:
+        if floor_images is None or len(floor_images) == 0:
+            raise ValueError("the noise floor needs ID images to be measured on")
+        chosen = floor_images[seeded_indices(len(floor_images), FLOOR_IMAGES, seed)]
+        floor_feats = extract_features(model, chosen, device, batch_size, spec.fw_layers - 1, description="noise floor features")
+        q = settings.noise_floor_quantile
+        value = measure_noise_floor(decoder, floor_feats, q, device, batch_size)
+        decoder.noise_floor.fill_(value)
+        reporter.log(f"noise floor {value:.3f}: the {q:.4g} quantile of heatmap pixels on {len(chosen)} {floor_source}")
+        floor = {"quantile": q, "value": value, "images": len(chosen), "source": floor_source}
+        phases.mark("noise_floor")
+    # back in the layout a saved decoder loads in (training ran channels-last): the scores of a decoder just
+    # trained, of the same one saved and loaded, and of the command line on it are then the same bits
+    decoder = decoder.cpu().eval().to(memory_format=torch.contiguous_format)
+    return TrainedDecoder(decoder, losses, proto, stuck, floor)

@@ -15,6 +15,7 @@ from hood.engine.features import FeatureSet
 from hood.engine.heatmaps import heatmap_batches, raw_heatmaps
 from hood.models.decoder import HeatmapDecoder
 
+FLOOR_IMAGES = 2000  # ID images the floor is measured on: 2M pixel magnitudes at 32x32
 _PIXELS = 4_000_000  # per-pixel magnitudes kept for the quantile (torch.quantile takes at most 16M values)
 
 

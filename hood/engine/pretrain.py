@@ -81,7 +81,6 @@ def fit_classifier(
     on_epoch_end: Callable[[int, dict[str, float], torch.optim.Optimizer, Any], None] | None = None,
     reporter: Reporter | None = None,
     compile: bool = False,
-    cuda_graph: bool = False,
 ) -> None:
     """Train in place. ``on_epoch_end(epoch, stats, optimizer, scheduler)`` checkpoints and keeps the best;
     ``stats["seconds"]`` is the wall time of the epoch's training steps (device work included).
@@ -90,8 +89,9 @@ def fit_classifier(
     for each global batch and trains on its :func:`~hood.engine.distributed.shard` of it, so
     ``cfg.batch_size`` stays the global batch. ``on_epoch_end`` (which writes files) runs on rank 0 only.
     ``compile`` wraps the training forward in ``torch.compile`` (worth it for long GPU runs).
-    ``cuda_graph`` replays each step's forward and backward as one CUDA graph (one CUDA process, no
-    ``compile``): on a fast GPU eager steps are bound by the host's kernel launches (docs/speed.md).
+    On one CUDA process without ``compile`` each step's forward and backward replay as one CUDA graph
+    (:func:`~hood.engine.cuda_graph.graphs_apply`): on a fast GPU eager steps are bound by the host's kernel
+    launches (docs/speed.md).
     """
     reporter = distributed.main_only(reporter or NullReporter())
     model.to(device)
@@ -117,7 +117,7 @@ def fit_classifier(
     perm_buf = torch.empty(n_all, dtype=torch.long, device=device)
     aug_buf = torch.empty(n_all, 3, dtype=torch.long, device=device) if cfg.augment else None
     positions = torch.arange(n_all, device=device)
-    graphed = graphs_apply(cuda_graph, device, world, compile, "pretrain.cuda_graph", reporter.log)
+    graphed = graphs_apply(device, world, compile)
 
     def forward_backward(pos: torch.Tensor) -> torch.Tensor:
         """Gradients of the batch at epoch positions ``pos``; returns ``[loss * n, correct]`` of this rank's

@@ -77,7 +77,7 @@ def autocast(device: torch.device) -> Any:
     """bf16 autocast on CUDA (no loss scaling needed); full precision on CPU, where bf16 is slower.
 
     No weight-cast cache: each weight is used once per forward, and a CUDA graph capture
-    (pretrain.cuda_graph, decoder.cuda_graph) must not keep casts made during the capture."""
+    (engine/cuda_graph.py) must not keep casts made during the capture."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()

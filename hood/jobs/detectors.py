@@ -1,21 +1,87 @@
-"""The detectors a command runs, built from the resolved config.
+"""The detectors a command runs, built from the resolved config: each method's ``evaluate.params`` are its
+constructor's keywords, checked against the constructor before any work starts.
 
 The detectors speak of their own parameters (``k must be a positive integer``); here, where the values come
-from the ``evaluate`` section, an error also names the config key the user set.
+from the config, an error also names the key the user set (``evaluate.params.knn.k: ...``).
 """
 
 from __future__ import annotations
 
-from hood.detectors import Detector, DetectorContext
-from hood.detectors.base import option_for
+import difflib
+from typing import Any
+
+import torch
+
+from hood.config import Config
+from hood.detectors import COMBINATIONS, DETECTORS, Combination, Detector, all_methods, parts_of
 from hood.errors import ConfigError, DetectorParameterError
+from hood.models.decoder import HeatmapDecoder
 
 
-def build_detectors(ctx: DetectorContext, methods: list[str]) -> dict[str, Detector]:
-    """``{method: ctx.detector(method)}`` (combinations share their parts' instances); a parameter out of
-    range is one ConfigError led by its key: ``evaluate.knn_k: k must be a positive integer, got 0``."""
+def _close(word: str, options: list[str]) -> str:
+    found = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{found[0]}'?)" if found else ""
+
+
+def resolve_methods(methods: list[str]) -> list[str]:
+    """``all`` to every method; unknown names are one error naming the known ones."""
+    if "all" in methods:
+        return all_methods()
+    unknown = [m for m in methods if m not in all_methods()]
+    if unknown:
+        raise ConfigError(f"unknown method '{unknown[0]}'{_close(unknown[0], all_methods())}; available: {', '.join(all_methods())}, or all")
+    return list(dict.fromkeys(methods))
+
+
+def parameters() -> dict[str, dict[str, Any]]:
+    """Every method's parameters with their defaults, as its constructor names them."""
+    return {m: (COMBINATIONS[m] if m in COMBINATIONS else DETECTORS[m]).keywords() for m in all_methods()}
+
+
+def check_params(params: dict[str, dict[str, Any]]) -> None:
+    """``evaluate.params`` names methods and their parameters: anything else is one line listing what exists."""
+    known = parameters()
+    for method, kwargs in params.items():
+        if method not in known:
+            with_params = [m for m, k in known.items() if k]
+            raise ConfigError(f"evaluate.params: unknown method '{method}'{_close(method, list(known))}; "
+                              f"methods with parameters: {', '.join(with_params)}")
+        for name in kwargs:
+            if name not in known[method]:
+                takes = ", ".join(f"{k} (default {v})" for k, v in known[method].items()) or "no parameters"
+                raise ConfigError(f"evaluate.params.{method}: unknown parameter '{name}'{_close(name, list(known[method]))}; "
+                                  f"{method} takes {takes}")
+
+
+def _keyed(method: str, build: Any) -> Any:
     try:
-        return {m: ctx.detector(m) for m in methods}
+        return build()
     except DetectorParameterError as err:
-        option = option_for(err)
-        raise ConfigError(f"evaluate.{option}: {err}" if option else str(err)) from None
+        raise ConfigError(f"evaluate.params.{method}.{err.param}: {err}") from None
+
+
+def build_detectors(methods: list[str], model: torch.nn.Module, cfg: Config, device: torch.device,
+                    decoder: HeatmapDecoder | None = None) -> tuple[dict[str, Detector], dict[str, Combination]]:
+    """The detectors ``methods`` read (a combination's parts included, each built once) and the combinations
+    among them. ``model`` is the loaded classifier; ``decoder`` the trained heatmap decoder, where one is read."""
+    params = cfg.evaluate.params
+    check_params(params)
+    detectors: dict[str, Detector] = {}
+    for part in dict.fromkeys(p for m in methods for p in parts_of(m)):
+        cls = DETECTORS[part]
+        if cls.needs_decoder:
+            if decoder is None:
+                raise ConfigError(f"{part} needs a trained decoder: a train-decoder run")
+            detectors[part] = cls(model, decoder, device=device, batch_size=cfg.evaluate.batch_size)
+        else:
+            detectors[part] = _keyed(part, lambda c=cls, p=part: c(model, **params.get(p, {}), device=device,
+                                                                 batch_size=cfg.evaluate.batch_size))
+    combos = {m: _keyed(m, lambda m=m: COMBINATIONS[m](**params.get(m, {}))) for m in methods if m in COMBINATIONS}
+    return detectors, combos
+
+
+def method_settings(method: str, detectors: dict[str, Detector], combos: dict[str, Combination]) -> dict[str, Any]:
+    """Every parameter ``method``'s scores depend on: a detector's own, or a combination's weights and its parts'."""
+    if method in combos:
+        return {**combos[method].settings(), "parts": {p: detectors[p].settings() for p in combos[method].parts}}
+    return detectors[method].settings()

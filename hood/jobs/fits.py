@@ -1,21 +1,21 @@
-"""The fit cache of a run (``fits/<method>.pt``): what a detector learned from the ID training set, under a
-key naming everything the fit depends on, so ``evaluate`` and ``score`` agree on when a cached fit applies.
+"""The fit cache of a run (``fits/<method>.pt``): what a detector or a combination learned from the ID training
+set, under a key naming everything the fit depends on, so ``evaluate`` and ``score`` agree on when a cached fit
+applies.
 
-A key holds the method, the classifier's fingerprint, the ID data set, the image size, the number of
-training rows fitted on and the detector's fit parameters. ``score`` cannot count the training rows without
-loading the set, so it matches on every other field and then checks the whole key against the one its
-threshold was set with (``Detector.settings``, ``results.json``'s ``fits``).
+A key holds the method, the classifier's fingerprint, the ID data set, the image size, the number of training
+rows fitted on and the method's settings (a combination's: its parts', whose scores it standardizes, and the
+rows it took them on). ``score`` cannot count the training rows without loading the set, so it matches on every
+other field and then checks the whole key against the one its threshold was set with (``results.json``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from hood.config import Config
-from hood.detectors import Detector
 from hood.errors import HoodError
 from hood.fileio import atomic_save_with
 from hood.models.checkpoint import safe_load
@@ -23,12 +23,19 @@ from hood.runs import Run
 from hood.version import __version__
 
 
-def fit_key(method: str, d: Detector, fingerprint: str, cfg: Config, n_train: int | None = None) -> dict[str, Any]:
-    """The cache key of ``method``'s fit; without ``n_train`` a key that any row count matches."""
+class Fitted(Protocol):
+    def state(self) -> dict[str, Any]: ...
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+def fit_key(method: str, settings: dict[str, Any], fingerprint: str, cfg: Config, n_train: int | None = None,
+            **rows: int) -> dict[str, Any]:
+    """The cache key of ``method``'s fit; without ``n_train`` (and ``rows``, which rows of the training set a
+    combination read) a key that any row count matches."""
     key = {"method": method, "classifier": fingerprint, "id_dataset": cfg.data.id,
-           "image_size": cfg.data.image_size, "params": d.params()}
+           "image_size": cfg.data.image_size, "settings": settings}
     if n_train is not None:
-        key["n_train"] = n_train
+        key.update(n_train=n_train, **rows)
     return key
 
 
@@ -36,8 +43,8 @@ def fit_path(run: Run, method: str) -> Path:
     return run.path / "fits" / f"{method}.pt"
 
 
-def load_fit(run: Run, d: Detector, key: dict[str, Any]) -> dict[str, Any] | None:
-    """Load the cached fit into ``d`` when every field of ``key`` matches; its full key, else None (no
+def load_fit(run: Run, fitted: Fitted, key: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the cached fit into ``fitted`` when every field of ``key`` matches; its full key, else None (no
     cache, a damaged one, or one made under other settings: all are refitted by ``evaluate``)."""
     path = fit_path(run, key["method"])
     if not path.is_file():
@@ -47,12 +54,12 @@ def load_fit(run: Run, d: Detector, key: dict[str, Any]) -> dict[str, Any] | Non
         stored = cached.get("key")
         if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in key.items()):
             return None
-        d.load_state(cached["state"])
+        fitted.load_state(cached["state"])
     except (HoodError, KeyError, TypeError, ValueError, RuntimeError, AttributeError):
         return None  # a damaged cache is refitted, not fatal
     return stored
 
 
-def save_fit(run: Run, d: Detector, key: dict[str, Any]) -> None:
+def save_fit(run: Run, fitted: Fitted, key: dict[str, Any]) -> None:
     atomic_save_with(fit_path(run, key["method"]),
-                     lambda fh: torch.save({"key": key, "hood_version": __version__, "state": d.state()}, fh))
+                     lambda fh: torch.save({"key": key, "hood_version": __version__, "state": fitted.state()}, fh))

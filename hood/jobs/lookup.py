@@ -4,14 +4,10 @@ data sets a command names (checked before any run directory is made)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from hood.config import Config
 from hood.data import registry
 from hood.data.images import ImageSet
-from hood.engine.runtime import seeded_indices
 from hood.errors import CheckpointError, ConfigError, RunError
 from hood.models.adapter import is_external_arch
 from hood.models.checkpoint import (
@@ -104,19 +100,6 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
             raise RunError(f"{path} is incomplete (status {run.info.get('status')}); resume it with `hood train-decoder --resume {path}`")
         return run
     return _latest(cfg, "train-decoder", reporter, "", "pass --run PATH", "decoder run")
-
-
-def decoder_train_ids(meta: dict[str, Any], id_dataset: str, n_train: int) -> torch.Tensor | None:
-    """Rows of the ID training set a decoder was trained on, from its checkpoint's metadata; None when
-    unknown (another ID data set than the one being evaluated, or a checkpoint that records neither the
-    rows nor the draw that chose them)."""
-    if meta.get("id_dataset") != id_dataset:
-        return None
-    if isinstance(meta.get("id_rows"), torch.Tensor):
-        return meta["id_rows"]
-    if "num_id" not in meta or "seed" not in meta:
-        return None
-    return seeded_indices(n_train, int(meta["num_id"]), int(meta["seed"]))  # before id_rows were recorded
 
 
 def skip_note(s: ImageSet) -> str | None:

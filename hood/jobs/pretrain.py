@@ -1,6 +1,6 @@
 """``hood pretrain``: train a classifier on the ID set, keep the best by validation accuracy.
 
-Every ``pretrain.checkpoint_every`` epochs (and on Ctrl-C/SIGTERM) the model, optimizer, scheduler,
+After each epoch (at most once per ``run.checkpoint_interval_s``, and on Ctrl-C/SIGTERM) the model, optimizer, scheduler,
 RNG states, best-so-far and history go to ``train_state.pt``; ``--resume RUN`` continues from there and,
 because each epoch's shuffle and augmentation come from a generator seeded by ``(seed, epoch)``, ends with
 the same weights as an uninterrupted run.
@@ -80,7 +80,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
     # can use unseen ID images (data.val_id_source: classifier); n_train ties those rows to this training split
     meta: dict[str, Any] = {"dataset": cfg.data.id, "config": cfg.to_dict(), "seed": cfg.run.seed,
                             "n_train": len(train), "held_out_rows": val_idx.tolist()}
-    ckpt = Checkpointer(run, COMMAND, cfg.pretrain.checkpoint_every, cfg.pretrain.epochs, cfg.run.checkpoint_interval_s)
+    ckpt = Checkpointer(run, COMMAND, cfg.pretrain.epochs, cfg.run.checkpoint_interval_s)
     ckpt.saved_epoch = start_epoch or None
     last_lr = {"lr": cfg.pretrain.lr}
     epoch_seconds: list[float] = list(run.info.get("epoch_seconds", []))[:start_epoch]
@@ -116,7 +116,7 @@ def pretrain(cfg: Config, reporter: Reporter | None = None, run: Run | None = No
         fit_classifier(
             model, train.images[tr_idx], train.labels[tr_idx], train.images[val_idx], train.labels[val_idx],
             cfg.pretrain, cfg.run.seed, device, start_epoch, state, on_epoch_end, reporter,
-            compile=cfg.run.compile, cuda_graph=cfg.pretrain.cuda_graph,
+            compile=cfg.run.compile,
         )
     if distributed.is_main_process():  # rank 0 wrote the files; the other ranks take its result below
         best_model = load_classifier(run.file("classifier.pt")).model.to(device)

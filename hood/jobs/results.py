@@ -1,14 +1,21 @@
-"""What ``hood evaluate`` leaves in a run for ``score`` and ``visualize``: ``results.json`` (the table, the
-thresholds and what they were set under) and the per-sample ``scores/<method>/<set>.npz``.
+"""Everything ``hood evaluate`` leaves in a run, written and read here alone, against one schema:
+
+- ``results.json`` / ``results.csv``: the test table, the thresholds ``hood score`` uses and what each was set
+  under; ``validation.json`` / ``validation.csv``: the same for the validation split (no thresholds are read
+  from it);
+- ``scores/<method>/<set>.npz``: per-sample scores (and the rows they are of), so metrics can be recomputed
+  without a GPU; validation sets' files carry the ``val-`` prefix and never overwrite a test set's.
 
 Written so a reader never takes a half-finished evaluation for a finished one: ``results.json`` is marked
 ``"state": "running"`` before the first score or fit is replaced and ``"complete"`` by its last write, so an
-evaluation in progress or killed is refused by name. Read back through one validating reader each: a
-damaged file is one line naming it and the command that rewrites it.
+evaluation in progress or killed is refused by name. Read back through one validating reader each: a damaged
+file is one line naming it and the command that rewrites it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import zipfile
 import zlib
@@ -19,10 +26,14 @@ import numpy as np
 import torch
 
 from hood.errors import RunError
-from hood.fileio import atomic_save_with, atomic_write_json
+from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
 from hood.runs import Run, read_json
 
 RESULTS = "results.json"
+VALIDATION = "validation.json"
+# the keys of results.json whose shape a reader relies on
+SCHEMA: dict[str, type] = {"results": dict, "methods": list, "thresholds": dict, "threshold_settings": dict, "fits": dict,
+                           "draw": dict, "notes": list}
 
 
 def rerun(run: Run, methods: str | None = None) -> str:
@@ -62,6 +73,18 @@ def load_scores(run: Run, method: str, set_name: str, expected: int | None = Non
     return scores
 
 
+def results_csv(results: dict[str, Any]) -> str:
+    """Tidy form: one row per (method, set, metric)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "set", "metric", "value"])
+    for method, per_set in results["results"].items():
+        for set_name, metrics in per_set.items():
+            for k, v in metrics.items():
+                w.writerow([method, set_name, k, v])
+    return buf.getvalue()
+
+
 def begin_results(run: Run) -> None:
     """Mark ``results.json`` as being rewritten (keeping what it held), before any score or fit changes."""
     f = run.file(RESULTS)
@@ -72,11 +95,14 @@ def begin_results(run: Run) -> None:
     atomic_write_json(f, {**(old if isinstance(old, dict) else {}), "state": "running"})
 
 
-def write_results(run: Run, results: dict[str, Any]) -> None:
-    """The last write of an evaluation (``results`` gains ``"state": "complete"``): from now on its thresholds
-    and scores may be read."""
+def write_results(run: Run, results: dict[str, Any], validation: bool = False) -> Path:
+    """The last write of an evaluation: the table as JSON and CSV (``validation.*`` for the validation split).
+    ``results.json`` gains ``"state": "complete"``: from now on its thresholds and scores may be read."""
+    name = VALIDATION if validation else RESULTS
     results["state"] = "complete"
-    atomic_write_json(run.file(RESULTS), results)
+    atomic_write_text(run.file(name).with_suffix(".csv"), results_csv(results))
+    atomic_write_json(run.file(name), results)
+    return run.file(name)
 
 
 def read_results(run: Run) -> dict[str, Any] | None:
@@ -88,14 +114,13 @@ def read_results(run: Run) -> dict[str, Any] | None:
     results = read_json(f, rerun(run))
     if not isinstance(results, dict):
         raise RunError(f"{f} is damaged (not a JSON object); {rerun(run)}")
-    if results.get("state", "complete") != "complete":
+    if results.get("state") != "complete":
         raise RunError(f"{f} belongs to a `hood evaluate` that is still running or was stopped before it finished, "
                        f"so its thresholds and scores may not match; wait for it, or {rerun(run)}")
-    shapes = {"thresholds": dict, "threshold_params": dict, "fits": dict, "results": dict, "methods": list}
-    for key, kind in shapes.items():
-        if key in results and not isinstance(results[key], kind):
+    for key, kind in SCHEMA.items():
+        if not isinstance(results.get(key), kind):
             raise RunError(f"{f} is damaged ('{key}' is not a {kind.__name__}); {rerun(run)}")
-    for method, value in results.get("thresholds", {}).items():
+    for method, value in results["thresholds"].items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise RunError(f"{f} is damaged (the {method} threshold is {value!r}, not a number); {rerun(run, method)}")
     return results

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import yaml
 
-from hood.config import Config, known_settings
+from hood.config import Config
 from hood.engine.distributed import is_main_process
 from hood.errors import ConfigError, RunError, TrainingDivergedError
 from hood.models.checkpoint import load_train_state, save_train_state
@@ -27,8 +27,7 @@ from hood.runs import Run, lock_run, open_run
 RESUME_FREE = (
     "name", "run.device", "run.num_threads", "run.compile", "run.out", "run.runs_dir", "data.root", "data.strict",
     "data.ood", "data.ood_count", "data.id_test_count", "data.val_ood", "model.classifier", "evaluate.",
-    "pretrain.checkpoint_every", "decoder.checkpoint_every", "run.checkpoint_interval_s",
-    "pretrain.cuda_graph", "decoder.cuda_graph",  # the same steps, launched another way
+    "run.checkpoint_interval_s",
 )
 # Keys that may change on resume, knowingly altering the result from then on (logged): more or fewer
 # epochs, and a lower learning rate after a divergence. Not with pretrain's one-cycle schedule, whose
@@ -55,13 +54,11 @@ def config_changes(saved: dict[str, Any], cfg: Config, command: str, done_epochs
     line (and a check that the new epoch count is not below the epochs done); anything else is a
     RunError naming the key, both values and how to proceed.
     """
-    old, new = _flatten(known_settings(saved)), _flatten(cfg.to_dict())  # settings another hood had do not count
+    old, new = _flatten(saved), _flatten(cfg.to_dict())
     skip = RESUME_FREE + _UNUSED.get(command, ())
     onecycle = command == "pretrain" and cfg.pretrain.scheduler == "onecycle"
     for key in sorted(set(old) | set(new)):
         if key.startswith(skip) or old.get(key) == new.get(key):
-            continue
-        if key not in old:  # a key added to hood after the run started: its default is what the run used
             continue
         if key in RESUME_LOGGED and not onecycle:
             if key.endswith(".epochs") and int(new[key]) < done_epochs:
@@ -171,8 +168,8 @@ def restore_rng(state: dict[str, Any] | None) -> None:
 
 
 class Checkpointer:
-    """Writes ``train_state.pt`` every ``every`` epochs, but at most once per ``min_interval_s`` seconds;
-    the first and the last epoch are always written, and on an interrupt the newest completed epoch.
+    """Writes ``train_state.pt`` after an epoch, but at most once per ``min_interval_s`` seconds (0: after every
+    epoch); the first and the last epoch are always written, and on an interrupt the newest completed epoch.
 
     Epochs between checkpoints are kept as an in-memory snapshot (a CPU copy of the state), so Ctrl-C
     or SIGTERM mid-epoch can still save the last completed epoch before the command exits. Why the
@@ -180,8 +177,8 @@ class Checkpointer:
     fsynced) a sizeable part of that; a hard kill loses at most ``min_interval_s`` seconds of training.
     """
 
-    def __init__(self, run: Run, command: str, every: int, total_epochs: int, min_interval_s: float = 0.0) -> None:
-        self.run, self.command, self.every, self.total = run, command, every, total_epochs
+    def __init__(self, run: Run, command: str, total_epochs: int, min_interval_s: float = 0.0) -> None:
+        self.run, self.command, self.total = run, command, total_epochs
         self.min_interval_s = min_interval_s
         self.saved_epoch: int | None = None
         self._pending: dict[str, Any] | None = None
@@ -191,7 +188,7 @@ class Checkpointer:
     def _due(self, epoch: int) -> bool:
         if epoch == self.total or self._last_write is None:
             return True
-        return epoch % self.every == 0 and time.monotonic() - self._last_write >= self.min_interval_s
+        return time.monotonic() - self._last_write >= self.min_interval_s
 
     def epoch_end(self, epoch: int, state: dict[str, Any], **run_info: Any) -> None:
         """Record the state after ``epoch``; ``state`` must already be detached from live tensors' future

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hood.config import RENAMED, Config
+from hood.config import Config
 from hood.data.images import UnreadableImage, decode_image, hwc_to_chw
 from hood.data.readers import (
     MAX_ARCHIVE_BYTES,
@@ -32,13 +32,13 @@ from hood.data.readers import (
     read_image_file,
     safe_member_name,
 )
-from hood.detectors import DETECTORS, NEEDS_DECODER, Detector, DetectorContext
+from hood.detectors import Combination, Detector, uses_decoder
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.detectors import build_detectors
+from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, fit_path, load_fit
 from hood.jobs.lookup import check_classifier, open_classifier
 from hood.jobs.results import RESULTS, read_results, rerun
@@ -159,47 +159,42 @@ def _why(err: Exception) -> str:
     return f"not a readable image ({text or type(err).__name__})"
 
 
-def _threshold(run: Run, method: str, det: Detector, fit: dict[str, Any] | None, given: float | None) -> tuple[float | None, str]:
+def _threshold(run: Run, method: str, settings: dict[str, Any], fit: dict[str, Any] | None,
+               given: float | None) -> tuple[float | None, str]:
     """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
-    was set under every fit and scoring parameter in force now and beside the fit loaded now (``fit``)."""
+    was set under every parameter in force now (``settings``) and beside the fit loaded now (``fit``)."""
     if given is not None:
         if not math.isfinite(given):
             raise ConfigError(f"--threshold must be a finite number, got {given}")
         return float(given), "--threshold"
     results = read_results(run)
     f = run.file(RESULTS)
-    if results is None or method not in results.get("thresholds", {}):
+    if results is None or method not in results["thresholds"]:
         return None, "none: run `hood evaluate` on this run or pass --threshold"
     fix = f"{rerun(run, method)} with these settings, or pass --threshold"
-    then = results.get("threshold_params", {}).get(method)
-    if isinstance(then, dict):  # a setting older hoods recorded, at the one value this hood always scores with
-        then = {_RENAMED.get(k, k): v for k, v in then.items() if k not in _ALWAYS or _ALWAYS[k] != v}
-    now = det.settings()
-    if then != now:
+    then = results["threshold_settings"].get(method)
+    if then != settings:
         then = then if isinstance(then, dict) else {}
-        differ = [k for k in {**then, **now} if then.get(k, "unset") != now.get(k, "unset")]
+        differ = [k for k in {**then, **settings} if then.get(k, "unset") != settings.get(k, "unset")]
         raise RunError(f"the {method} threshold in {f} was set with {_settings(then, differ)}, this scoring uses "
-                       f"{_settings(now, differ)}; {fix}")
-    if fit is not None and results.get("fits", {}).get(method) != fit:
+                       f"{_settings(settings, differ)}; {fix}")
+    if fit is not None and results["fits"].get(method) != fit:
         raise RunError(f"the {method} threshold in {f} was set with another fit than {fit_path(run, method)} "
                        f"(it was refitted since); {fix}")
     return float(results["thresholds"][method]), f"{f} (keeps 95% of ID test)"
-
-
-_ALWAYS = {"fusion": "zscore"}  # a scoring setting older hoods offered, fixed here
-_RENAMED = {old.split(".")[1]: new.split(".")[1] for old, new in RENAMED.items()}  # older hoods' names
 
 
 def _settings(params: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(f"{k} {params.get(k, 'unset')}" for k in keys)
 
 
-def _load_fit(run: Run, method: str, d: Detector, fingerprint: str, cfg: Config) -> dict[str, Any]:
-    """A feature-space detector needs the fit ``evaluate`` cached for this classifier and parameters."""
+def _load_fit(run: Run, method: str, fitted: Detector | Combination, settings: dict[str, Any], fingerprint: str,
+              cfg: Config) -> dict[str, Any]:
+    """A method that learned from ID data needs the fit ``evaluate`` cached for this classifier and settings."""
     hint = rerun(run, method) + " first"
     if not fit_path(run, method).is_file():
         raise RunError(f"{method} needs its fit on the ID training set, which {run.path} does not hold; {hint}")
-    key = load_fit(run, d, fit_key(method, d, fingerprint, cfg))
+    key = load_fit(run, fitted, fit_key(method, settings, fingerprint, cfg))
     if key is None:
         raise RunError(f"the cached {method} fit in {run.path} is damaged or was made for another classifier, ID "
                        f"data set, image size or parameters; {hint}")
@@ -218,12 +213,13 @@ def _heatmap_name(name: str, used: set[str]) -> str:
 
 @dataclass
 class Scorer:
-    """A run's detector, ready to score uint8 image batches: what ``hood score`` and the Python API's
+    """A run's method, ready to score uint8 image batches: what ``hood score`` and the Python API's
     :func:`hood.load_run` both use, so the two give the same scores."""
 
     method: str
     model: torch.nn.Module
-    detector: Detector
+    detectors: dict[str, Detector]  # the method's own detector, or a combination's parts
+    combination: Combination | None
     drawer: HeatmapDetector | None  # the heatmap detector that draws pictures, when the run has a decoder
     device: torch.device
     batch_size: int
@@ -233,22 +229,22 @@ class Scorer:
 
     @property
     def num_maps(self) -> int:
-        return max(self.detector.num_maps, self.drawer.num_maps if self.drawer else 0)
+        return max([d.num_maps for d in self.detectors.values()] + [self.drawer.num_maps if self.drawer else 0])
 
     def features(self, images: torch.Tensor) -> FeatureSet:
         return extract_features(self.model, images, self.device, self.batch_size, self.num_maps)
 
     def score(self, images: torch.Tensor, feats: FeatureSet) -> np.ndarray:
         """OOD scores of ``images`` (uint8), whose features are ``feats``."""
-        return self.detector.score_images(images) if self.detector.needs_images else self.detector.score(feats)
+        scores = {m: d.score_images(images) if d.needs_images else d.score_features(feats) for m, d in self.detectors.items()}
+        return self.combination.combine(scores) if self.combination is not None else scores[self.method]
 
 
 def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float | None = None,
                 heatmaps: bool = False, reporter: Reporter | None = None) -> Scorer:
-    """The classifier, decoder, fitted detector and threshold of ``run`` for ``method``."""
+    """The classifier, decoder, fitted detectors and threshold of ``run`` for ``method``."""
     reporter = reporter or NullReporter()
-    if method not in DETECTORS:
-        raise ConfigError(f"unknown method '{method}'; available: {', '.join(DETECTORS)}")
+    method = resolve_methods([method])[0]
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     if cfg.model.classifier is None:
@@ -256,15 +252,21 @@ def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float
     classifier = open_classifier(check_classifier(cfg, reporter), cfg)
     model = classifier.model.to(device)
     decoder = load_decoder(run.file("decoder.pt"), classifier)[0] if run.file("decoder.pt").is_file() else None
-    if (method in NEEDS_DECODER or heatmaps) and decoder is None:
+    if (uses_decoder([method]) or heatmaps) and decoder is None:
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
-    ctx = DetectorContext(classifier=model, device=device, decoder=decoder, options={"config": cfg})
-    det = build_detectors(ctx, [method])[method]
-    fit = _load_fit(run, method, det, classifier.fingerprint, cfg) if det.needs_fit else None
-    drawer = det if isinstance(det, HeatmapDetector) else (HeatmapDetector(decoder, device) if heatmaps and decoder is not None else None)
-    thr, source = _threshold(run, method, det, fit, threshold)
+    detectors, combos = build_detectors([method], model, cfg, device, decoder)
+    fits = {m: _load_fit(run, m, d, d.settings(), classifier.fingerprint, cfg) for m, d in detectors.items() if d.needs_fit}
+    combination = combos.get(method)
+    if combination is not None:
+        fit_settings = {"parts": {p: detectors[p].settings() for p in combination.parts}}
+        stored = _load_fit(run, method, combination, fit_settings, classifier.fingerprint, cfg)
+        fits[method] = stored
+    drawer = detectors.get("heatmap") if isinstance(detectors.get("heatmap"), HeatmapDetector) else None
+    if drawer is None and heatmaps and decoder is not None:
+        drawer = HeatmapDetector(model, decoder, device=device)
+    thr, source = _threshold(run, method, method_settings(method, detectors, combos), fits.get(method), threshold)
     classes = classifier.classes or [str(i) for i in range(classifier.num_classes)]
-    return Scorer(method, model, det, drawer, device, cfg.evaluate.batch_size, classes, thr, source)
+    return Scorer(method, model, detectors, combination, drawer, device, cfg.evaluate.batch_size, classes, thr, source)
 
 
 def score_images(
@@ -285,7 +287,7 @@ def score_images(
         images = hwc_to_chw(np.stack([a for _, a in batch]))
         feats = scorer.features(images)
         scores = scorer.score(images, feats)
-        maps = scorer.drawer.heatmaps(feats) if (scorer.drawer is not None and out_dir is not None) else None
+        maps = scorer.drawer.heatmaps_of(feats) if (scorer.drawer is not None and out_dir is not None) else None
         for i, (item, _) in enumerate(batch):
             item.predicted_class = classes[int(feats.preds[i])]
             item.score = float(scores[i])

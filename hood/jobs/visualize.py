@@ -83,7 +83,7 @@ def visualize(
     splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
     decoder, _ = load_decoder(run.file("decoder.pt"), classifier)
-    det = HeatmapDetector(decoder, device)
+    det = HeatmapDetector(classifier.model, decoder, device=device)
     model = classifier.model.to(device)
     folder = Path(out_dir) if out_dir else run.path / "figures"
     figs = Figures()
@@ -139,9 +139,9 @@ def _grid(det: HeatmapDetector, model: torch.nn.Module, device: torch.device, na
     s, _ = draw(s, cfg.data.ood_count or 2000, cfg.data.ood_draw, cfg.data.ood_draw_seed)
     feats = extract_features(model, s.images, device, cfg.evaluate.batch_size, det.num_maps, reporter=reporter,
                              description=f"{name} heatmaps")
-    scores = det.score(feats)
+    scores = det.score_features(feats)
     idx = pick(scores, n, how, cfg.run.seed)
-    h = det.heatmaps(feats.take(torch.as_tensor(idx)))
+    h = det.heatmaps_of(feats.take(torch.as_tensor(idx)))
     img = heatmap_grid(s.images[torch.as_tensor(idx)], h, scores[idx], f"{name}: input / heatmap / overlay, score below ({how})")
     buf = io.BytesIO()
     img.save(buf, format="PNG")

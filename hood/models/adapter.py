@@ -235,3 +235,54 @@ def external_model(arch: str, num_classes: int) -> nn.Module:
     if arch.startswith(TORCHVISION_PREFIX):
         return torchvision_model(arch[len(TORCHVISION_PREFIX):], num_classes)
     return builder_model(arch[len(MODULE_PREFIX):], num_classes)
+
+
+class ModelAdapter:
+    """A user's model as the engine's :class:`Classifier`, wrapped once per input size (the wrapper probes the
+    model at that size for its stage maps), and its final layer for the detectors that read it.
+
+    ``model`` is a hood :class:`Classifier` (taken as it is), any classification ``nn.Module`` (wrapped with
+    ``mean``/``std``, ImageNet's by default, and the final layer ``linear`` names), or the final ``nn.Linear``
+    alone (enough for detectors that score features, not images).
+    """
+
+    def __init__(self, model: nn.Module | None, linear: str | None = None, skip_layers: Sequence[str] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got a {type(model).__name__}")
+        own = isinstance(model, Classifier)
+        if own and (mean is not None or std is not None or linear is not None):
+            raise ValueError("a hood classifier takes hood's own input normalization and final layer; drop mean, std and linear")
+        self.model, self.linear, self.skip_layers = model, linear, skip_layers
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
+        self._wrapped: Classifier | None = model if own else None
+        if model is not None and not own and not isinstance(model, nn.Linear):
+            find_final_linear(model, linear)  # an unsupported model fails here, at construction
+
+    def classifier(self, image_size: int) -> Classifier:
+        """The model as a :class:`Classifier` for square inputs of ``image_size`` pixels."""
+        if self.model is None or isinstance(self.model, nn.Linear):
+            raise ValueError("scoring images needs the whole model; pass it when building the detector")
+        if isinstance(self.model, Classifier):
+            return self.model
+        if not isinstance(self._wrapped, WrappedClassifier) or self._wrapped.image_size != image_size:
+            self._wrapped = WrappedClassifier(self.model, image_size, self.linear, self.skip_layers, self.mean, self.std)
+        return self._wrapped
+
+    def final_layer(self) -> nn.Linear:
+        """The model's final ``nn.Linear``: what the feature-space detectors read of it."""
+        if self.model is None:
+            raise ValueError("this detector reads the model's final layer; pass the model (or its final nn.Linear) when building it")
+        if isinstance(self.model, nn.Linear):
+            return self.model
+        if isinstance(self.model, Classifier):
+            return self.model.linear
+        return find_final_linear(self.model, self.linear)[1]
+
+
+def final_layer(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W`` (K x D) and ``b`` (K) of a final linear layer, float64 on the CPU (a layer without bias: zeros)."""
+    w = layer.weight.detach().to("cpu", torch.float64)
+    b = layer.bias.detach().to("cpu", torch.float64) if layer.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    return w, b

@@ -120,12 +120,6 @@ class HeatmapDecoder(nn.Module):
         self.feat_min.fill_(float(fmin))
         self.feat_max.fill_(float(fmax))
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201 - torch's signature
-        """As torch's; a decoder saved before the noise floor existed has none (0)."""
-        if "noise_floor" not in state_dict:
-            state_dict = {**state_dict, "noise_floor": torch.tensor(0.0)}
-        return super().load_state_dict(state_dict, strict, assign)
-
     def code_input(self, features: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         span = (self.feat_max - self.feat_min).clamp_min(1e-12)
         z = (features.float() - self.feat_min) / span

@@ -1,7 +1,7 @@
 """Mean and spread over seeds of ``results.json`` (or ``validation.json``) files: FPR95 / AUROC (%) per OOD
 set and method, their mean over named sets, and the target read off them.
 
-    python bench/quality_table.py [--mean-sets a,b,c] runs/quality/*-seed*/results.json
+    python research/quality_table.py [--mean-sets a,b,c] runs/quality/*-seed*/results.json
 
 The mean column is over ``--mean-sets`` (default: tin32-test, mnist-test, textures10 and uniform noise
 where all four are present, else every set), averaged per seed; the other sets are shown beside it.

@@ -11,7 +11,7 @@
 #      own settings) is trained for SEEDS on everything -- all ID training images and all pool classes, as
 #      the configs train -- and scored on the test sets (TEST_SPLIT=1 keeps the validation split held out)
 #   4. with what is left: a second validation seed for the setting not chosen
-# Each phase is bench/quality.sh under `timeout`, so the script ends inside BUDGET_S; its printed tables go
+# Each phase is research/quality.sh under `timeout`, so the script ends inside BUDGET_S; its printed tables go
 # to $OUT/quality.md and the runs' small files (results, validation, scores, run.json) to
 # $OUT/quality-runs.tar.gz (decoders and fits stay behind).
 #
@@ -33,7 +33,7 @@ TIE_POINTS="${TIE_POINTS:-0.5}"
 START=$(date +%s)
 left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
 
-# the fixtures in the data/ + models/ layout bench/quality.sh reads
+# the fixtures in the data/ + models/ layout research/quality.sh reads
 FIXTURES="${FIXTURES:-${HOOD_FIXTURES:-}}"
 [ -n "$FIXTURES" ] || { echo "set FIXTURES (or HOOD_FIXTURES) to the folder holding the archives and the classifier" >&2; exit 2; }
 SHARED="${SHARED_DIR:-/tmp/hood-shared}"
@@ -53,23 +53,23 @@ CHOOSE_BY="${CHOOSE_BY:-$("$PY" -c "import sys; from hood.cli.options import con
 from hood.detectors.combined import COMBINATIONS
 m = resolve(config_path(sys.argv[1])).evaluate.methods; print(next((x for x in m if x in COMBINATIONS), 'heatmap'))" "$CONFIG")}"
 export SHARED PY ARCH DEVICE="${DEVICE:-cuda}" EPOCHS="${EPOCHS:-150}" NUM_ID="${NUM_ID-}" NUM_OOD="${NUM_OOD:-10000}"
-export VAL_ID_PER_CLASS=100 VAL_AUX_CLASSES=16
+export VAL_AUX_CLASSES=16
 export HOOD_CACHE="${HOOD_CACHE:-/tmp/hood-cache}" PYTHONUNBUFFERED=1
 ALT="${ALT_SET:-decoder.fw_layers=1 decoder.prototype_k=1}"  # the paper's decoder settings
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
   | tee "$OUT/quality.md"
 
-# phase NAME SEEDS TEST TRAIN_SET [SPLIT]: one bench/quality.sh call under what is left of the budget;
+# phase NAME SEEDS TEST TRAIN_SET [SPLIT]: one research/quality.sh call under what is left of the budget;
 # SPLIT 0 trains on everything (no validation split held out, no validation table)
 phase() {
-  local name=$1 seeds=$2 test=$3 train_set=$4 split=${5:-1} t0 rc limit per_class=$VAL_ID_PER_CLASS aux_classes=$VAL_AUX_CLASSES
+  local name=$1 seeds=$2 test=$3 train_set=$4 split=${5:-1} t0 rc limit aux_classes=$VAL_AUX_CLASSES
   limit=$(left)
   [ "$limit" -ge 30 ] || { echo "## $name: skipped (budget)" >>"$OUT/quality.md"; return 1; }
   t0=$(date +%s)
   { echo; echo "## $name (SEEDS=\"$seeds\" TEST=$test TRAIN_SET=\"$train_set\" SPLIT=$split)"; } >>"$OUT/quality.md"
-  [ "$split" = 1 ] || { per_class=0; aux_classes=0; }
-  SEEDS="$seeds" TEST="$test" TRAIN_SET="$train_set" VAL_ID_PER_CLASS=$per_class VAL_AUX_CLASSES=$aux_classes OUT_DIR="$RUNS/$name" timeout --signal=INT --kill-after=15 "$limit" \
-    bench/quality.sh >>"$OUT/quality.md" 2>"$OUT/$name.err"; rc=$?
+  [ "$split" = 1 ] || aux_classes=0
+  SEEDS="$seeds" TEST="$test" TRAIN_SET="$train_set" VAL_AUX_CLASSES=$aux_classes OUT_DIR="$RUNS/$name" timeout --signal=INT --kill-after=15 "$limit" \
+    research/quality.sh >>"$OUT/quality.md" 2>"$OUT/$name.err"; rc=$?
   echo "($name: $(( $(date +%s) - t0 )) s, rc $rc, budget left $(left) s)" | tee -a "$OUT/quality.md" >&2
   tail -3 "$OUT/$name.err" >&2
   # the runs' small files in one archive (decoders and fits stay behind), rewritten after every phase so

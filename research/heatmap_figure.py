@@ -2,7 +2,7 @@
 (the ID test set's and an OOD set's), side by side.
 
     hood visualize -c cifar10_wrn40_2 --run RUN --ood tin32-test.tar.gz -n 8 --out-dir figs
-    python bench/heatmap_figure.py figs/heatmaps_id.png figs/heatmaps_tin32-test.png docs/heatmaps.png --columns 6
+    python research/heatmap_figure.py figs/heatmaps_id.png figs/heatmaps_tin32-test.png docs/heatmaps.png --columns 6
 """
 
 from __future__ import annotations

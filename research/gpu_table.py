@@ -4,7 +4,7 @@ Reads ``OUT/timings.jsonl`` (wall seconds and exit code of every step) and the r
 ``OUT/runs`` (``epoch_seconds``, ``phase_seconds``, accuracy, losses, evaluation results). Prints Markdown;
 exits 1 when a target that was measured is missed, 2 when one could not be measured.
 
-    python bench/gpu_table.py bench-gpu-out [RUNS_DIR]   # RUNS_DIR defaults to bench-gpu-out/runs
+    python research/gpu_table.py bench-gpu-out [RUNS_DIR]   # RUNS_DIR defaults to bench-gpu-out/runs
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import statistics
 import sys
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 PRETRAIN_S_PER_EPOCH = 1.5  # target 5
 DECODER_TOTAL_S = 120.0  # target 6
@@ -50,8 +48,8 @@ def main(out: Path, runs: Path) -> int:
 
     epoch_s = steady(pre.get("epoch_seconds", []))
     try:  # graphs or eager steps: gpu.sh replays graphs only after tests/test_cuda.py passed on the machine
-        graph = yaml.safe_load((runs / "pretrain" / "config.yaml").read_text())["pretrain"]["cuda_graph"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        graph = {"true": True, "false": False}.get((out / "pretrain_graphs").read_text().strip(), "?")
+    except OSError:
         graph = "?"
     steps_kind = {True: "CUDA graphs", False: "eager steps"}.get(graph, "steps unknown")
     if epoch_s is None:
@@ -69,7 +67,7 @@ def main(out: Path, runs: Path) -> int:
               f"sum of epoch times {sum(pre['epoch_seconds']):.1f} s) | {wall / n:.3f} | - | - |")
     pre_eager = steady(read_json(runs / "pretrain-eager" / "run.json").get("epoch_seconds", []))
     if pre_eager is not None:
-        print(f"| 5' the same with eager steps (pretrain.cuda_graph=false; main run cuda_graph={graph}), s/epoch "
+        print(f"| 5' the same with eager steps (HOOD_CUDA_GRAPHS=0; main run graphs {graph}), s/epoch "
               f"| {pre_eager:.3f} | - | - |")
     if pre.get("test_acc") is None and pre.get("history"):
         last = pre["history"][-1]
@@ -101,7 +99,7 @@ def main(out: Path, runs: Path) -> int:
         diff = max((abs(a - b) / abs(a) for a, b in zip(e_losses[:common], g_losses[:common], strict=True)), default=float("nan"))
         rc = steps.get("train_decoder_eager", {})
         whole = f"{rc['seconds']:.1f} s whole command" if rc.get("rc") == 0 else f"rc {rc.get('rc')}, {len(eager['epoch_seconds'])} epochs"
-        print(f"| 6' the same with eager steps (decoder.cuda_graph=false): s/epoch ({whole}; largest relative loss "
+        print(f"| 6' the same with eager steps (HOOD_CUDA_GRAPHS=0): s/epoch ({whole}; largest relative loss "
               f"difference to the graphed run over {common} epochs {diff:.2e}) | {e_epoch:.3f} | - | - |")
 
     parts = ["pretrain", "train_decoder", "evaluate"]

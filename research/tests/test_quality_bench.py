@@ -1,5 +1,5 @@
-"""bench/quality.sh end to end on tiny fixtures (validation with a far-OOD archive, then the test table),
-and bench/quality_table.py: per-set and mean figures over seeds, the mean over exactly the named sets, and
+"""research/quality.sh end to end on tiny fixtures (validation with a far-OOD archive, then the test table),
+and research/quality_table.py: per-set and mean figures over seeds, the mean over exactly the named sets, and
 the median-score ratio read off the runs' score files."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[1]  # research/
 SCRIPT = BENCH / "quality_table.py"
 SETS = {"tin32-test": 0.10, "mnist-test": 0.20, "textures10": 0.30, "uniform-noise": 0.40, "gaussian-noise": 0.90}
 
@@ -88,9 +88,9 @@ def _archive(folder: Path, path: Path, flat: bool = False) -> None:
     shutil.rmtree(folder)
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bench/quality.sh is a bash script")
+@pytest.mark.skipif(shutil.which("bash") is None, reason="research/quality.sh is a bash script")
 def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_path: Path) -> None:
-    from conftest import save_random_classifier, write_flat_folder, write_image_folder
+    from conftest import save_random_classifier, write_flat_folder, write_image_folder  # tests/conftest.py
     from PIL import Image
 
     fx = tmp_path / "fixtures"
@@ -112,7 +112,7 @@ def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_pa
     (fx / "models").mkdir()
     save_random_classifier(fx / "models" / "cifar10_wrn10_2.pt")
     config = tmp_path / "tiny.yaml"
-    config.write_text("name: tiny\nmodel: {arch: wrn10_2}\ndata: {val_id_per_class: 2, val_aux_classes: 1, val_id_source: test}\n"
+    config.write_text("name: tiny\nmodel: {arch: wrn10_2}\ndata: {val_aux_classes: 1, val_id_source: test}\n"
                       "decoder: {epochs: 1, batch_size: 8, num_ood: 10}\nrun: {num_threads: 1}\n")
     env = {**os.environ, "HOOD_FIXTURES": str(fx), "CONFIG": str(config), "SEEDS": "0", "METHODS": "msp,energy",
            "DEVICE": "cpu", "OOD_COUNT": "4", "OUT_DIR": str(tmp_path / "runs"), "PY": sys.executable}
