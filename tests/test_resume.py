@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from hood.progress import NullReporter
 from hood.runs import create_run, open_run
 
 DET = ["--set", "run.deterministic=true", "--set", "run.num_threads=1", "-q"]
+# how long a test waits on a run's file or a process before calling it stuck: the waits end as soon as the file
+# says so, so the bound costs nothing on a fast machine and only has to outlast the slowest one (CI runners with
+# both cores taken by another job took minutes where a quiet laptop takes seconds); $HOOD_TEST_PATIENCE_S sets it
+PATIENCE_S = float(os.environ.get("HOOD_TEST_PATIENCE_S", "900"))
 
 
 def _interruptible() -> None:
@@ -42,7 +47,7 @@ def hood(*args: str) -> subprocess.Popen:
                             preexec_fn=_interruptible)
 
 
-def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+def finish(p: subprocess.Popen, timeout: float = PATIENCE_S) -> tuple[int, str]:
     try:
         _, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -59,7 +64,8 @@ def run_info(path: Path) -> dict:
         return {}
 
 
-def wait_for(p: subprocess.Popen, path: Path, cond, timeout: float = 60) -> dict:
+def wait_for(p: subprocess.Popen, path: Path, cond, timeout: float = PATIENCE_S) -> dict:
+    """Poll ``path``/run.json until ``cond`` holds; fail at once if the process ends first, or after ``timeout``."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         info = run_info(path)
@@ -68,7 +74,7 @@ def wait_for(p: subprocess.Popen, path: Path, cond, timeout: float = 60) -> dict
         if p.poll() is not None:
             raise AssertionError(f"process ended early ({p.returncode}): {p.stderr.read() if p.stderr else ''}")
         time.sleep(0.005)
-    raise AssertionError(f"timed out waiting on {path}: {run_info(path)}")
+    raise AssertionError(f"no change in {path}/run.json within {timeout:.0f} s ($HOOD_TEST_PATIENCE_S): {run_info(path)}")
 
 
 def kill_mid_epoch_two(p: subprocess.Popen, out: Path) -> None:
@@ -80,7 +86,7 @@ def kill_mid_epoch_two(p: subprocess.Popen, out: Path) -> None:
     epoch_time = time.monotonic() - t_start
     time.sleep(min(epoch_time / 3, 2.0))
     p.send_signal(signal.SIGKILL)
-    p.wait(timeout=30)
+    p.wait(timeout=PATIENCE_S)
     assert p.returncode == -signal.SIGKILL, f"not killed ({p.returncode}) after {time.monotonic() - t0:.1f}s"
 
 
@@ -112,6 +118,21 @@ def test_pretrain_sigkill_mid_epoch_then_resume_equals_uninterrupted(id_folder: 
     assert full["history"] == resumed["history"]
     assert_same_tensors(load(tmp_path / "full" / "classifier.pt")["net_state_dict"], load(tmp_path / "victim" / "classifier.pt")["net_state_dict"])
     assert run_info(tmp_path / "victim")["status"] == "complete"
+
+
+def test_wait_for_ends_when_the_file_says_so_and_when_the_process_dies(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        threading.Timer(0.3, lambda: (tmp_path / "run.json").write_text('{"epochs_done": 1}')).start()
+        t0 = time.monotonic()
+        assert wait_for(sleeper, tmp_path, lambda i: i.get("epochs_done", 0) >= 1)["epochs_done"] == 1
+        assert time.monotonic() - t0 < 10  # on the file, not on a clock
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with pytest.raises(AssertionError, match="ended early"):
+        wait_for(subprocess.Popen([sys.executable, "-c", "pass"]), tmp_path, lambda i: False)
+    assert PATIENCE_S >= 600
 
 
 def _random_classifier(path: Path, classes: int = 3) -> Path:
