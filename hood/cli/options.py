@@ -62,12 +62,18 @@ def bundled_configs() -> dict[str, Path]:
 
 
 def config_path(spec: str | None) -> str | None:
-    """A path as given, else the bundled config of that name (``paper/cifar10_resnet18``, ``.yaml`` optional)."""
-    if spec is None or Path(spec).exists():
+    """A file as given, else the bundled config of that name (``paper/cifar10_resnet18``, ``.yaml`` optional):
+    a folder that happens to share a bundled config's name (``demo/``) never shadows it."""
+    if spec is None or Path(spec).is_file():
         return spec
     bundled = bundled_configs()
     name = spec.removesuffix(".yaml").replace("\\", "/")
     return str(bundled[name]) if name in bundled else spec  # else resolve() reports the missing file
+
+
+def bundled_config(name: str) -> str:
+    """The bundled config ``name``'s file, whatever the working directory holds (``hood demo`` reads its own)."""
+    return str(bundled_configs()[name])
 
 
 def build_config(config: str | None, named: dict[str, Any], sets: list[str] | None) -> Config:
