@@ -34,7 +34,7 @@ from hood.jobs.detectors import build_detectors, method_settings, resolve_method
 from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier, preflight, skip_note
 from hood.jobs.plan import Plan, test_plan
-from hood.jobs.results import begin_results, save_scores, write_results
+from hood.jobs.results import begin_results, measured_on, save_scores, write_results
 from hood.jobs.validation import validation_plan
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
@@ -173,6 +173,9 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     if uses_decoder(methods) or (validating and has_decoder):
         decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
         meta = ckpt["meta"]
+        if decoder.spec.out_size != size:  # its heatmaps would be scored against images of another resolution
+            raise ConfigError(f"the decoder of {run.path} draws {decoder.spec.out_size}x{decoder.spec.out_size} heatmaps, "
+                              f"but data.image_size is {size}; evaluate it at --set data.image_size={decoder.spec.out_size}")
     # the ID training rows the decoder saw (of this ID set only): kept out of the combinations' statistics
     decoder_rows = meta["id_rows"] if meta and meta.get("id_dataset") == cfg.data.id else None
     if validating:
@@ -215,6 +218,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
 
     results = _results(cfg, plan, methods, per_method, id_scores, detectors, combos, fits, seconds, drawn, notes, str(clf_path),
                        classifier.arch, acc)
+    results["threshold_context"] = {m: measured_on(classifier.fingerprint, cfg.data.id, size) for m in methods}
     write_results(run, results, validation=validating)
     if validating:
         if created:  # a fresh run that only validated (the baselines on half of the ID test split) is done

@@ -18,6 +18,7 @@ import torch
 from hood.config import Config
 from hood.errors import HoodError
 from hood.fileio import atomic_save_with
+from hood.jobs.keys import differing, said
 from hood.models.checkpoint import safe_load
 from hood.runs import Run
 from hood.version import __version__
@@ -58,6 +59,17 @@ def load_fit(run: Run, fitted: Fitted, key: dict[str, Any]) -> dict[str, Any] | 
     except (HoodError, KeyError, TypeError, ValueError, RuntimeError, AttributeError):
         return None  # a damaged cache is refitted, not fatal
     return stored
+
+
+def fit_differs(run: Run, key: dict[str, Any]) -> str | None:
+    """How the cached fit's key differs from ``key`` (``"k 50, this scoring uses k 1"``), or None when it does
+    not (or cannot be read: then it is damaged)."""
+    try:
+        stored = safe_load(fit_path(run, key["method"])).get("key")
+    except (HoodError, AttributeError):
+        return None
+    keys = differing(stored, key, only=True)
+    return f"{said(stored, keys)}, this scoring uses {said(key, keys)}" if keys and isinstance(stored, dict) else None
 
 
 def save_fit(run: Run, fitted: Fitted, key: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Everything ``hood evaluate`` leaves in a run, written and read here alone, against one schema:
 
 - ``results.json`` / ``results.csv``: the test table, the thresholds ``hood score`` uses and what each was set
-  under; ``validation.json`` / ``validation.csv``: the same for the validation split (no thresholds are read
+  under (the method's settings, and the classifier, ID set and image size it was measured on); thresholds of
+  methods an evaluation did not run are kept from the one before, with a note; ``validation.json`` / ``validation.csv``: the same for the validation split (no thresholds are read
   from it);
 - ``scores/<method>/<set>.npz``: per-sample scores (and the rows they are of), so metrics can be recomputed
   without a GPU; validation sets' files carry the ``val-`` prefix and never overwrite a test set's.
@@ -27,6 +28,7 @@ import torch
 
 from hood.errors import RunError
 from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
+from hood.jobs.keys import differing, flatten, said
 from hood.runs import Run, read_json
 
 RESULTS = "results.json"
@@ -92,13 +94,73 @@ def begin_results(run: Run) -> None:
         old = read_json(f, "") if f.is_file() else {}
     except RunError:
         old = {}
-    atomic_write_json(f, {**(old if isinstance(old, dict) else {}), "state": "running"})
+    old = old if isinstance(old, dict) else {}
+    # whether the thresholds it holds were a finished evaluation's (only those are kept for methods not rerun)
+    before = "stopped" if old.get("state") == "running" else old.get("state")
+    atomic_write_json(f, {**old, "state": "running", "before": before})
+
+
+def measured_on(classifier: str, id_dataset: str, image_size: int) -> dict[str, Any]:
+    """What every method's threshold depends on beside its own settings (``threshold_context``): the classifier's
+    fingerprint, the ID set whose test images it keeps and the resolution they were scored at."""
+    return {"classifier": classifier, "id_dataset": id_dataset, "image_size": image_size}
+
+
+def threshold_differs(results: dict[str, Any], method: str, now: dict[str, Any], only: bool = False) -> str | None:
+    """None when ``method``'s stored threshold was measured under ``now`` (its context and settings, as
+    :func:`measured_on` and the method's settings give them), else ``"set with k 5, this scoring uses k 1"``.
+    ``only``: compare the keys of ``now`` alone."""
+    then = {**_of(results, "threshold_context", method), **_of(results, "threshold_settings", method)}
+    keys = differing(then, now, only)
+    return f"was set with {said(then, keys)}, this scoring uses {said(now, keys)}" if keys else None
+
+
+def _of(results: dict[str, Any], key: str, method: str) -> dict[str, Any]:
+    per = results.get(key)
+    value = per.get(method) if isinstance(per, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def recorded_decoders(results: dict[str, Any], method: str) -> list[str]:
+    """The flattened settings of ``method`` that are a decoder's fingerprint (the heatmap's, a combination's part)."""
+    return [k for k in flatten(_of(results, "threshold_settings", method)) if k == "decoder" or k.endswith(".decoder")]
+
+
+def keep_earlier(run: Run, results: dict[str, Any]) -> None:
+    """Carry the thresholds of methods this evaluation did not run from the previous ``results.json``, with
+    what they were set under: their score files stay in the run, so dropping them would leave scores without a
+    threshold. Only when the ID draw is the one they kept 95% of; their table rows stay in that evaluation."""
+    f = run.file(RESULTS)
+    try:
+        old = read_json(f, "") if f.is_file() else None
+    except RunError:
+        return
+    if not isinstance(old, dict) or old.get("before") != "complete" or not all(isinstance(old.get(k), dict) for k in ("thresholds", "threshold_settings", "draw")):
+        return
+    earlier = [m for m in old["thresholds"] if m not in results["thresholds"]]
+    if not earlier:
+        return
+    if old.get("n_id") != results["n_id"] or old["draw"].get("id") != results["draw"]["id"]:
+        results["notes"].append(f"{', '.join(earlier)}: thresholds dropped, they were set on another draw of ID test images; "
+                                f"evaluate them again with --methods")
+        return
+    kept = [m for m in earlier if isinstance(_of(old, "threshold_context", m).get("classifier"), str)]
+    for key in ("thresholds", "threshold_settings", "threshold_context", "fits"):
+        for m in kept:
+            if isinstance(old.get(key), dict) and m in old[key]:
+                results.setdefault(key, {})[m] = old[key][m]
+    if kept:
+        results["kept_from_earlier"] = kept
+        results["notes"].append(f"{', '.join(kept)}: thresholds kept from an earlier evaluation (this one did not run "
+                                f"them); their table is that evaluation's")
 
 
 def write_results(run: Run, results: dict[str, Any], validation: bool = False) -> Path:
     """The last write of an evaluation: the table as JSON and CSV (``validation.*`` for the validation split).
     ``results.json`` gains ``"state": "complete"``: from now on its thresholds and scores may be read."""
     name = VALIDATION if validation else RESULTS
+    if not validation:
+        keep_earlier(run, results)
     results["state"] = "complete"
     atomic_write_text(run.file(name).with_suffix(".csv"), results_csv(results))
     atomic_write_json(run.file(name), results)

@@ -39,9 +39,9 @@ from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
-from hood.jobs.fits import fit_key, fit_path, load_fit
+from hood.jobs.fits import fit_differs, fit_key, fit_path, load_fit
 from hood.jobs.lookup import check_classifier, open_classifier
-from hood.jobs.results import RESULTS, read_results, rerun
+from hood.jobs.results import RESULTS, measured_on, read_results, rerun, threshold_differs
 from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
@@ -160,9 +160,10 @@ def _why(err: Exception) -> str:
 
 
 def _threshold(run: Run, method: str, settings: dict[str, Any], fit: dict[str, Any] | None,
-               given: float | None) -> tuple[float | None, str]:
+               given: float | None, context: dict[str, Any] | None = None) -> tuple[float | None, str]:
     """The verdict threshold: ``--threshold``, else the one ``evaluate`` stored for this method, provided it
-    was set under every parameter in force now (``settings``) and beside the fit loaded now (``fit``)."""
+    was set under every parameter in force now (``settings``), on the classifier, ID set and image size in
+    force now (``context``) and beside the fit loaded now (``fit``)."""
     if given is not None:
         if not math.isfinite(given):
             raise ConfigError(f"--threshold must be a finite number, got {given}")
@@ -172,20 +173,12 @@ def _threshold(run: Run, method: str, settings: dict[str, Any], fit: dict[str, A
     if results is None or method not in results["thresholds"]:
         return None, "none: run `hood evaluate` on this run or pass --threshold"
     fix = f"{rerun(run, method)} with these settings, or pass --threshold"
-    then = results["threshold_settings"].get(method)
-    if then != settings:
-        then = then if isinstance(then, dict) else {}
-        differ = [k for k in {**then, **settings} if then.get(k, "unset") != settings.get(k, "unset")]
-        raise RunError(f"the {method} threshold in {f} was set with {_settings(then, differ)}, this scoring uses "
-                       f"{_settings(settings, differ)}; {fix}")
+    if (why := threshold_differs(results, method, {**(context or {}), **settings})) is not None:
+        raise RunError(f"the {method} threshold in {f} {why}; {fix}")
     if fit is not None and results["fits"].get(method) != fit:
         raise RunError(f"the {method} threshold in {f} was set with another fit than {fit_path(run, method)} "
                        f"(it was refitted since); {fix}")
     return float(results["thresholds"][method]), f"{f} (keeps 95% of ID test)"
-
-
-def _settings(params: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{k} {params.get(k, 'unset')}" for k in keys)
 
 
 def _load_fit(run: Run, method: str, fitted: Detector | Combination, settings: dict[str, Any], fingerprint: str,
@@ -194,7 +187,10 @@ def _load_fit(run: Run, method: str, fitted: Detector | Combination, settings: d
     hint = rerun(run, method) + " first"
     if not fit_path(run, method).is_file():
         raise RunError(f"{method} needs its fit on the ID training set, which {run.path} does not hold; {hint}")
-    key = load_fit(run, fitted, fit_key(method, settings, fingerprint, cfg))
+    wanted = fit_key(method, settings, fingerprint, cfg)
+    key = load_fit(run, fitted, wanted)
+    if key is None and (why := fit_differs(run, wanted)) is not None:
+        raise RunError(f"the cached {method} fit in {run.path} was made with {why}; {hint}")
     if key is None:
         raise RunError(f"the cached {method} fit in {run.path} is damaged or was made for another classifier, ID "
                        f"data set, image size or parameters; {hint}")
@@ -264,7 +260,8 @@ def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float
     drawer = detectors.get("heatmap") if isinstance(detectors.get("heatmap"), HeatmapDetector) else None
     if drawer is None and heatmaps and decoder is not None:
         drawer = HeatmapDetector(model, decoder, device=device)
-    thr, source = _threshold(run, method, method_settings(method, detectors, combos), fits.get(method), threshold)
+    thr, source = _threshold(run, method, method_settings(method, detectors, combos), fits.get(method), threshold,
+                             measured_on(classifier.fingerprint, cfg.data.id, cfg.data.image_size))
     classes = classifier.classes or [str(i) for i in range(classifier.num_classes)]
     return Scorer(method, model, detectors, combination, drawer, device, cfg.evaluate.batch_size, classes, thr, source)
 

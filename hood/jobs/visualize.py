@@ -23,10 +23,10 @@ from hood.data.sources import dataset_label, load_id_splits, load_image_set
 from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import extract_features
 from hood.engine.runtime import configure_threads, resolve_device
-from hood.errors import ConfigError
+from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier, preflight
-from hood.jobs.results import load_scores, read_results
+from hood.jobs.results import load_scores, measured_on, read_results, recorded_decoders, rerun, threshold_differs
 from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
@@ -84,6 +84,10 @@ def visualize(
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
     decoder, _ = load_decoder(run.file("decoder.pt"), classifier)
     det = HeatmapDetector(classifier.model, decoder, device=device)
+    stale = _stale(results, measured_on(classifier.fingerprint, cfg.data.id, size), det.settings()["decoder"])
+    if method in stale:  # before any figure: its histogram would show another decoder's (or data set's) scores
+        raise RunError(f"the {method} scores saved in {run.path} were measured otherwise than now: the threshold {stale[method]}; "
+                       f"{rerun(run, method)}")
     model = classifier.model.to(device)
     folder = Path(out_dir) if out_dir else run.path / "figures"
     figs = Figures()
@@ -98,12 +102,26 @@ def visualize(
         s = load_image_set(spec, root, size, cfg.data.strict)
         path, grid_scores[name] = _grid(det, model, device, name, s, n, how, cfg, folder, reporter)
         figs.paths.append(path)
-    _score_figures(run, results, method, names, grid_scores, folder, figs)
+    if stale:
+        figs.notes.append(f"the ROC curves leave out {', '.join(stale)}: their saved scores were measured on another decoder, "
+                          f"classifier, ID set or image size; {rerun(run)}")
+    _score_figures(run, results, method, names, grid_scores, folder, figs, set(stale))
     return figs
 
 
+def _stale(results: dict, context: dict, decoder: str) -> dict[str, str]:
+    """The evaluated methods whose saved scores were measured on another classifier, ID set, image size or
+    decoder than this visualization's, with how."""
+    out = {}
+    for m in results.get("thresholds", {}):
+        why = threshold_differs(results, m, {**context, **dict.fromkeys(recorded_decoders(results, m), decoder)}, only=True)
+        if why is not None:
+            out[m] = why
+    return out
+
+
 def _score_figures(run: Run, results: dict, method: str, names: list[str], grid_scores: dict[str, np.ndarray],
-                   folder: Path, figs: Figures) -> None:
+                   folder: Path, figs: Figures, stale: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     """Histograms of ``method`` and ROC curves of every evaluated method, from the saved scores."""
     convention = results.get("fpr_convention", "id")
     table = results.get("results", {})
@@ -115,7 +133,7 @@ def _score_figures(run: Run, results: dict, method: str, names: list[str], grid_
     def scores(m: str, s: str) -> np.ndarray | None:
         return load_scores(run, m, s, count(m, s))
 
-    evaluated = [m for m in results.get("methods", list(table)) if scores(m, "id") is not None]
+    evaluated = [m for m in results.get("methods", list(table)) if m not in stale and scores(m, "id") is not None]
     if not names:
         return
     if method not in evaluated and method != "heatmap":
