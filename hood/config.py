@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from hood.errors import ConfigError
-from hood.models.registry import ARCHITECTURES
+from hood.models.names import ARCHITECTURE_NAMES as ARCHITECTURES
 
 BASE_KEY = "base"  # a config's ``base: other.yaml``: start from that config, then apply this file's keys
 OOD_DRAWS = ("random", "first")  # data.ood_draw; the first is the default

@@ -43,3 +43,47 @@ def test_every_help_line_fits_two_lines_of_an_80_column_terminal(command: str | 
     assert "--help" in rows  # the panels were found
     long = {name: n for name, n in rows.items() if n > 2}
     assert not long, f"hood {command or ''} --help: these wrap past two lines at 80 columns: {long}"
+
+
+def _help(*args: str) -> str:
+    out = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_flags_show_no_value_type(command: str | None) -> None:
+    assert "<bool>" not in _help(*([command] if command else []))
+
+
+@pytest.mark.parametrize("command,shown", [
+    ("train-decoder", ["[default: 150]", "[default: 10000]", "[default: 1]", "[default: tinyimages300k]", "[default: cifar10]"]),
+    ("pretrain", ["[default: 100]", "[default: 0.1]", "[default: resnet18]", "[default: auto]"]),
+    ("evaluate", ["(default: heatmap,msp,energy,knn)", "(default: svhn,lsun-c,lsun-r,isun,textures,places365)", "[default: id]"]),
+])
+def test_config_backed_options_name_their_defaults(command: str, shown: list[str]) -> None:
+    text = " ".join(_help(command).split())
+    missing = [s for s in shown if s not in text]
+    assert not missing, f"hood {command} --help does not show {missing}"
+    assert "a config (-c) sets its own" in text
+
+
+def test_jargon_flags_are_explained() -> None:
+    decoder = " ".join(_help("train-decoder").split())
+    assert "--fw-layers is how many of the classifier's feature maps it reads" in decoder
+    evaluate = " ".join(_help("evaluate").split())
+    assert "--validation scores the validation split" in evaluate and "--fpr-convention id (the paper's)" in evaluate
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["score", "--help"], ["train-decoder", "--help"]])
+def test_help_and_version_start_without_torch(args: list[str]) -> None:
+    """torch costs seconds to import; asking how to use hood must not wait for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hood.cli.app import app\n"
+            f"try: app({args!r})\nexcept SystemExit: pass\n"
+            "sys.stderr.write('TORCH ' + str('torch' in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().endswith("TORCH False"), proc.stderr[-2000:]
+    assert proc.stdout.strip()

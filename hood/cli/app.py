@@ -7,6 +7,7 @@ import typer
 from hood.cli.demo import demo
 from hood.cli.download import download
 from hood.cli.evaluate import evaluate
+from hood.cli.help import Command, Group
 from hood.cli.pretrain import pretrain
 from hood.cli.score import score
 from hood.cli.train_decoder import train_decoder
@@ -15,6 +16,7 @@ from hood.version import __version__
 
 app = typer.Typer(
     name="hood",
+    cls=Group,
     help="Heatmap-based out-of-distribution detection (Hornauer & Belagiannis, WACV 2023).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -36,13 +38,13 @@ def _root(
     """Heatmap-based OOD detection: pretrain, train-decoder, evaluate, visualize, score, download, demo."""
 
 
-app.command("pretrain")(pretrain)
-app.command("train-decoder")(train_decoder)
-app.command("evaluate")(evaluate)
-app.command("visualize")(visualize)
-app.command("score")(score)
-app.command("download")(download)
-app.command("demo")(demo)
+app.command("pretrain", cls=Command)(pretrain)
+app.command("train-decoder", cls=Command)(train_decoder)
+app.command("evaluate", cls=Command)(evaluate)
+app.command("visualize", cls=Command)(visualize)
+app.command("score", cls=Command)(score)
+app.command("download", cls=Command)(download)
+app.command("demo", cls=Command)(demo)
 
 
 def main() -> None:

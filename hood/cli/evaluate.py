@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from hood.cli.errors import err_console, handle_errors
+from hood.cli.help import default_of, filled, with_default
 from hood.cli.options import (
     ConfigOpt,
     DataRootOpt,
@@ -29,16 +30,17 @@ def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
+@filled(ood=default_of("data.ood"), methods=default_of("evaluate.methods"))
 @handle_errors()
 def evaluate(
     config: ConfigOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="train-decoder or evaluate run (default: latest).")] = None,
     ood: Annotated[str | None, typer.Option("--ood", help="OOD sets, comma-separated: names, folders, archives.")] = None,
     ood_count: Annotated[int | None, typer.Option("--ood-count", help="Images per set (default: ID test/5).")] = None,
-    methods: Annotated[str | None, typer.Option("--methods", help="Detectors to run, or all (see above).")] = None,
-    fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help="id (the paper) or ood (OpenOOD).")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Detectors, or all (see above).")] = None,
+    fpr_convention: Annotated[str | None, typer.Option("--fpr-convention", help=with_default("id (the paper) or ood (see above).", "evaluate.fpr_convention"))] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier (default: the decoder's own).")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Classifier architecture, as given to train-decoder.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Classifier architecture (default: the run's).")] = None,
     dataset: DatasetOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -51,16 +53,22 @@ def evaluate(
 ) -> None:
     """Score ID and OOD test sets; print FPR95 / AUROC / AUPR-In / AUPR-Out and write results.json/.csv.
 
-    --methods, comma-separated: heatmap (the paper's), heatmap+vim+scale (the
-    recommended), heatmap+vim, msp, energy, maxlogit, odin, gen, mahalanobis, knn,
-    react, vim, ash, scale, fdbd. Their parameters are evaluate.params, by the
-    names their constructors give them (--set evaluate.params.knn.k=50).
+    --methods, comma-separated (default: {methods}): heatmap (the
+    paper's), heatmap+vim+scale (the recommended), heatmap+vim, msp, energy,
+    maxlogit, odin, gen, mahalanobis, knn, react, vim, ash, scale, fdbd.
+    Their parameters are evaluate.params, by the names their constructors
+    give them (--set evaluate.params.knn.k=50).
 
-    --ood, comma-separated: registry names, the built-ins uniform-noise,
-    gaussian-noise and blobs, folders or archives. A set larger than --ood-count
-    is drawn at random with data.ood_draw_seed, the same images for every method
-    (--set data.ood_draw=first keeps the paper's first images). An earlier
-    evaluate run given as --run reuses its cached fits.
+    --fpr-convention id (the paper's): FPR95 is the share of OOD images
+    accepted at the threshold that keeps 95% of the ID images; ood (OpenOOD's):
+    the share of ID images rejected at the threshold that catches 95% of OOD.
+
+    --ood, comma-separated (default: {ood}):
+    registry names, the built-ins uniform-noise, gaussian-noise and blobs,
+    folders or archives. A set larger than --ood-count is drawn at random with
+    data.ood_draw_seed, the same images for every method (--set
+    data.ood_draw=first keeps the paper's first images). An earlier evaluate
+    run given as --run reuses its cached fits.
 
     --validation scores the validation split: ID images the classifier never
     saw (data.val_id_source=test, a random half of the ID test split whose
@@ -69,7 +77,9 @@ def evaluate(
     (data.val_aux_classes), a fresh draw of each built-in set in --ood and the
     sets of data.val_ood (validation sets that are not test sets, e.g. far-OOD
     ones); writes validation.json. On half of the ID test split the baselines
-    need no decoder run."""
+    need no decoder run.
+
+    {note}"""
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {

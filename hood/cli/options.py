@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from hood.cli.help import with_default
 from hood.config import Config, resolve
 
 if TYPE_CHECKING:
@@ -23,17 +24,17 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Set any config key, e.g. decoder.lr=1e-4."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Set any config key, e.g. decoder.lr=1e-4."),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help=with_default("auto, cpu, cuda or cuda:N.", "run.device"))]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help=with_default("Random seed.", "run.seed"))]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Where named data sets live (or $HOOD_DATA).")]
 OutOpt = Annotated[str | None, typer.Option("--out", help="Run directory (default: a new one in runs/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON results on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
 StrictOpt = Annotated[bool | None, typer.Option("--strict/--no-strict", help="Fail on unreadable images (default: skip).")]
-CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile training (long GPU runs).")]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="ID data set: a name, folder or archive.")]
+CompileOpt = Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the model first: pays off on long GPU runs.")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help=with_default("ID set: a name, folder or archive.", "data.id"))]
 
 stdout = Console(highlight=False)
 

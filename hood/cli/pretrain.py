@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from hood.cli.errors import err_console, handle_errors
+from hood.cli.help import filled, with_default
 from hood.cli.options import (
     CompileOpt,
     ConfigOpt,
@@ -33,14 +34,15 @@ def _hint() -> str | None:
     return f"continue with `hood pretrain --resume {_resume['path']}`" if "path" in _resume else None
 
 
+@filled()
 @handle_errors(_hint)
 def pretrain(
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
-    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Architecture: resnet18, wrn40_2, resnet50, ...")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help=with_default("resnet18, wrn40_2, resnet50, ...", "model.arch"))] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help=with_default("Training epochs.", "pretrain.epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help=with_default("Batch size.", "pretrain.batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help=with_default("Learning rate.", "pretrain.lr"))] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue this interrupted pretrain run.")] = None,
     strict: StrictOpt = None,
     compile_: CompileOpt = None,
@@ -55,7 +57,9 @@ def pretrain(
     """Train a classifier on the ID set; keeps the best checkpoint by validation accuracy.
 
     The ID data set is a registry name (cifar10, cifar100, tinyimagenet),
-    demo-digits, or a folder or archive with train/ and test/."""
+    demo-digits, or a folder or archive with train/ and test/.
+
+    {note}"""
     from hood.jobs.lookup import preflight
     from hood.jobs.pretrain import pretrain as run_pretrain
     from hood.jobs.resume import resume_target

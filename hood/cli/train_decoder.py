@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from hood.cli.errors import err_console, handle_errors
+from hood.cli.help import filled, with_default
 from hood.cli.options import (
     CompileOpt,
     ConfigOpt,
@@ -32,18 +33,19 @@ def _hint() -> str | None:
     return f"continue with `hood train-decoder --resume {_resume['path']}`" if "path" in _resume else None
 
 
+@filled()
 @handle_errors(_hint)
 def train_decoder(
     config: ConfigOpt = None,
-    num_ood: Annotated[int | None, typer.Option("--num-ood", help="Auxiliary outliers to train on.")] = None,
+    num_ood: Annotated[int | None, typer.Option("--num-ood", help=with_default("Auxiliary outliers to train on.", "decoder.num_ood"))] = None,
     num_id: Annotated[int | None, typer.Option("--num-id", help="ID training images used (default: all).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Decoder epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
-    fw_layers: Annotated[int | None, typer.Option("--fw-layers", help="1 = features only; 2-4 add stage maps as skips.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help=with_default("Decoder epochs.", "decoder.epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help=with_default("Batch size.", "decoder.batch_size"))] = None,
+    fw_layers: Annotated[int | None, typer.Option("--fw-layers", help=with_default("Stages the decoder reads (see above).", "decoder.fw_layers"))] = None,
     classifier: Annotated[str | None, typer.Option("--classifier", help="Classifier checkpoint (default: latest pretrain).")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", "-a", help="Architecture, e.g. wrn40_2 or torchvision:NAME.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", "-a", help=with_default("wrn40_2, torchvision:NAME, ...", "model.arch"))] = None,
     num_classes: Annotated[int | None, typer.Option("--num-classes", help="Classes of a torchvision or own model.")] = None,
-    aux: Annotated[str | None, typer.Option("--aux", help="Auxiliary outliers: a name, folder or archive.")] = None,
+    aux: Annotated[str | None, typer.Option("--aux", help=with_default("Outliers to learn from.", "data.aux"))] = None,
     dataset: DatasetOpt = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue this interrupted train-decoder run.")] = None,
     strict: StrictOpt = None,
@@ -56,7 +58,18 @@ def train_decoder(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max)."""
+    """Train the heatmap decoder (features once, each outlier with its own prototype, exact min/max).
+
+    The decoder reads the frozen classifier's features and learns to draw a
+    blank heatmap for ID images and, for an auxiliary outlier (--aux: a name,
+    folder or archive), what separates it from the nearest ID image of its
+    predicted class.
+    --fw-layers is how many of the classifier's feature maps it reads: 1, the
+    penultimate features only (the paper); 2-4 add the 1-3 deepest stage maps
+    as skip inputs, which learn faster at short budgets (the recommended
+    configs use 4).
+
+    {note}"""
     from hood.jobs.lookup import check_classifier, preflight
     from hood.jobs.resume import resume_target
     from hood.jobs.train_decoder import check_image_size

@@ -28,7 +28,7 @@ from hood.cli.reporter import RichReporter
 def visualize(
     config: ConfigOpt = None,
     run: Annotated[str | None, typer.Option("--run", help="train-decoder run (default: latest).")] = None,
-    ood: Annotated[str | None, typer.Option("--ood", help="OOD sets to draw, comma-separated.")] = None,
+    ood: Annotated[str | None, typer.Option("--ood", help="OOD sets to draw, comma-separated (as evaluate).")] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Images per grid.")] = 8,
     pick: Annotated[str, typer.Option("--pick", help="top, bottom or random (by score).")] = "random",
     method: Annotated[str, typer.Option("--method", help="Detector the histograms show (ROC: all).")] = "heatmap",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hood.models.base import Classifier
+from hood.models.names import NATIVE_SIZE  # noqa: F401  (re-exported: the registry is where callers look)
 from hood.models.resnet import resnet18, resnet50
 from hood.models.wideresnet import wrn10_2, wrn40_2
 
@@ -14,9 +15,6 @@ ARCHITECTURES: dict[str, Callable[[int], Classifier]] = {
     "resnet50": resnet50,
     "wrn10_2": wrn10_2,
 }
-
-# image size each architecture is built for (the decoder's output matches it)
-NATIVE_SIZE = {"resnet18": 32, "wrn40_2": 32, "resnet50": 64, "wrn10_2": 32}
 
 
 def build_classifier(arch: str, num_classes: int) -> Classifier:
