@@ -38,6 +38,7 @@ from hood.engine.features import FeatureSet, extract_features
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
+from hood.jobs.classes import class_names
 from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
 from hood.jobs.fits import fit_differs, fit_key, fit_path, load_fit
 from hood.jobs.lookup import check_classifier, open_classifier
@@ -243,8 +244,10 @@ def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float
     method = resolve_methods([method])[0]
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
-    if cfg.model.classifier is None:
-        cfg.model.classifier = run.info.get("classifier")
+    recorded = run.info.get("classifier")
+    given = cfg.model.classifier
+    if given is None or (not Path(given).is_absolute() and not Path(given).exists() and isinstance(recorded, str)):
+        cfg.model.classifier = recorded  # the path the run recorded is absolute: a run opens from any directory
     classifier = open_classifier(check_classifier(cfg, reporter), cfg)
     model = classifier.model.to(device)
     decoder = load_decoder(run.file("decoder.pt"), classifier)[0] if run.file("decoder.pt").is_file() else None
@@ -262,7 +265,7 @@ def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float
         drawer = HeatmapDetector(model, decoder, device=device)
     thr, source = _threshold(run, method, method_settings(method, detectors, combos), fits.get(method), threshold,
                              measured_on(classifier.fingerprint, cfg.data.id, cfg.data.image_size))
-    classes = classifier.classes or [str(i) for i in range(classifier.num_classes)]
+    classes = class_names(classifier.classes, classifier.num_classes, run)
     return Scorer(method, model, detectors, combination, drawer, device, cfg.evaluate.batch_size, classes, thr, source)
 
 

@@ -22,6 +22,7 @@ from hood.engine.decoder_training import Resume, train_heatmap_decoder
 from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, seed_everything, seeded_indices
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
+from hood.jobs.classes import RUN_KEY, names_to_record
 from hood.jobs.lookup import check_classifier, data_root, open_classifier, skip_note
 from hood.jobs.resume import Checkpointer, all_finite, capture_rng, restore_rng, resume_state
 from hood.locks import holds_locks
@@ -93,7 +94,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
             f"cannot resume {run.path}: it was trained on another classifier than {clf_path} "
             f"(fingerprint {state.get('classifier_fingerprint')} != {classifier.fingerprint}); pass the original --classifier"
         )
-    run.update(classifier=str(Path(clf_path).resolve()))
+    run.update(classifier=str(Path(clf_path).resolve()),
+               **{RUN_KEY: names_to_record(classifier.classes, splits["train"].classes, classifier.num_classes)})
     kept = decoder_train_rows(splits["train"], cfg.data.val_id_source, classifier.meta, str(clf_path))  # validation rows stay out
     id_rows = kept[seeded_indices(len(kept), d.num_id, cfg.run.seed)]  # rows of the whole training split
     id_train = splits["train"] if len(id_rows) == len(splits["train"]) else splits["train"].subset(id_rows)
