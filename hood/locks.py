@@ -69,6 +69,29 @@ def _holder(folder: Path) -> str:
         return "another hood process"
 
 
+def holder(folder: str | os.PathLike) -> str | None:
+    """Who holds ``folder``'s lock now (hood train-decoder, pid 123), None when no other process does:
+    a reader can then tell a run being written from one that was stopped."""
+    key = Path(folder).resolve()
+    if key in _held:
+        return None
+    try:
+        fd = os.open(key, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(key)
+    except (ImportError, OSError):
+        return None
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to probe
+    return None
+
+
 def release(folder: str | os.PathLike) -> None:
     _on_failure.pop(Path(folder).resolve(), None)
     fd = _held.pop(Path(folder).resolve(), None)

@@ -12,6 +12,7 @@ A run has one writer at a time: the command that creates, resumes or evaluates i
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -153,9 +154,20 @@ def _create_run(cfg: Config, command: str, write: bool = True) -> Run:
     run = Run(path, info)
     if write:
         ensure_dir(path)
-        atomic_write_text(path / "config.yaml", dump_yaml(cfg))
+        atomic_write_text(path / "config.yaml", dump_yaml(portable(cfg)))
         run.update()
     return run
+
+
+def portable(cfg: Config) -> Config:
+    """The config as a run keeps it: the files and folders it names by a path relative to where the command ran
+    made absolute, so the run can be scored, loaded or resumed from any directory."""
+    out = copy.deepcopy(cfg)
+    for section, key in (("model", "classifier"), ("run", "out"), ("data", "root")):
+        value = getattr(getattr(out, section), key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            setattr(getattr(out, section), key, str(Path(value).expanduser().resolve()))
+    return out
 
 
 def _claim(path: Path) -> bool:

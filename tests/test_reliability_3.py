@@ -14,15 +14,43 @@ from typing import Any
 import pytest
 import torch
 from conftest import write_flat_folder
-from test_evaluate_table import tiny_config, tiny_run
+from test_evaluate_table import tiny_config
 from test_reliability import invoke, one_line_error, score
 
 from hood.errors import HoodError
 
 
+METHODS = ["heatmap", "heatmap+vim", "msp", "energy", "knn"]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return tiny_run(tmp_path_factory)
+    """The tiny decoder run of :func:`tiny_run`, evaluated with a few methods (a heatmap one, a combination, two
+    baselines without a fit and one with), which is all these cases read."""
+    from conftest import write_image_folder
+
+    from hood.jobs.evaluate import evaluate
+    from hood.jobs.train_decoder import train_decoder
+    from hood.models.checkpoint import classifier_state, save_checkpoint
+    from hood.models.registry import build_classifier
+    from hood.runs import create_run
+
+    root = tmp_path_factory.mktemp("pipeline3")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOOD_CACHE", str(root / "_cache"))
+        mp.setenv("HOOD_DATA", str(root / "_data"))
+        write_image_folder(root / "id" / "train", per_class=12)
+        write_image_folder(root / "id" / "test", per_class=4, offset=100)
+        write_flat_folder(root / "ood", count=12)
+        torch.manual_seed(0)
+        model = build_classifier("wrn10_2", 3).eval()
+        save_checkpoint(classifier_state(model, "wrn10_2", ["class0", "class1", "class2"], {}), root / "classifier.pt")
+        cfg = tiny_config(root, **{"run.out": str(root / "runs" / "decoder")})
+        run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
+        result = evaluate(tiny_config(root, **{"evaluate.methods": METHODS}), str(run.path))
+    torch.set_num_threads(threads)
+    return {"root": root, "run": run.path, "results": result.results}
 
 
 @pytest.fixture
@@ -102,3 +130,83 @@ def test_d44_evaluating_some_methods_keeps_the_others_thresholds(pipeline: dict[
 def test_d36_a_stale_fit_names_the_setting_that_differs(run_copy: Path, mine: Path) -> None:
     one_line_error(score(run_copy, str(mine), "--method", "knn", "--set", "evaluate.params.knn.k=1"), 2,
                    "knn fit", "k 5", "k 1")
+
+
+# ---- names of data sets apart from the run's own files ------------------------------------------------------
+
+
+def _evaluate(run: Path, ood: str, *args: str) -> Any:
+    return invoke("evaluate", "--run", str(run), "--ood", ood, "--methods", "msp", "--device", "cpu", "-q",
+                  "--set", "run.num_threads=1", "--set", "model.arch=wrn10_2", *args)
+
+
+def test_d22_two_ood_sets_of_one_name_are_refused(run_copy: Path, tmp_path: Path) -> None:
+    a, b = write_flat_folder(tmp_path / "a" / "imgs", count=3), write_flat_folder(tmp_path / "b" / "imgs", count=2)
+    before = (run_copy / "results.json").read_bytes()
+    one_line_error(_evaluate(run_copy, f"{a},{b}"), 2, "two OOD sets are both named 'imgs'", str(a), str(b), "rename one")
+    assert (run_copy / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["id", "mean", "val-x"])
+def test_d23_an_ood_set_named_like_the_runs_own_files_is_refused(run_copy: Path, tmp_path: Path, name: str) -> None:
+    folder = write_flat_folder(tmp_path / name, count=3)
+    before = (run_copy / "scores" / "msp" / "id.npz").read_bytes()
+    one_line_error(_evaluate(run_copy, f"{folder},uniform-noise"), 2, f"is named '{name}'", "rename it")
+    assert (run_copy / "scores" / "msp" / "id.npz").read_bytes() == before
+
+
+def test_d33_an_empty_ood_list_is_one_line(run_copy: Path) -> None:
+    one_line_error(_evaluate(run_copy, ""), 2, "no OOD test set to evaluate", "--ood")
+
+
+# ---- a run opens from any directory -------------------------------------------------------------------------
+
+
+def test_d20_config_yaml_keeps_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from hood import locks
+    from hood.config import resolve
+    from hood.runs import create_run
+
+    (tmp_path / "w" / "pre").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "w")
+    cfg = resolve(None, {"model.classifier": "pre/classifier.pt", "run.out": "R"})
+    create_run(cfg, "train-decoder")
+    locks.release_all()
+    saved = yaml.safe_load((tmp_path / "w" / "R" / "config.yaml").read_text())
+    assert saved["model"]["classifier"] == str(tmp_path / "w" / "pre" / "classifier.pt")
+    assert saved["run"]["out"] == str(tmp_path / "w" / "R") and cfg.model.classifier == "pre/classifier.pt"
+
+
+def test_d20_a_run_with_a_relative_classifier_opens_from_another_directory(run_copy: Path, mine: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    import hood
+
+    f = run_copy / "config.yaml"
+    saved = yaml.safe_load(f.read_text())
+    saved["model"]["classifier"] = "pre/classifier.pt"  # what an older hood kept: relative to where it trained
+    f.write_text(yaml.safe_dump(saved))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert score(run_copy, str(mine), "--method", "msp").exit_code == 0
+    assert hood.load_run(run_copy, method="msp", device="cpu").threshold is not None
+
+
+# ---- a run being written is named as such -------------------------------------------------------------------
+
+
+def test_d35_a_run_a_live_train_decoder_holds_is_said_to_be_in_use(run_copy: Path, mine: Path) -> None:
+    import hood
+    from test_reliability import writer_elsewhere
+
+    info = json.loads((run_copy / "run.json").read_text())
+    (run_copy / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    with writer_elsewhere(run_copy, "train-decoder") as pid:
+        err = one_line_error(score(run_copy, str(mine)), 2, f"in use by `hood train-decoder` (pid {pid})")
+        assert "resume" not in err
+        with pytest.raises(ValueError, match=f"in use by `hood train-decoder` \\(pid {pid}\\)"):
+            hood.load_run(run_copy, device="cpu")  # a resume replaces decoder.pt under it: refused as score refuses
+    one_line_error(score(run_copy, str(mine)), 2, "is incomplete (status running)", "hood train-decoder --resume")

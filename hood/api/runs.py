@@ -16,6 +16,7 @@ import torch
 from hood.config import resolve
 from hood.data.inputs import batches
 from hood.detectors.base import device_of, plain_errors
+from hood.jobs.lookup import incomplete
 from hood.jobs.score import Scorer, open_scorer
 from hood.runs import open_run
 
@@ -88,8 +89,8 @@ def load_run(path: str | Path, method: str | None = None, threshold: float | Non
     run = open_run(path)
     if run.info.get("command") not in ("train-decoder", "evaluate"):
         raise ValueError(f"{path} is a {run.info.get('command')} run; load a train-decoder or evaluate run")
-    if run.info.get("status") != "complete" and not run.file("decoder.pt").is_file():
-        raise ValueError(f"{path} is not finished (status {run.info.get('status')}); finish the run first")
+    if run.info.get("status") != "complete":  # a resume in progress replaces decoder.pt under the reader
+        raise ValueError(incomplete(run, path))
     if method is None:
         method = "heatmap" if run.file("decoder.pt").is_file() else _first_evaluated(run.file("results.json"))
     dev = device_of(device)

@@ -32,7 +32,16 @@ from hood.engine.runtime import configure_threads, resolve_device, seed_everythi
 from hood.errors import ConfigError, RunError
 from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
-from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier, preflight, skip_note
+from hood.jobs.lookup import (
+    check_classifier,
+    check_given_files,
+    check_set_names,
+    data_root,
+    decoder_run,
+    open_classifier,
+    preflight,
+    skip_note,
+)
 from hood.jobs.plan import Plan, test_plan
 from hood.jobs.results import begin_results, measured_on, save_scores, write_results
 from hood.jobs.validation import validation_plan
@@ -144,6 +153,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     configure_threads(cfg.run.num_threads)
     methods = resolve_methods(cfg.evaluate.methods)
     validating = cfg.evaluate.validation
+    check_set_names(cfg, validating)  # every set's scores under a name of their own, before anything is opened
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
     needed = [cfg.data.id] + ([] if validating else cfg.data.ood)
     if run_path is None:

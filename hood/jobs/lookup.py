@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hood import locks
 from hood.config import Config
 from hood.data import registry
 from hood.data.images import ImageSet
@@ -97,9 +98,40 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
         if run.info.get("command") != "train-decoder":
             raise RunError(f"{path} is a {run.info.get('command')} run, not a train-decoder run")
         if run.info.get("status") != "complete":
-            raise RunError(f"{path} is incomplete (status {run.info.get('status')}); resume it with `hood train-decoder --resume {path}`")
+            raise RunError(incomplete(run, path))
         return run
     return _latest(cfg, "train-decoder", reporter, "", "pass --run PATH", "decoder run")
+
+
+def incomplete(run: Run, path: str | Path) -> str:
+    """Why an unfinished run cannot be read: in use by a live command (named), or stopped (resume it)."""
+    who = locks.holder(run.path)
+    if who is not None:
+        return f"{path} is in use by {who}, which has not finished it; wait for it to finish"
+    return f"{path} is incomplete (status {run.info.get('status')}); resume it with `hood {run.info.get('command')} --resume {path}`"
+
+
+RESERVED_SETS = ("id", "mean")  # the ID scores' file and the table's mean row
+
+
+def check_set_names(cfg: Config, validating: bool = False, required: bool = True) -> None:
+    """The OOD sets an evaluation names: at least one, each under a name of its own that is not a run's own
+    (``id``, ``mean``, the ``val-`` prefix of validation files), since a set's name is its scores' file name."""
+    from hood.data.sources import dataset_label
+
+    if required and not validating and not cfg.data.ood:
+        raise ConfigError("no OOD test set to evaluate; name one or more, comma-separated, with --ood (or data.ood)")
+    specs = list(dict.fromkeys([*cfg.data.ood, *(cfg.data.val_ood if validating else [])]))
+    seen: dict[str, str] = {}
+    for spec in specs:
+        name = dataset_label(spec)
+        if name in seen:
+            raise ConfigError(f"two OOD sets are both named '{name}' ({seen[name]} and {spec}), and a set's scores are "
+                              f"saved under its name; rename one of them")
+        if name in RESERVED_SETS or name.startswith("val-"):
+            raise ConfigError(f"the OOD set {spec} is named '{name}', a name a run keeps for its own files "
+                              f"({', '.join(RESERVED_SETS)}, val-*); rename it")
+        seen[name] = spec
 
 
 def skip_note(s: ImageSet) -> str | None:

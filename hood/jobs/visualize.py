@@ -25,7 +25,15 @@ from hood.engine.features import extract_features
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.lookup import check_classifier, check_given_files, data_root, decoder_run, open_classifier, preflight
+from hood.jobs.lookup import (
+    check_classifier,
+    check_given_files,
+    check_set_names,
+    data_root,
+    decoder_run,
+    open_classifier,
+    preflight,
+)
 from hood.jobs.results import load_scores, measured_on, read_results, recorded_decoders, rerun, threshold_differs
 from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
@@ -73,6 +81,7 @@ def visualize(
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
+    check_set_names(cfg, required=False)  # a set named like another, or `id`, would overwrite its figures
     preflight(cfg, [cfg.data.id, *cfg.data.ood])  # every missing set named at once
     run = decoder_run(run_path, cfg, reporter)
     results = read_results(run) or {}  # before any work: an unfinished or damaged evaluation is refused by name
