@@ -32,8 +32,13 @@ def fpr_at_tpr(pos_scores: np.ndarray, neg_scores: np.ndarray, tpr_level: float 
 
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, convention: str = "id") -> dict[str, float]:
     """FPR95, AUROC, AUPR-In and AUPR-Out as fractions, for OOD scores (larger = more OOD)."""
-    id_scores = np.asarray(id_scores, dtype=np.float64)
-    ood_scores = np.asarray(ood_scores, dtype=np.float64)
+    id_scores = np.asarray(id_scores, dtype=np.float64).reshape(-1)
+    ood_scores = np.asarray(ood_scores, dtype=np.float64).reshape(-1)
+    for what, scores in (("ID", id_scores), ("OOD", ood_scores)):  # a metric of no scores, or of NaN, is no measurement
+        if not len(scores):
+            raise ValueError(f"no {what} scores: ood_metrics needs at least one score of each")
+        if not np.isfinite(scores).all():
+            raise ValueError(f"the {what} scores hold NaN or infinite values; drop or fix those samples first")
     if convention == "id":
         fpr95 = fpr_at_tpr(-id_scores, -ood_scores)
     elif convention == "ood":

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_flat_folder
@@ -210,3 +211,122 @@ def test_d35_a_run_a_live_train_decoder_holds_is_said_to_be_in_use(run_copy: Pat
         with pytest.raises(ValueError, match=f"in use by `hood train-decoder` \\(pid {pid}\\)"):
             hood.load_run(run_copy, device="cpu")  # a resume replaces decoder.pt under it: refused as score refuses
     one_line_error(score(run_copy, str(mine)), 2, "is incomplete (status running)", "hood train-decoder --resume")
+
+
+# ---- one line, never a traceback ------------------------------------------------------------------------------
+
+
+def _builder(tmp_path: Path, body: str) -> str:
+    f = tmp_path / "net_user.py"
+    f.write_text("import torch\n" + body + "\ndef build(num_classes):\n    return torch.nn.Linear(4, num_classes)\n")
+    return f"module:{f}:build"
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("import sys\nsys.exit(0)", "line 3: importing it called sys.exit(0)"),
+    ("raise RuntimeError('no GPU here')", "line 2: importing it raised RuntimeError (no GPU here)"),
+    ("def f(:\n    pass", "line 2: SyntaxError"),
+])
+def test_d27_d28_a_model_file_that_exits_raises_or_does_not_parse_is_one_line(tmp_path: Path, id_folder: Path, body: str,
+                                                                            words: str) -> None:
+    from hood.models.adapter import external_model
+
+    arch = _builder(tmp_path, body)
+    with pytest.raises(ValueError, match="net_user.py") as err:
+        external_model(arch, 3)
+    assert words in str(err.value) and "\n" not in str(err.value)
+    weights = tmp_path / "sd.pt"
+    torch.save(torch.nn.Linear(4, 3).state_dict(), weights)
+    r = invoke("evaluate", "--arch", arch, "--classifier", str(weights), "--methods", "msp", "--ood", "uniform-noise",
+               "--dataset", str(id_folder), "--device", "cpu", "-q")
+    one_line_error(r, 2, "net_user.py", words)
+
+
+def test_d28_a_build_function_that_raises_names_its_line(tmp_path: Path) -> None:
+    from hood.models.adapter import external_model
+
+    f = tmp_path / "net_fn.py"
+    f.write_text("def build(num_classes):\n    raise KeyError('depth')\n")
+    with pytest.raises(ValueError, match=r"net_fn.py, line 2: build\(\) raised KeyError"):
+        external_model(f"module:{f}:build", 3)
+
+
+def test_d43_a_class_count_from_the_data_set_does_not_name_num_classes(tmp_path: Path) -> None:
+    from hood.models.checkpoint import load_external_classifier
+
+    f = tmp_path / "net_ok.py"
+    f.write_text("import torch\ndef build(num_classes):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, num_classes))\n")
+    weights = tmp_path / "sd7.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 7)).state_dict(), weights)
+    with pytest.raises(HoodError) as err:
+        load_external_classifier(weights, f"module:{f}:build", 2, 10, classes_from="the ID data set lab")
+    assert "classifies 7 classes, but the ID data set lab has 10" in str(err.value) and "--num-classes" not in str(err.value)
+
+
+def _registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **file: Any) -> None:
+    entry = {"role": "ood", "layout": "images", "dir": "myset",
+             "files": [{"name": "myset.tar.gz", "url": "http://127.0.0.1:9/x.tar.gz", "format": "tar.gz", "sha256": "0" * 64, **file}]}
+    (tmp_path / "r.json").write_text(json.dumps({"sets": {"myset": entry}}))
+    monkeypatch.setenv("HOOD_REGISTRY", str(tmp_path / "r.json"))
+
+
+@pytest.mark.parametrize(("file", "words"), [
+    ({"name": "my\u0000set.tar.gz"}, "name must be a plain file name"),
+    ({"url": "javascript:alert(1)"}, "'javascript:alert(1)' is not a URL hood can fetch"),
+    ({"url": "ftp://127.0.0.1/x"}, "'ftp://127.0.0.1/x' is not a URL hood can fetch"),
+    ({"mirrors": ["javascript:x"]}, "'javascript:x' is not a URL hood can fetch"),
+])
+def test_d31_d32_registry_entries_with_null_bytes_or_unfetchable_urls_are_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: dict[str, Any], words: str
+) -> None:
+    import time
+
+    _registry(tmp_path, monkeypatch, **file)
+    start = time.monotonic()
+    one_line_error(invoke("download", "myset", "--root", str(tmp_path / "data"), "-q"), 2, "r.json", words)
+    assert time.monotonic() - start < 5
+
+
+def test_d29_a_registry_that_is_a_device_or_fifo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo.json")
+    for path in ("/dev/zero", str(tmp_path / "fifo.json")):
+        monkeypatch.setenv("HOOD_REGISTRY", path)
+        one_line_error(invoke("download", "--list"), 2, "is not a regular file")
+
+
+def test_d34_an_overlong_value_is_cut_in_the_error_line(run_copy: Path) -> None:
+    err = one_line_error(_evaluate(run_copy, "uniform-noise", "--set", "data.id=" + "x" * 100_000), 1)
+    assert len(err) < 1000 and ",0" in err and "characters)" in err
+
+
+def test_d34_control_characters_in_an_error_are_escaped() -> None:
+    from hood.cli.errors import one_line
+
+    assert one_line("bad\nname \x1b[31mred\x00") == "bad\\nname \\x1b[31mred\\x00"
+
+
+# ---- the Python API keeps its word ---------------------------------------------------------------------------
+
+
+def test_d30_is_ood_refuses_a_threshold_that_is_not_a_finite_number(run_copy: Path) -> None:
+    import hood
+
+    run = hood.load_run(run_copy, method="msp", device="cpu")
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="threshold must be a finite number, got nan"):
+        run.is_ood(images, threshold=float("nan"))
+    with pytest.raises(TypeError, match="threshold must be a number, got 'abc'"):
+        run.is_ood(images, threshold="abc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="^threshold must be a finite number"):  # no --threshold: that is hood score's
+        hood.load_run(run_copy, method="msp", device="cpu", threshold=float("inf"))
+
+
+def test_d41_metrics_of_no_scores_are_refused() -> None:
+    from hood.metrics import ood_metrics
+
+    with pytest.raises(ValueError, match="no ID scores"):
+        ood_metrics(np.array([]), np.array([0.5]))
+    with pytest.raises(ValueError, match="OOD scores hold NaN"):
+        ood_metrics(np.array([0.1]), np.array([np.nan]))

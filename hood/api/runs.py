@@ -72,10 +72,19 @@ class LoadedRun:
 
     def is_ood(self, images: Any, threshold: float | None = None) -> np.ndarray:
         """True per image whose score is above ``threshold`` (default: the run's stored one)."""
-        thr = self.threshold if threshold is None else float(threshold)
+        thr = self.threshold if threshold is None else _finite(threshold)
         if thr is None:
             raise ValueError(f"{self.path} stores no threshold for {self.method}; evaluate the run first or pass threshold=")
         return self.score(images) > thr
+
+
+def _finite(threshold: Any) -> float:
+    """A threshold the caller gave: NaN would call every image ID (no score is above it), so it is refused."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold must be a number, got {threshold!r}")
+    if not np.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    return float(threshold)
 
 
 @plain_errors
@@ -86,6 +95,8 @@ def load_run(path: str | Path, method: str | None = None, threshold: float | Non
     ``method``: the detector to use, ``heatmap`` by default for a run with a decoder, else the first method
     the run was evaluated with; a baseline needs the fit ``evaluate`` cached in the run.
     """
+    if threshold is not None:
+        threshold = _finite(threshold)  # said as the API names it, not as the --threshold of hood score
     run = open_run(path)
     if run.info.get("command") not in ("train-decoder", "evaluate"):
         raise ValueError(f"{path} is a {run.info.get('command')} run; load a train-decoder or evaluate run")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hood.errors import HoodError
 from hood.locks import command_scope
@@ -37,8 +39,22 @@ def debug() -> bool:
     return os.environ.get("HOOD_DEBUG", "") not in ("", "0", "false")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+WORD_LIMIT = 200  # characters of one word (a path, a value) an error line shows
+LINE_LIMIT = 2000
+
+
+def one_line(message: str) -> str:
+    """``message`` as the one short line an error is: control characters escaped (a newline or a terminal escape
+    in a file name must not split the line or reach the terminal raw), an overlong word or line cut, with its
+    length said."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+    text = re.sub(rf"\S{{{WORD_LIMIT + 1},}}", lambda m: f"{m.group()[:WORD_LIMIT // 2]}... ({len(m.group()):,} characters)", text)
+    return text if len(text) <= LINE_LIMIT else f"{text[:LINE_LIMIT]}... ({len(text):,} characters)"
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", markup=True, highlight=False)
     return typer.Exit(code)
 
 

@@ -13,10 +13,12 @@ import difflib
 import json
 import os
 import re
+import stat
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hood.data.layout import POSTPROCESS, cifar_files_present
 from hood.errors import ConfigError
@@ -30,6 +32,14 @@ ENTRY_KEYS = ("role", "title", "layout", "dir", "files", "aliases", "transform",
 FILE_KEYS = ("name", "url", "mirrors", "md5", "sha256", "size", "format")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no dots or slashes: a name must never look like a path
 _HEX = {"md5": 32, "sha256": 64}
+MAX_REGISTRY_BYTES = 16 * 2**20  # a registry lists data sets: far below this
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fetchable(url: str) -> bool:
+    """A URL hood fetches: http(s) with a host, or a file:// path (never javascript:, ftp:, or a bare word)."""
+    parts = urlsplit(url)
+    return (parts.scheme in ("http", "https") and bool(parts.netloc)) or (parts.scheme == "file" and bool(parts.path))
 
 
 class RegistryError(ConfigError):
@@ -45,6 +55,12 @@ def load_manifest() -> dict[str, Any]:
         st = Path(path).expanduser().stat()
     except OSError as err:
         raise RegistryError(f"{REGISTRY_ENV}={path}: {err.strerror or err}; point it at a JSON registry file, or unset it") from None
+    if not stat.S_ISREG(st.st_mode):  # /dev/zero would be read forever, a FIFO waited on
+        raise RegistryError(f"{REGISTRY_ENV}={path} is not a regular file (a device, FIFO, socket or folder); "
+                            f"point it at a JSON registry file, or unset it")
+    if st.st_size > MAX_REGISTRY_BYTES:
+        raise RegistryError(f"{REGISTRY_ENV}={path} is {st.st_size:,} bytes, above the {MAX_REGISTRY_BYTES:,} a registry "
+                            f"file may hold; point it at a JSON registry file, or unset it")
     return _with_user_registry(path, str(Path(path).expanduser().resolve()), st.st_mtime_ns, st.st_size)
 
 
@@ -101,7 +117,7 @@ def _check_entry(name: str, e: dict[str, Any], where: str) -> None:
     if e["layout"] not in LAYOUTS:
         raise RegistryError(f"{where}: layout must be one of {', '.join(LAYOUTS)}, got {e['layout']!r}")
     d = e["dir"]
-    if not isinstance(d, str) or not d or d.startswith(("/", ".", "~")) or "\\" in d or ".." in d.split("/"):
+    if not isinstance(d, str) or not d or _UNPRINTABLE.search(d) or d.startswith(("/", ".", "~")) or "\\" in d or ".." in d.split("/"):
         raise RegistryError(f"{where}: dir must be a folder name relative to the data root, got {d!r}")
     aliases = e.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and _NAME_RE.match(a) for a in aliases):
@@ -125,7 +141,7 @@ def _check_file(f: Any, where: str) -> None:
     for key in ("name", "url", "format"):
         if not isinstance(f.get(key), str) or not f[key]:
             raise RegistryError(f"{where}: '{key}' must be a non-empty string")
-    if "/" in f["name"] or "\\" in f["name"] or f["name"].startswith("."):
+    if "/" in f["name"] or "\\" in f["name"] or f["name"].startswith(".") or _UNPRINTABLE.search(f["name"]):
         raise RegistryError(f"{where}: name must be a plain file name (it is the name under HOOD_MIRROR), got {f['name']!r}")
     if f["format"] not in FORMATS:
         raise RegistryError(f"{where}: format must be one of {', '.join(FORMATS)}, got {f['format']!r}")
@@ -141,6 +157,9 @@ def _check_file(f: Any, where: str) -> None:
     mirrors = f.get("mirrors", [])
     if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
         raise RegistryError(f"{where}: mirrors must be a list of URLs")
+    for url in [f["url"], *mirrors]:  # refused here, not retried as a connection failure
+        if not fetchable(url):
+            raise RegistryError(f"{where}: {url[:200]!r} is not a URL hood can fetch; write http(s)://HOST/PATH or file:///PATH")
 
 
 def _check_unique(sets: dict[str, Any], where: str) -> None:

@@ -87,7 +87,9 @@ def open_classifier(path: Path, cfg: Config, num_classes: int | None = None) -> 
         m = cfg.model
         if m.num_classes is not None and num_classes is not None and m.num_classes != num_classes:
             raise ConfigError(f"--num-classes is {m.num_classes}, but the data set has {num_classes} classes")
-        return load_external_classifier(path, m.arch, cfg.data.image_size, m.num_classes or num_classes, m.input_mean, m.input_std)
+        source = "--num-classes" if m.num_classes is not None else f"the ID data set {cfg.data.id}"
+        return load_external_classifier(path, m.arch, cfg.data.image_size, m.num_classes or num_classes, m.input_mean,
+                                        m.input_std, source)
     return load_classifier(path, arch=cfg.model.arch, num_classes=num_classes)
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -220,14 +222,34 @@ def builder_model(spec: str, num_classes: int) -> nn.Module:
     if loaded is None or loaded.loader is None:
         raise ValueError(f"{file} is not an importable Python file")
     module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
+    _user_code(file, "importing it", lambda: loaded.loader.exec_module(module))  # type: ignore[union-attr]
     build = getattr(module, func, None)
     if not callable(build):
         raise ValueError(f"{file} defines no function {func!r}")
-    model = build(num_classes) if inspect.signature(build).parameters else build()
+    model = _user_code(file, f"{func}()", lambda: build(num_classes) if inspect.signature(build).parameters else build())
     if not isinstance(model, nn.Module):
         raise TypeError(f"{file}:{func} returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _user_code(file: Path, what: str, run: Callable[[], Any]) -> Any:
+    """Run the user's model file: whatever it raises, or a ``sys.exit`` in it, is one ValueError naming the file
+    and its line (hood's traceback would hide where the user's mistake is); Ctrl-C still interrupts."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        raise
+    except SyntaxError as err:
+        raise ValueError(f"{file}, line {err.lineno}: {type(err).__name__} ({err.msg}) in {what}; fix the model file") from None
+    except (Exception, SystemExit) as err:
+        mine = file.resolve()
+        lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == mine]
+        where = f"{file}, line {lines[-1]}" if lines else str(file)
+        if isinstance(err, SystemExit):
+            raise ValueError(f"{where}: {what} called sys.exit({err.code!r}); a model file must only define the model") from None
+        detail = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(f"{where}: {what} raised {type(err).__name__}" + (f" ({detail})" if detail else "")
+                         + "; fix the model file") from None
 
 
 def external_model(arch: str, num_classes: int) -> nn.Module:

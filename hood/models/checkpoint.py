@@ -293,10 +293,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_external_classifier(
     path: str | Path, arch: str, image_size: int, num_classes: int | None = None,
     mean: tuple[float, ...] | list[float] | None = None, std: tuple[float, ...] | list[float] | None = None,
+    classes_from: str = "--num-classes",
 ) -> LoadedClassifier:
     """A ``torchvision:NAME`` or ``module:FILE:FUNC`` classifier with the weights of a state dict.
 
     The class count is read off the state dict's final layer; ``num_classes``, when given, must agree.
+    ``classes_from`` says where ``num_classes`` came from, for the refusal (a flag the user gave, or the data set).
     """
     from hood.models.adapter import IMAGENET_MEAN, IMAGENET_STD, WrappedClassifier, external_model, find_final_linear
 
@@ -309,7 +311,8 @@ def load_external_classifier(
             raise CheckpointError(f"{path} has no weight matrix '{name}.weight' for the final layer of {arch}; is it a state dict of that model?")
         k = int(found.shape[0])
         if num_classes is not None and num_classes != k:
-            raise CheckpointError(f"{path} classifies {k} classes, but {num_classes} were asked for (--num-classes)")
+            raise CheckpointError(f"{path} classifies {k} classes, but {classes_from} has {num_classes}; "
+                                  f"pass the weights of a {num_classes}-class {arch}")
         model = probe if k == (num_classes or 1000) else external_model(arch, k)
         wrapped = WrappedClassifier(model, image_size, mean=mean or IMAGENET_MEAN, std=std or IMAGENET_STD)
     except (ValueError, TypeError) as err:
