@@ -26,3 +26,36 @@ class NullReporter:
 
     def log(self, message: str) -> None:
         pass
+
+
+class BarReporter:
+    """Progress bars with the time left, on stderr (a notebook shows them inline), for the Python API's long
+    calls; log lines are left out, the bars say how far it is. Use it as a context manager."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True, highlight=False))
+
+    def __enter__(self) -> BarReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def task(self, description: str, total: int | None) -> Any:
+        return self.progress.add_task(description, total=total, info="")
+
+    def advance(self, task: Any, n: int = 1, **fields: Any) -> None:
+        info = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        self.progress.update(task, advance=n, info=info)
+
+    def done(self, task: Any) -> None:
+        self.progress.update(task, completed=self.progress.tasks[task].total or 0)  # the bar stays, full
+
+    def log(self, message: str) -> None:
+        pass

@@ -57,7 +57,7 @@ def test_example_torchvision_model_on_an_image_folder(tmp_path: Path) -> None:
     write_flat_folder(Path("data/outliers/any"), count=8, seed=1)
     for i, name in enumerate(["textures", "svhn"]):
         write_flat_folder(Path(f"data/ood/{name}/any"), count=4, seed=10 + i)
-    out = run_example("torchvision", {"epochs=150": "epochs=1", 'device="auto"': 'device="cpu"', "batch_size=128": "batch_size=4"})
+    out = run_example("torchvision", {"epochs=25": "epochs=1", 'device="auto"': 'device="cpu"', "batch_size=128": "batch_size=4"})
     rows = out.strip().splitlines()
     assert rows[0].split() == ["OOD", "set", "FPR95", "AUROC"] and [r.split()[0] for r in rows[1:]] == ["textures", "svhn"]
     assert Path("heatmap.pt").is_file()
@@ -218,8 +218,10 @@ def test_bad_input_is_one_clear_error(digits_detector: dict[str, Any]) -> None:
         det.predict(normalized)
     with pytest.raises(ValueError, match="resize the images to that size"):
         det.predict(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
-    with pytest.raises(TypeError, match="expected images"):
+    with pytest.raises(ValueError, match="folder/of/images: no such file"):  # a string is an image path
         det.predict("folder/of/images")
+    with pytest.raises(TypeError, match="expected images"):
+        det.predict(3)
     with pytest.raises(ValueError, match="not fitted"):
         hood.HeatmapDetector(digits_detector["model"]).predict(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(ValueError, match="has no nn.Linear"):

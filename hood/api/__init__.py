@@ -5,6 +5,7 @@ the score the command line computes. See ``docs/api.md``. Everything here is als
 (``hood.HeatmapDetector``).
 """
 
+from hood.api.classifiers import load_classifier, load_images
 from hood.api.runs import LoadedRun, load_run
 from hood.api.viz import overlay
 from hood.detectors.ash import ASH
@@ -23,4 +24,4 @@ from hood.detectors.scale import SCALE
 from hood.detectors.vim import ViM
 
 __all__ = ["ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "SCALE", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale",
-           "LoadedRun", "Mahalanobis", "MaxLogit", "ReAct", "ViM", "load_run", "overlay"]
+           "LoadedRun", "Mahalanobis", "MaxLogit", "ReAct", "ViM", "load_classifier", "load_images", "load_run", "overlay"]

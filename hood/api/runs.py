@@ -41,14 +41,16 @@ class LoadedRun:
         return list(self._scorer.classes)
 
     def _batches(self, images: Any) -> Any:
-        for b in batches(images, self._scorer.batch_size):
+        for b in batches(images, self._scorer.batch_size, size=self.image_size):  # files: resized as hood score does
             if b.shape[-1] != self.image_size:
                 raise ValueError(f"the run works on {self.image_size}x{self.image_size} images; resize them to that size (got {b.shape[-1]})")
             yield b
 
     @plain_errors
     def score(self, images: Any) -> np.ndarray:
-        """OOD scores (larger = more OOD) of uint8 or [0, 1] float images, a tensor, an array or a DataLoader."""
+        """OOD scores (larger = more OOD) of uint8 or [0, 1] float images, a tensor, an array or a DataLoader, or
+        of PIL images or image files (the shorter side resized to the run's size and centre-cropped, as ``hood
+        score`` reads them)."""
         out = [self._scorer.score(b, self._scorer.features(b)) for b in self._batches(images)]
         if not out:
             raise ValueError("no images to score")

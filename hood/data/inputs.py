@@ -1,6 +1,6 @@
-"""What the Python API accepts as images: a DataLoader, a tensor batch, or a NumPy array, turned into the
-uint8 ``N x 3 x H x W`` batches the engine works on, one batch at a time (a DataLoader is never held whole
-when scoring)."""
+"""What the Python API accepts as images: a DataLoader, a tensor batch, a NumPy array, PIL images or image
+files, turned into the uint8 ``N x 3 x H x W`` batches the engine works on, one batch at a time (a DataLoader
+is never held whole when scoring)."""
 
 from __future__ import annotations
 
@@ -65,9 +65,18 @@ def is_arrays(x: Any) -> bool:
             and all(a.ndim == 2 for a in x))
 
 
-def batches(x: Any, chunk: int = CHUNK, labels: list[torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
-    """uint8 batches of ``x``: the batches of a DataLoader (or any iterable of batches), or ``chunk``-image
-    slices of a tensor or array; a DataLoader's labels are appended to ``labels`` when given."""
+def batches(x: Any, chunk: int = CHUNK, labels: list[torch.Tensor] | None = None, size: int | None = None) -> Iterator[torch.Tensor]:
+    """uint8 batches of ``x``: the batches of a DataLoader (or any iterable of batches), ``chunk``-image slices of
+    a tensor or array, or PIL images and image files (decoded at ``size``, see :func:`hood.data.files.load_images`);
+    a DataLoader's labels are appended to ``labels`` when given."""
+    from hood.data.files import is_file_input, load_images, square_size
+
+    if is_file_input(x):
+        listed = list(x) if isinstance(x, (list, tuple)) else [x]
+        size = square_size(listed) if size is None else size
+        for s in range(0, len(listed), chunk):
+            yield load_images(listed[s : s + chunk], size)
+        return
     if isinstance(x, (torch.Tensor, np.ndarray)):
         images = to_uint8(x)
         for s in range(0, len(images), chunk):
@@ -76,7 +85,8 @@ def batches(x: Any, chunk: int = CHUNK, labels: list[torch.Tensor] | None = None
     if is_arrays(x):
         raise TypeError("this needs images, not (features, logits) arrays")
     if isinstance(x, (str, bytes)) or not isinstance(x, Iterable):
-        raise TypeError(f"expected images as a tensor, a NumPy array or a DataLoader of them, got a {type(x).__name__}")
+        raise TypeError(f"expected images as a tensor, a NumPy array, a DataLoader of them, PIL images or image files, "
+                        f"got a {type(x).__name__}")
     size = None
     for item in x:
         batch = to_uint8(_images_of(item, labels))

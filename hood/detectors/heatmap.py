@@ -9,6 +9,7 @@ trains (:meth:`HeatmapDetector.fit`, the recipe of ``hood train-decoder``).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from hood.models.adapter import decoder_spec_of
 from hood.models.base import Classifier
 from hood.models.checkpoint import LoadedClassifier, classifier_fingerprint, load_decoder, read_decoder_checkpoint, save_decoder
 from hood.models.decoder import HeatmapDecoder, heatmap_score
-from hood.progress import NullReporter, Reporter
+from hood.progress import BarReporter, NullReporter, Reporter
 
 SCORE_BATCH = 500  # rows per decoder pass when scoring features
 
@@ -115,8 +116,8 @@ class HeatmapDetector(Detector):
     # --- training (the recipe of hood train-decoder) -------------------------------------------------------
 
     @plain_errors
-    def fit(self, id_data: Any, outlier_data: Any = None, *, seed: int = 0, reporter: Reporter | None = None,
-            **settings: Any) -> HeatmapDetector:
+    def fit(self, id_data: Any, outlier_data: Any = None, *, seed: int = 0, progress: bool = True,
+            reporter: Reporter | None = None, **settings: Any) -> HeatmapDetector:
         """Train the decoder on ID images and auxiliary outliers (a DataLoader, a tensor or an array each) with
         the recipe of ``hood train-decoder``: features once, each outlier paired with its nearest same-class ID
         image, Adam 2e-4 (0.5, 0.999), a seeded initialization.
@@ -125,6 +126,8 @@ class HeatmapDetector(Detector):
         ``batch_size``, ``num_ood``, ``num_id``, ``prototype_k``, ``loss_weight``, ``noise_floor_quantile``, ...;
         docs/configuration.md), with the same defaults: ``num_ood`` outliers and ``num_id`` ID images are seeded
         draws from what is given. A noise floor is measured on the ID images given (the API is given no others).
+        ``progress``: bars with the time left on stderr for each phase (features, prototypes, decoder epochs);
+        False is silent. ``reporter``: your own :class:`hood.progress.Reporter` instead.
         """
         if outlier_data is None:
             raise ValueError("fit needs ID images and outliers: fit(id_data, outlier_data)")
@@ -142,9 +145,11 @@ class HeatmapDetector(Detector):
         size = id_images.shape[-1]
         model = self.adapter.classifier(size).to(self.device)
         spec = decoder_spec_of(model, size, self.fw_layers)
-        trained = train_heatmap_decoder(model, spec, id_images, ood_images, recipe, seed, self.device,
-                                        floor_images=id_images, floor_source="ID images it trained on",
-                                        reporter=reporter or NullReporter(), batch_size=self.batch_size)
+        shown = reporter or (BarReporter() if progress else NullReporter())
+        with shown if isinstance(shown, BarReporter) else contextlib.nullcontext():
+            trained = train_heatmap_decoder(model, spec, id_images, ood_images, recipe, seed, self.device,
+                                            floor_images=id_images, floor_source="ID images it trained on",
+                                            reporter=shown, batch_size=self.batch_size)
         self.losses, self.stuck_pixels = trained.losses, trained.stuck["pixels"]
         if self.stuck_pixels:
             warnings.warn(stuck_warning(self.stuck_pixels, trained.stuck["of"], "fit again with more epochs or another seed"),
