@@ -330,3 +330,124 @@ def test_d41_metrics_of_no_scores_are_refused() -> None:
         ood_metrics(np.array([]), np.array([0.5]))
     with pytest.raises(ValueError, match="OOD scores hold NaN"):
         ood_metrics(np.array([0.1]), np.array([np.nan]))
+
+
+# ---- bounded memory and time per input ------------------------------------------------------------------------
+
+
+def test_d19_a_long_strip_is_refused_and_a_wide_one_is_decoded_at_the_results_size(tmp_path: Path) -> None:
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    from hood.data.images import UnreadableImage, decode_image
+
+    def png(w: int, h: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (w, h), (200, 10, 10)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    with pytest.raises(UnreadableImage, match="1 x 1,000,000 pixels, an aspect ratio above 100:1"):
+        decode_image(png(1, 1_000_000), 32)
+    wide = png(5000, 60)  # resized first, it would be 2,667 x 32; cropped while resized, 32 x 32
+    tracemalloc.start()
+    out = decode_image(wide, 32)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.shape == (32, 32, 3) and int(out[..., 0].min()) >= 199 and peak < 2 * 5000 * 60 * 4
+
+
+def test_zip_of_very_many_members_is_bounded_and_says_how_many_were_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    from test_reliability import _iter
+
+    from hood.data import readers
+
+    good = (write_flat_folder(tmp_path / "f", count=1) / "img000.png").read_bytes()
+    with zipfile.ZipFile(tmp_path / "many.zip", "w") as zf:
+        for i in range(5):
+            zf.writestr(f"{i}.png", good)
+    monkeypatch.setattr(readers, "MAX_ARCHIVE_MEMBERS", 3)
+    got = _iter([str(tmp_path / "many.zip")])
+    assert [v for v in got.values()][:3] == [None, None, None] and len(got) == 4
+    assert got[f"{tmp_path / 'many.zip'}/(after 3 images)"] == "2 more image members not scored: at most 3 are read from one archive; split it"
+
+
+# ---- what the terminal shows -----------------------------------------------------------------------------------
+
+
+def test_d37_control_characters_in_file_names_are_escaped_in_the_table(run_copy: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from hood.cli import options
+
+    monkeypatch.setattr(options.stdout, "width", 400)  # one table row per file: names are not wrapped
+    folder = write_flat_folder(tmp_path / "names", count=1)
+    (folder / "img000.png").rename(folder / "esc\x1b[31mred\x1b[0m.png")
+    (folder / "x.png").write_bytes(b"not an image")
+    (folder / "x.png").rename(folder / "new\nline.png")
+    r = score(run_copy, str(folder), "--method", "msp")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.stdout and "esc\\x1b[31mred\\x1b[0m.png" in r.stdout
+    assert "new\\nline.png" in r.stdout
+
+
+def test_d38_exif_orientation_is_applied_before_scoring(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from hood.data.images import decode_image
+
+    arr = np.zeros((32, 64, 3), np.uint8)
+    arr[:, :32] = 255  # left half white
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: the white half on top
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif, quality=95)
+    shown = decode_image(buf.getvalue(), 32)
+    assert shown[:8].mean() > 200 and shown[-8:].mean() < 50
+
+
+def test_d42_hidden_files_and_skipped_archive_members_are_listed_with_their_reason(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from test_reliability import _iter
+
+    folder = write_flat_folder(tmp_path / "set", count=1)
+    (folder / ".hidden.png").write_bytes((folder / "img000.png").read_bytes())
+    archive = tmp_path / "links.tar"
+    good = (folder / "img000.png").read_bytes()
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("ok.png")
+        info.size = len(good)
+        tf.addfile(info, io.BytesIO(good))
+        for name, kind in (("evil.png", tarfile.LNKTYPE), ("sym.png", tarfile.SYMTYPE), ("dev.png", tarfile.CHRTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "/etc/passwd"
+            tf.addfile(info)
+    got = _iter([str(folder), str(archive)])
+    assert got[f"{folder}/.hidden.png"] == "a hidden file (its name starts with '.'): not scored"
+    assert got[f"{archive}/ok.png"] is None
+    assert got[f"{archive}/evil.png"] == "a hard link in the archive, not a regular file: not read"
+    assert got[f"{archive}/sym.png"] == "a symbolic link in the archive, not a regular file: not read"
+    assert got[f"{archive}/dev.png"] == "a device, FIFO or other special file in the archive, not a regular file: not read"
+
+
+def test_d24_the_decode_cache_follows_links_to_their_targets(tmp_path: Path) -> None:
+    import os
+
+    from hood.data.cache import source_key
+
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "targets" / "d0.png"
+    target.write_bytes(b"one")
+    (tmp_path / "links" / "d0.png").symlink_to(target)
+    before = source_key(tmp_path / "links", 32)
+    target.write_bytes(b"other content")
+    os.utime(target, ns=(10**18, 10**18))
+    assert source_key(tmp_path / "links", 32) != before

@@ -44,11 +44,17 @@ WORD_LIMIT = 200  # characters of one word (a path, a value) an error line shows
 LINE_LIMIT = 2000
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped as ``--json`` writes them (``\\n``, ``\\x1b``): a file name must not
+    split a line or send the terminal an escape sequence."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def one_line(message: str) -> str:
     """``message`` as the one short line an error is: control characters escaped (a newline or a terminal escape
     in a file name must not split the line or reach the terminal raw), an overlong word or line cut, with its
     length said."""
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+    text = printable(message)
     text = re.sub(rf"\S{{{WORD_LIMIT + 1},}}", lambda m: f"{m.group()[:WORD_LIMIT // 2]}... ({len(m.group()):,} characters)", text)
     return text if len(text) <= LINE_LIMIT else f"{text[:LINE_LIMIT]}... ({len(text):,} characters)"
 

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hood.cli.errors import err_console, handle_errors
+from hood.cli.errors import err_console, handle_errors, printable
 from hood.cli.options import ConfigOpt, DeviceOpt, JsonOpt, QuietOpt, SetOpt, build_config, print_json, stdout
 from hood.cli.reporter import RichReporter
 
@@ -53,12 +53,13 @@ def score(
             table.add_column(col, justify=just)  # type: ignore[arg-type]
         style = {"in": "green", "out": "bold red", "?": "yellow", "unreadable": "dim"}
         for i in result.images:
-            verdict = f"[{style[i.verdict]}]{i.verdict}[/]" + (f" [dim]({escape(i.error)})[/]" if i.error else "")
-            table.add_row(escape(i.file), escape(i.predicted_class or "-"), "-" if i.score is None else f"{i.score:.4f}", verdict)
+            verdict = f"[{style[i.verdict]}]{i.verdict}[/]" + (f" [dim]({escape(printable(i.error))})[/]" if i.error else "")
+            table.add_row(escape(printable(i.file)), escape(printable(i.predicted_class or "-")),
+                          "-" if i.score is None else f"{i.score:.4f}", verdict)
         stdout.print(table)
         if heatmaps and result.scored:
             err_console.print(f"[dim]heatmaps: {heatmaps}[/]")
     for note in result.notes:
-        err_console.print(f"[yellow]note:[/] {note}")
+        err_console.print(f"[yellow]note:[/] {escape(printable(note))}")
     if result.images and not result.scored:
         raise typer.Exit(1)

@@ -17,7 +17,7 @@ import torch
 from hood.data.images import ImageSet
 from hood.fileio import atomic_save_with
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images as displayed (EXIF orientation), long strips cropped while resized
 
 
 def cache_dir() -> Path:
@@ -33,12 +33,22 @@ def source_key(path: Path, size: int, extra: str = "") -> str:
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for fn in sorted(filenames):
-                try:  # lstat: a dangling link is keyed by itself; the reader reports it as unreadable
-                    st = (Path(dirpath) / fn).lstat()
-                except OSError:
-                    continue
-                h.update(f"{dirpath}/{fn}|{st.st_size}|{st.st_mtime_ns}".encode())
+                h.update(f"{dirpath}/{fn}|{_entry_key(Path(dirpath) / fn)}".encode())
     return h.hexdigest()[:24]
+
+
+def _entry_key(f: Path) -> str:
+    """A folder entry as its decode depends on it: a link by its target's path, size and time (the target's
+    content is what is read), a dangling link by itself (the reader reports it as unreadable)."""
+    try:
+        st = f.stat()
+        target = f.resolve() if f.is_symlink() else ""
+    except OSError:
+        try:
+            st, target = f.lstat(), "dangling"
+        except OSError:
+            return "gone"
+    return f"{target}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def _to_payload(s: ImageSet) -> dict:

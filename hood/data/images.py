@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+ORIENTATION = 0x0112  # the EXIF tag of how a camera held the picture
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # PIL refuses images over ~179 Mpx as decompression bombs; OOD sets never need more than this
@@ -47,13 +48,24 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+MAX_ASPECT = 100  # a longer side above this many times the shorter is a strip, not an image to score
+
+
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and center-crop (the protocol's rule); no-op at size."""
+    """Resize the shorter side to ``size`` and center-crop (the protocol's rule); no-op at size. A long strip
+    is cropped while resized (PIL's ``box``), so memory is that of the result, not of the strip scaled up."""
     w, h = img.size
     if (w, h) == (size, size):
         return img
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise UnreadableImage(f"{w:,} x {h:,} pixels, an aspect ratio above {MAX_ASPECT}:1")
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if max(nw, nh) > 4 * size:  # the same pixels within one grey level, without the scaled-up strip in memory
+        left, top = (nw - size) // 2, (nh - size) // 2
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        return img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None)
     img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=None)
     left, top = (nw - size) // 2, (nh - size) // 2
     return img.crop((left, top, left + size, top + size))
@@ -82,7 +94,8 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
 def _decode(data: bytes, size: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         img.load()
-        out = resize_center_crop(_to_rgb(img), size)
+        shown = ImageOps.exif_transpose(img) if img.getexif().get(ORIENTATION, 1) != 1 else img  # as a viewer shows it
+        out = resize_center_crop(_to_rgb(shown), size)
         return np.asarray(out, dtype=np.uint8)
 
 

@@ -31,6 +31,7 @@ from hood.errors import DataError
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 MAX_MEMBER_BYTES = 256 * 1024 * 1024  # no single image file is this large; bigger files and members are refused
 MAX_ARCHIVE_BYTES = 16 * MAX_MEMBER_BYTES  # what one archive may unpack to when its images are scored
+MAX_ARCHIVE_MEMBERS = 50_000  # images scored from one archive: more take many minutes, and are a set to evaluate
 
 
 def is_archive(path: Path) -> bool:
@@ -63,10 +64,13 @@ class Member:
 
     relpath: str
     read: Callable[[], bytes]
+    skipped: str | None = None  # why the file is listed but not read (a hidden file)
 
 
-def folder_members(root: Path) -> list[Member]:
-    """The image files under ``root`` (hidden ones and links to folders left out), paths relative to it."""
+def folder_members(root: Path, hidden: bool = False) -> list[Member]:
+    """The image files under ``root`` (hidden folders and links to folders left out), paths relative to it;
+    hidden image files are left out too, or with ``hidden`` listed as skipped (``hood score`` names every file
+    it does not score)."""
     members = []
 
     def unreadable(err: OSError) -> None:
@@ -75,9 +79,12 @@ def folder_members(root: Path) -> list[Member]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
-            if fn.startswith(".") or not is_image_name(fn):
+            if not is_image_name(fn) or (fn.startswith(".") and not hidden):
                 continue
             full = Path(dirpath) / fn
+            if fn.startswith("."):
+                members.append(Member(full.relative_to(root).as_posix(), bytes, "a hidden file (its name starts with '.'): not scored"))
+                continue
             members.append(Member(full.relative_to(root).as_posix(), lambda full=full: read_image_file(full)))
     return members
 
@@ -90,6 +97,7 @@ def iter_archive(path: Path, skip_large: bool = False, total_limit: int | None =
     """
     name = path.name.lower()
     total = 0
+    count = 0
 
     def too_large(member: str, size: int) -> str | None:
         if size > MAX_MEMBER_BYTES:
@@ -103,8 +111,13 @@ def iter_archive(path: Path, skip_large: bool = False, total_limit: int | None =
     try:
         if name.endswith(".zip"):
             with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    if info.is_dir() or not is_image_name(info.filename):
+                images = [i for i in zf.infolist() if not i.is_dir() and is_image_name(i.filename)]
+                for count, info in enumerate(images, 1):
+                    if skip_large and count > MAX_ARCHIVE_MEMBERS:
+                        yield _past_count(len(images) - MAX_ARCHIVE_MEMBERS)
+                        return
+                    if stat.S_ISLNK(info.external_attr >> 16):  # its bytes are a path, never followed
+                        yield info.filename, None, "a symbolic link in the archive, not a regular file: not read"
                         continue
                     if why := too_large(info.filename, info.file_size):
                         yield info.filename, None, why
@@ -114,8 +127,16 @@ def iter_archive(path: Path, skip_large: bool = False, total_limit: int | None =
         else:
             with tarfile.open(path, mode="r|*") as tf:
                 for info in tf:
-                    if not info.isfile() or not is_image_name(info.name):
+                    if not is_image_name(info.name) or info.isdir():
                         continue
+                    if not info.isfile():  # a link (hard or symbolic) or a device: never followed or read
+                        if skip_large:
+                            yield info.name, None, f"a {_kind(info)} in the archive, not a regular file: not read"
+                        continue
+                    count += 1
+                    if skip_large and count > MAX_ARCHIVE_MEMBERS:
+                        yield _past_count(None)
+                        return
                     if why := too_large(info.name, info.size):
                         yield info.name, None, why
                         continue
@@ -129,6 +150,17 @@ def iter_archive(path: Path, skip_large: bool = False, total_limit: int | None =
         # RuntimeError: an encrypted zip member; NotImplementedError: an unsupported zip compression
         reason = (str(err).strip().splitlines() or [""])[0][:80]
         raise DataError(f"{path} is not a readable archive ({type(err).__name__}{': ' + reason if reason else ''}); re-download it") from None
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    return "hard link" if info.islnk() else "symbolic link" if info.issym() else "device, FIFO or other special file"
+
+
+def _past_count(more: int | None) -> tuple[str, None, str]:
+    """The row that ends an archive of more images than ``hood score`` reads from one, saying how many were left."""
+    rest = f"{more:,} more image members" if more is not None else "the rest of its members"
+    return (f"(after {MAX_ARCHIVE_MEMBERS:,} images)", None,
+            f"{rest} not scored: at most {MAX_ARCHIVE_MEMBERS:,} are read from one archive; split it")
 
 
 def safe_member_name(name: str) -> str | None:

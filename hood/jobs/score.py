@@ -94,14 +94,17 @@ def iter_inputs(paths: list[str], size: int) -> Iterator[tuple[str, np.ndarray |
             continue
         if stat.S_ISDIR(info.st_mode):
             try:
-                members = folder_members(path)
+                members = folder_members(path, hidden=True)
             except HoodError as err:
                 yield spec, None, str(err)
                 continue
             if not members:
                 yield spec, None, "holds no image files"
             for m in members:
-                yield from _decoded(f"{spec.rstrip('/')}/{m.relpath}", m.read, size)
+                if m.skipped:
+                    yield f"{spec.rstrip('/')}/{m.relpath}", None, m.skipped
+                else:
+                    yield from _decoded(f"{spec.rstrip('/')}/{m.relpath}", m.read, size)
         elif is_archive(path):
             yield from _archive_inputs(spec, path, size)
         else:
