@@ -108,7 +108,8 @@ def test_api_scores_a_cli_run_bit_for_bit_as_hood_score(pipeline: dict[str, Any]
     run = hood.load_run(pipeline["run"], device="cpu")
     api = run.score(images)
     assert [float(s) for s in api] == [cli[n] for n in names]  # floats through JSON: the same bits
-    assert run.threshold == pytest.approx(pipeline["results"]["thresholds"]["heatmap"])
+    assert run.method == json.loads(r.stdout)["method"] == "heatmap+vim+scale"  # the same default: the recommended method
+    assert run.threshold == pytest.approx(pipeline["results"]["thresholds"]["heatmap+vim+scale"])
     assert list(run.is_ood(images)) == [cli[n] > run.threshold for n in names]
     vim = hood.load_run(pipeline["run"], method="vim", device="cpu")  # a baseline from the fit evaluate cached
     assert vim.score(images).shape == (5,) and not np.array_equal(vim.score(images), api)

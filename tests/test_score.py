@@ -36,7 +36,7 @@ def _score(args: list[str], pipeline: dict[str, Any], monkeypatch) -> Any:
 
 
 def test_score_folder_with_a_corrupt_file(pipeline: dict[str, Any], mine: Path, tmp_path: Path, monkeypatch) -> None:
-    out = _score([str(mine), "--json", "--heatmaps", str(tmp_path / "hm")], pipeline, monkeypatch)
+    out = _score([str(mine), "--method", "heatmap", "--json", "--heatmaps", str(tmp_path / "hm")], pipeline, monkeypatch)
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout)
     threshold = pipeline["results"]["thresholds"]["heatmap"]
@@ -59,7 +59,7 @@ def test_score_table_archive_threshold_and_baseline(pipeline: dict[str, Any], mi
         tf.add(mine, arcname="mine")
     out = _score([str(archive), str(tmp_path / "missing.png"), "--threshold", "-1e9"], pipeline, monkeypatch)
     assert out.exit_code == 0, out.output
-    assert out.stdout.count(" out") == 3 and "unreadable" in out.stdout and "no such file" in out.stdout
+    assert out.stdout.count("\tout") == 3 and "unreadable" in out.stdout and "no such file" in out.stdout
     knn = _score([str(mine), "--method", "knn", "--json"], pipeline, monkeypatch)
     assert knn.exit_code == 0, knn.output
     assert json.loads(knn.stdout)["threshold"] == pytest.approx(pipeline["results"]["thresholds"]["knn"])

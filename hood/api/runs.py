@@ -6,7 +6,6 @@ command line give the same scores for the same images, and it keeps the threshol
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from hood.config import resolve
 from hood.data.inputs import batches
 from hood.detectors.base import device_of, plain_errors
 from hood.jobs.lookup import incomplete
+from hood.jobs.recommended import default_method
 from hood.jobs.score import Scorer, open_scorer
 from hood.runs import open_run
 
@@ -94,8 +94,8 @@ def load_run(path: str | Path, method: str | None = None, threshold: float | Non
              device: str | torch.device = "auto") -> LoadedRun:
     """A finished ``train-decoder`` run (optionally evaluated) or ``evaluate`` run, ready to score images.
 
-    ``method``: the detector to use, ``heatmap`` by default for a run with a decoder, else the first method
-    the run was evaluated with; a baseline needs the fit ``evaluate`` cached in the run.
+    ``method``: the detector to use; by default the one ``hood score`` uses, the recommended method evaluated on
+    the run (:func:`hood.jobs.recommended.default_method`); a baseline needs the fit ``evaluate`` cached in the run.
     """
     if threshold is not None:
         threshold = _finite(threshold)  # said as the API names it, not as the --threshold of hood score
@@ -105,15 +105,9 @@ def load_run(path: str | Path, method: str | None = None, threshold: float | Non
     if run.info.get("status") != "complete":  # a resume in progress replaces decoder.pt under the reader
         raise ValueError(incomplete(run, path))
     if method is None:
-        method = "heatmap" if run.file("decoder.pt").is_file() else _first_evaluated(run.file("results.json"))
+        method = default_method(run)[0]
     dev = device_of(device)
     cfg = resolve(str(run.file("config.yaml")), {"run.device": str(dev)})
     scorer = open_scorer(cfg, run, method, threshold, heatmaps=run.file("decoder.pt").is_file())
     return LoadedRun(scorer, run.path, cfg.data.image_size)
 
-
-def _first_evaluated(results: Path) -> str:
-    try:
-        return next(iter(json.loads(results.read_text())["thresholds"]))
-    except (OSError, ValueError, KeyError, StopIteration):
-        raise ValueError(f"{results.parent} holds neither a decoder nor evaluation results; pass method=") from None

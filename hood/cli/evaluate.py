@@ -79,7 +79,13 @@ def evaluate(
     ones); writes validation.json. On half of the ID test split the baselines
     need no decoder run.
 
+    The run's ID set, auxiliary outliers, image size and classifier apply
+    unless named (-d, -a, --classifier, --set); -c says how to evaluate.
+
     {note}"""
+    from hood.cli.runcfg import latest_decoder_run, with_run_data
+    from hood.detectors import uses_decoder
+    from hood.jobs.detectors import resolve_methods
     from hood.jobs.evaluate import evaluate as run_job
 
     named = {
@@ -89,6 +95,8 @@ def evaluate(
         "evaluate.validation": True if validation else None,
     }
     cfg = build_config(config, named, set_)
+    source = run or (latest_decoder_run(cfg) if uses_decoder(resolve_methods(cfg.evaluate.methods)) else None)
+    cfg = with_run_data(cfg, source, named, set_)  # the data and classifier the run was trained on
     with RichReporter(quiet) as rep:
         result = run_job(cfg, run, rep)
     if json_out:

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from hood.cli.errors import err_console, handle_errors, printable
-from hood.cli.options import ConfigOpt, DeviceOpt, JsonOpt, QuietOpt, SetOpt, build_config, print_json, stdout
+from hood.cli.options import ConfigOpt, DeviceOpt, JsonOpt, QuietOpt, SetOpt, build_config, print_json
 from hood.cli.reporter import RichReporter
 
 
@@ -17,7 +16,7 @@ from hood.cli.reporter import RichReporter
 def score(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or archives.")],
     run: Annotated[str | None, typer.Option("--run", help="train-decoder run (default: latest).")] = None,
-    method: Annotated[str, typer.Option("--method", help="A detector evaluated on the run.")] = "heatmap",
+    method: Annotated[str | None, typer.Option("--method", help="A detector evaluated on the run (see above).")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Score above which an image is out (see above).")] = None,
     heatmaps: Annotated[str | None, typer.Option("--heatmaps", help="Folder for each image's heatmap overlay (PNG).")] = None,
     config: ConfigOpt = None,
@@ -30,8 +29,17 @@ def score(
 
     Paths may be image files, folders or archives (.tar, .tar.gz, .tgz, .zip);
     unreadable files are listed, not fatal. The default threshold is the one
-    `hood evaluate` stored for the method: it keeps 95% of the ID test images."""
+    `hood evaluate` stored for the method: it keeps 95% of the ID test images.
+
+    --method defaults to the recommended heatmap+vim+scale, or the best of
+    heatmap+vim and heatmap, evaluated on the run (the paper's heatmap when the
+    run was never evaluated); the output names the run and the method. The
+    run's ID set, outliers and classifier apply unless set (--set data.id=...).
+    In a pipe or a file the rows are tab-separated, paths whole."""
+    from hood.cli.runcfg import with_run_data
+    from hood.cli.score_output import print_scores
     from hood.jobs.lookup import decoder_run
+    from hood.jobs.recommended import default_method
     from hood.jobs.score import score_images
     from hood.runs import find_latest
 
@@ -42,21 +50,17 @@ def score(
     target = decoder_run(run, cfg, RichReporter(True))
     if config is None:  # the run's own config: its resolution, architecture and classifier
         cfg = build_config(str(target.file("config.yaml")), {"run.device": device}, set_)
+    else:
+        cfg = with_run_data(cfg, str(target.path), {"run.device": device}, set_)
+    why = None
+    if method is None:
+        method, why = default_method(target)
     with RichReporter(quiet) as rep:
         result = score_images(cfg, target, paths, method, threshold, heatmaps, rep)
     if json_out:
         print_json(result.to_dict())
     else:
-        thr = "none" if result.threshold is None else f"{result.threshold:.4g}"
-        table = Table(title=f"{method} scores (out above {thr})", title_justify="left")
-        for col, just in (("file", "left"), ("class", "left"), ("OOD score", "right"), ("verdict", "left")):
-            table.add_column(col, justify=just)  # type: ignore[arg-type]
-        style = {"in": "green", "out": "bold red", "?": "yellow", "unreadable": "dim"}
-        for i in result.images:
-            verdict = f"[{style[i.verdict]}]{i.verdict}[/]" + (f" [dim]({escape(printable(i.error))})[/]" if i.error else "")
-            table.add_row(escape(printable(i.file)), escape(printable(i.predicted_class or "-")),
-                          "-" if i.score is None else f"{i.score:.4f}", verdict)
-        stdout.print(table)
+        print_scores(result, why)
         if heatmaps and result.scored:
             err_console.print(f"[dim]heatmaps: {heatmaps}[/]")
     for note in result.notes:

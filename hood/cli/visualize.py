@@ -45,7 +45,9 @@ def visualize(
 
     For N images of each set: the input, its heatmap and the overlay with the
     score under it; plus score histograms (ID vs each OOD set, the 95%-TPR cut
-    marked) and ROC curves from `hood evaluate`'s scores."""
+    marked) and ROC curves from `hood evaluate`'s scores. The run's ID set and
+    classifier apply unless named (-d, --set)."""
+    from hood.cli.runcfg import latest_decoder_run, with_run_data
     from hood.jobs.visualize import visualize as run_job
 
     named = {
@@ -53,6 +55,7 @@ def visualize(
         "run.device": device, "run.seed": seed, "data.root": data_root, "data.id": dataset,
     }
     cfg = build_config(config, named, set_)
+    cfg = with_run_data(cfg, run or latest_decoder_run(cfg), named, set_)  # the data the run was trained on
     with RichReporter(quiet) as rep:
         figs = run_job(cfg, run, n, pick, out_dir, rep, method=method)
     for note in figs.notes:

@@ -296,7 +296,7 @@ def score_images(
             item.score = float(scores[i])
             item.verdict = "?" if thr is None else ("out" if item.score > thr else "in")
             if maps is not None and out_dir is not None:
-                path = out_dir / _heatmap_name(item.file, used)
+                path = out_dir / _heatmap_name(re.split(r"[\\/]", item.file)[-1], used)  # the file's own name
                 img = overlay_image(images[i], maps[i])
                 buf = io.BytesIO()
                 img.save(buf, format="PNG")

@@ -1,0 +1,36 @@
+"""What a command reading a decoder run takes from it: the data sets and classifier it was trained on, from its
+config.yaml, unless the user names them (a named option or ``--set``). A config given with ``-c`` says how to
+evaluate, not which data the run learned from: its default ID set would send the run to a data set it never saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hood.config import Config, parse_set_option, resolve, validate
+
+# keys that describe the run's training data and classifier (the classifier file itself is the run's record)
+FROM_RUN = ("data.id", "data.aux", "data.image_size", "data.val_aux_classes", "model.arch", "model.num_classes",
+            "model.input_mean", "model.input_std")
+
+
+def latest_decoder_run(cfg: Config) -> str | None:
+    """The run a command without ``--run`` reads: the newest complete train-decoder run for this config."""
+    from hood.runs import find_latest
+
+    found, _ = find_latest(cfg.run.runs_dir, "train-decoder", cfg.name)
+    return str(found.path) if found else None
+
+
+def with_run_data(cfg: Config, run_dir: str | None, named: dict[str, Any], sets: list[str] | None) -> Config:
+    """``cfg`` with the :data:`FROM_RUN` keys of the run at ``run_dir`` where the user named none of them."""
+    path = Path(run_dir) / "config.yaml" if run_dir else None
+    if path is None or not path.is_file():
+        return cfg  # not a run directory: the command that opens it says so
+    told = {k for k, v in named.items() if v is not None} | {parse_set_option(s)[0] for s in sets or []}
+    theirs = resolve(path)
+    for key in FROM_RUN:
+        if key not in told:
+            section, name = key.split(".")
+            setattr(getattr(cfg, section), name, getattr(getattr(theirs, section), name))
+    return validate(cfg)
