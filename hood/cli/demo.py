@@ -29,7 +29,7 @@ def demo_run(cfg: Config, command: str, reuse: bool, rep: Reporter) -> tuple[Run
     from hood.config import dump_yaml
     from hood.errors import RunError
     from hood.locks import INFO_FILE
-    from hood.runs import RUN_FILE, create_run, lock_run, open_run
+    from hood.runs import RUN_FILE, create_run, lock_run, open_run, portable
 
     path = Path(cfg.run.out or "")
     if (path / RUN_FILE).is_file():
@@ -39,7 +39,7 @@ def demo_run(cfg: Config, command: str, reuse: bool, rep: Reporter) -> tuple[Run
         except RunError:  # damaged, or another hood's: create_run names the problem
             old = None
         if old is not None and old.info.get("config_name") == "demo" and old.info.get("command") == command:
-            same = (path / "config.yaml").is_file() and (path / "config.yaml").read_text() == dump_yaml(cfg)
+            same = (path / "config.yaml").is_file() and (path / "config.yaml").read_text() == dump_yaml(portable(cfg))
             if reuse and same and old.info.get("status") == "complete":
                 rep.log(f"    reusing the complete run in {path} (same settings; delete it to train again)")
                 return old, True
