@@ -20,7 +20,6 @@ from test_reliability import invoke, one_line_error, score
 
 from hood.errors import HoodError
 
-
 METHODS = ["heatmap", "heatmap+vim", "msp", "energy", "knn"]
 
 
@@ -83,11 +82,11 @@ def test_d18_resumed_decoder_refuses_old_thresholds(pipeline: dict[str, Any], ru
     from hood.jobs.visualize import visualize
 
     _retrain_decoder(run_copy)
-    one_line_error(score(run_copy, str(mine)), 2, "heatmap threshold", "was set with decoder", f"hood evaluate --run {run_copy}")
+    one_line_error(score(run_copy, str(mine), "--method", "heatmap"), 2, "heatmap threshold", "was set with decoder", f"hood evaluate --run {run_copy}")
     one_line_error(score(run_copy, str(mine), "--method", "heatmap+vim"), 2, "decoder")
     assert score(run_copy, str(mine), "--method", "msp").exit_code == 0  # a baseline does not read the decoder
     with pytest.raises(ValueError, match="was set with decoder"):
-        hood.load_run(run_copy, device="cpu")
+        hood.load_run(run_copy, method="heatmap", device="cpu")
     with pytest.raises(HoodError, match="heatmap scores saved in .* was set with decoder"):
         visualize(tiny_config(pipeline["root"], **{"data.ood": [str(pipeline["root"] / "ood")]}), str(run_copy), n=2,
                   out_dir=str(tmp_path / "figs"))
@@ -200,8 +199,9 @@ def test_d20_a_run_with_a_relative_classifier_opens_from_another_directory(run_c
 
 
 def test_d35_a_run_a_live_train_decoder_holds_is_said_to_be_in_use(run_copy: Path, mine: Path) -> None:
-    import hood
     from test_reliability import writer_elsewhere
+
+    import hood
 
     info = json.loads((run_copy / "run.json").read_text())
     (run_copy / "run.json").write_text(json.dumps({**info, "status": "running"}))
@@ -451,3 +451,41 @@ def test_d24_the_decode_cache_follows_links_to_their_targets(tmp_path: Path) -> 
     target.write_bytes(b"other content")
     os.utime(target, ns=(10**18, 10**18))
     assert source_key(tmp_path / "links", 32) != before
+
+
+class _Net(torch.nn.Module):
+    """A user's model with BatchNorm, which behaves differently in training and in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.b, self.fc = torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(self.c(x))).mean((2, 3)))
+
+
+def test_d25_nan_pixels_are_refused_not_scored_as_black() -> None:
+    import hood
+
+    det = hood.KNN(_Net(), k=2, device="cpu").fit(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
+    x = torch.rand(2, 3, 32, 32)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="the images hold 1 NaN values"):
+        det.predict(x)
+
+
+def test_d26_fit_and_predict_leave_the_users_model_in_its_mode() -> None:
+    import hood
+
+    model = _Net().train()
+    model.b.eval()  # a frozen BatchNorm inside a model being trained
+    det = hood.KNN(model, k=2, device="cpu").fit(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
+    det.predict(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    assert model.training and model.c.training and not model.b.training
+
+
+def test_d41_an_unknown_device_name_is_one_valueerror() -> None:
+    import hood
+
+    with pytest.raises(ValueError, match="device 'gpu' is not available here"):
+        hood.MSP(_Net(), device="gpu")

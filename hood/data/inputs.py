@@ -32,6 +32,8 @@ def to_uint8(x: Any) -> torch.Tensor:
     if x.dtype != torch.uint8:
         if not x.is_floating_point():
             raise TypeError(f"expected uint8 or floating-point images, got {x.dtype}")
+        if bool(x.isnan().any()):  # NaN would become 0, a black pixel, without a word
+            raise ValueError(f"the images hold {int(x.isnan().sum()):,} NaN values; replace them (torch.nan_to_num) or drop those images")
         lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise ValueError(

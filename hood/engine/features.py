@@ -13,6 +13,7 @@ import torch
 
 from hood.data.transforms import normalize
 from hood.engine.runtime import MEMORY_FORMAT, autocast
+from hood.models.adapter import eval_mode
 from hood.models.base import Classifier
 from hood.progress import NullReporter, Reporter
 
@@ -77,7 +78,6 @@ def extract_features(
     them only on the combinations' 10,000 fit rows.
     """
     reporter = reporter or NullReporter()
-    model.eval()
     # NHWC weights to match NHWC batches (see runtime.MEMORY_FORMAT); done outside inference mode, where
     # .to() would turn the weights into inference tensors that no later gradient (ODIN, training) may use
     model.to(memory_format=MEMORY_FORMAT)
@@ -85,7 +85,8 @@ def extract_features(
         map_rows = torch.unique(map_rows.to(torch.long).cpu())  # ascending, as FeatureSet.take expects
         if len(map_rows) and (int(map_rows[0]) < 0 or int(map_rows[-1]) >= len(images)):
             raise ValueError(f"map_rows must index the {len(images)} images, got rows {int(map_rows[0])}..{int(map_rows[-1])}")
-    with torch.inference_mode():
+    # eval for the pass, each layer's own mode back after: a user's model still being trained stays in training
+    with torch.inference_mode(), eval_mode(model):
         return _extract(model, images, device, batch_size, num_maps, labels, reporter, description, map_rows)
 
 

@@ -31,7 +31,10 @@ def resolve_device(spec: str) -> torch.device:
         index = int(spec.split(":")[1]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
             raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(spec)
+    try:
+        return torch.device(spec)
+    except RuntimeError:  # torch's list of every device type it knows, for a typo such as "gpu"
+        raise DeviceError(f"device {spec!r} is not one hood runs on; use cpu, cuda, cuda:N or auto") from None
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
