@@ -1,4 +1,4 @@
-"""Run every CPU speed and memory benchmark (targets 1-4, 4b and 6, the Python API), each in its own process, and summarize.
+"""Run every CPU speed and memory benchmark (targets 1-4, 4b, 6 the Python API and 7 NAC-UE), each in its own process, and summarize.
 
 ``make bench`` calls this. Each benchmark prints its figure as a side-by-side ratio measured in one
 process and exits non-zero when its target is missed; this runner prints their RESULT lines together
@@ -33,13 +33,14 @@ BENCHES = [
     # the fits' pass over the ID training set with a skip-input decoder (both CPU profiles): maps of the fit rows only
     ("4b evaluate peak memory fitting heatmap+vim, ID train 36k vs 12k, fw_layers 4", ["evaluate_cost.py", "fit-memory", "--arch", "wrn10_2"]),
     ("6 Python API predict vs bare classifier + decoder forward (torchvision ResNet18)", ["bench_api.py"]),
+    ("7 NAC-UE fit and scoring vs ViM's (WRN-40-2)", ["nac_cost.py"]),
 ]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None, help="pass --threads N to every benchmark")
-    ap.add_argument("--only", type=int, nargs="*", help="run only these benchmarks, by position (1-6; 5 is 4b)")
+    ap.add_argument("--only", type=int, nargs="*", help="run only these benchmarks, by position (1-7; 5 is 4b, 6 the API, 7 NAC-UE)")
     a = ap.parse_args()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"## {stamp}, commit {git_commit()}\nmachine: {machine()}\n", flush=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from hood.version import __version__
 
-_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "ODIN", "SCALE", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale",
+_API = ("ASH", "FDBD", "GEN", "KNN", "MSP", "NAC", "NCI", "ODIN", "RMDS", "SCALE", "AdaSCALE", "Energy", "HeatmapDetector", "HeatmapViM", "HeatmapViMScale",
         "LoadedRun", "Mahalanobis", "MaxLogit", "ReAct", "ViM", "load_classifier", "load_images", "load_run", "overlay")
 __all__ = ["__version__", "metrics", *_API]
 

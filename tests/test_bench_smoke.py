@@ -45,3 +45,10 @@ def test_api_bench_runs_both_sides() -> None:
     proc = _run("bench_api.py", "--n", "32", "--batch", "16", "--rounds", "1", "--target", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "RESULT API predict throughput / bare forward" in proc.stdout
+
+
+def test_nac_bench_measures_time_and_memory() -> None:
+    proc = _run("nac_cost.py", "--arch", "wrn10_2", "--n", "8", "--n-train", "16", "--n-fit", "16", "--rounds", "1")
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]  # toy sizes: no target holds
+    for line in ("NAC scoring time per image / ViM's", "NAC fit + scoring / ViM's fit at 50k", "NAC peak RSS, 4x the images"):
+        assert f"RESULT {line}" in proc.stdout, proc.stdout

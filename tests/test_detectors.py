@@ -158,7 +158,7 @@ def test_fitted_state_round_trips_through_a_checkpoint(tmp_path) -> None:
 
 
 def test_registry_order_and_method_names() -> None:
-    assert all_methods() == ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
+    assert all_methods() == ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd", "nac", "nci", "rmds", "adascale"]
     assert resolve_methods(["all"]) == all_methods()
     assert resolve_methods(["msp", "knn", "msp"]) == ["msp", "knn"]
     with pytest.raises(ConfigError, match="did you mean 'knn'"):
@@ -175,7 +175,10 @@ def test_parameters_are_the_constructors_keywords_with_their_defaults_written_on
         "heatmap": {}, "heatmap+vim": {"vim_weight": 1.0}, "heatmap+vim+scale": {"vim_weight": 1.0, "scale_weight": 1.0},
         "msp": {}, "energy": {}, "maxlogit": {}, "odin": {"temperature": 1000.0, "epsilon": 0.0014}, "gen": {"gamma": 0.1, "m": 100},
         "mahalanobis": {}, "knn": {"k": 50}, "react": {"percentile": 90.0}, "vim": {"dim": None}, "ash": {"percentile": 95.0},
-        "scale": {"percentile": 85.0}, "fdbd": {}}
+        "scale": {"percentile": 85.0}, "fdbd": {},
+        "nac": {"alpha": (100.0, 1000.0, 0.001, 0.001), "m": (50, 500, 50, 500), "o": (50, 100, 5, 100), "fit_images": 1000},
+        "nci": {"alpha": 1e-4}, "rmds": {},
+        "adascale": {"p_min": 75.0, "p_max": 85.0, "k1": 5.0, "k2": 1.0, "lmbda": 10.0, "o": 0.05, "fit_images": 5000}}
     assert KNN(k=7).settings() == {"k": 7} and ViM(_head()).settings() == {"dim": 2}  # ViM's rule: half the 4-d features
 
 

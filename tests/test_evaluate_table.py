@@ -20,7 +20,7 @@ from hood.config import Config, resolve
 from hood.jobs.evaluate import evaluate
 from hood.metrics import ood_metrics
 
-METHODS = ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd"]
+METHODS = ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd", "nac", "nci", "rmds", "adascale"]
 _RUNS: dict[str, dict[str, Any]] = {}
 
 
@@ -121,7 +121,7 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
 
     root = pipeline["root"]
     run = Path(shutil.copytree(pipeline["run"], tmp_path / "copy"))  # the shared run stays as the other tests expect
-    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["fdbd", "heatmap+vim", "heatmap+vim+scale", "knn", "mahalanobis", "react", "vim"]
+    assert sorted(p.stem for p in (run / "fits").glob("*.pt")) == ["adascale", "fdbd", "heatmap+vim", "heatmap+vim+scale", "knn", "mahalanobis", "nac", "nci", "react", "rmds", "vim"]
     calls: list[str] = []
     real = ev.extract_features
     monkeypatch.setattr(ev, "extract_features", lambda *a, **k: calls.append(a[7] if len(a) > 7 else k.get("description")) or real(*a, **k))
@@ -129,6 +129,15 @@ def test_fits_are_cached_in_the_run_and_refitted_when_parameters_change(pipeline
     again = evaluate(tiny_config(root, **{"evaluate.methods": ["knn", "vim"]}), str(run))
     assert "ID train features" not in calls  # both fits came from the cache
     assert again.results["results"]["knn"] == pipeline["results"]["results"]["knn"]
+    from hood.detectors.adascale import AdaSCALE
+    from hood.detectors.nac import NAC
+
+    with monkeypatch.context() as m:  # the detectors that fit on images load their fits too
+        for cls in (NAC, AdaSCALE):
+            m.setattr(cls, "fit_on_images", lambda *a, c=cls: pytest.fail(f"{c.name} refitted"))
+        cached = evaluate(tiny_config(root, **{"evaluate.methods": ["nac", "adascale"]}), str(run))
+    for method in ("nac", "adascale"):
+        assert cached.results["results"][method] == pipeline["results"]["results"][method]
     before = np.load(run / "scores" / "knn" / "id.npz")["scores"]
     calls.clear()
     evaluate(tiny_config(root, **{"evaluate.methods": ["knn"], "evaluate.params.knn.k": 2}), str(run))

@@ -75,6 +75,14 @@ def test_golden_run_gives_the_recorded_decoder_and_scores(tmp_path: Path, monkey
         GOLDEN.parent.mkdir(exist_ok=True)
         np.savez_compressed(GOLDEN, capability=np.array(_capability()), **got)
         pytest.skip(f"wrote {GOLDEN}")
+    # and `hood score` accepts every method's stored threshold on this run
+    from hood.detectors import all_methods
+
+    for method in all_methods():
+        r = runner.invoke(app, ["score", str(tmp_path / "good"), "--run", "dec", "--method", method, "--device", "cpu", "-q",
+                                "--json", "--set", "run.num_threads=1"])
+        assert r.exit_code == 0, (method, r.output)
+        assert json.loads(r.stdout)["threshold_source"].endswith("results.json (keeps 95% of ID test)"), method
     with np.load(GOLDEN) as f:
         want = {k: f[k] for k in f.files}
     tol = 1e-6 if str(want.pop("capability")) == _capability() else 1e-4

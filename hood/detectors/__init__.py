@@ -4,7 +4,25 @@ method names. Adding a detector is one new file and one line here; ``DETECTORS``
 feature-space ones), with the combinations of the heatmap and post-hoc scores after the heatmap.
 """
 
-from hood.detectors import ash, energy, fdbd, gen, heatmap, knn, mahalanobis, maxlogit, msp, odin, react, scale, vim
+from hood.detectors import (
+    adascale,
+    ash,
+    energy,
+    fdbd,
+    gen,
+    heatmap,
+    knn,
+    mahalanobis,
+    maxlogit,
+    msp,
+    nac,
+    nci,
+    odin,
+    react,
+    rmds,
+    scale,
+    vim,
+)
 from hood.detectors.base import Detector
 from hood.detectors.combined import COMBINATIONS, Combination
 
@@ -22,6 +40,10 @@ DETECTORS: dict[str, type[Detector]] = {d.name: d for d in (
     ash.ASH,
     scale.SCALE,
     fdbd.FDBD,
+    nac.NAC,
+    nci.NCI,
+    rmds.RMDS,
+    adascale.AdaSCALE,
 )}
 
 

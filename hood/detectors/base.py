@@ -11,7 +11,8 @@ Two ways in:
 - the engine's: :meth:`~Detector.fit_features` learns from ID training features (``needs_fit``) and
   :meth:`~Detector.score_features` scores a :class:`FeatureSet`, larger = more OOD. ``evaluate`` extracts the
   features of each data set once and every detector reads them; the few that must run the classifier
-  themselves (ODIN perturbs the input) set ``needs_images`` and implement :meth:`~Detector.score_images`.
+  themselves (ODIN and AdaSCALE perturb the input, NAC differentiates through it) set ``needs_images`` and
+  implement :meth:`~Detector.score_images`, and :meth:`~Detector.fit_on_images` where they learn from ID images.
   :meth:`~Detector.state` / :meth:`~Detector.load_state` let a run cache a fit.
 - the user's: :meth:`~Detector.fit` and :meth:`~Detector.predict` take images (a DataLoader, a tensor, an
   array) and run the model on them one batch at a time, or take ``(features, logits)`` arrays.
@@ -137,6 +138,11 @@ class Detector:
         """OOD score per uint8 image, for detectors that must run the classifier themselves."""
         raise NotImplementedError(f"{self.name} scores features, not images")
 
+    def fit_on_images(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Learn from uint8 ID training images (and their classes, where known), for detectors that run the
+        classifier themselves to fit (``needs_images`` and ``needs_fit``)."""
+        raise NotImplementedError(f"{self.name} fits on features, not images")
+
     def state(self) -> dict[str, Any]:
         """What fitting learned, as tensors and numbers, so a run can cache it."""
         return {}
@@ -158,6 +164,16 @@ class Detector:
         if not self.needs_fit:
             return self
         found: list[torch.Tensor] = []
+        if self.needs_images:
+            if is_arrays(data):
+                raise ValueError(f"{type(self).__name__} runs the model on the images; fit it on images, not (features, logits) arrays")
+            parts = list(batches(data, self.batch_size, found))
+            if not parts or sum(len(p) for p in parts) == 0:
+                raise ValueError("the ID data holds no images")
+            images = torch.cat(parts)
+            given = labels if labels is not None else found
+            self.fit_on_images(images, labels_of(given, len(images)) if labels is not None or found else None)
+            return self
         feats = FeatureSet(*arrays(data)) if is_arrays(data) else self._features_of(data, found)
         if labels is not None or found:
             feats.labels = labels_of(labels if labels is not None else found, len(feats))
@@ -174,7 +190,7 @@ class Detector:
             raise ValueError(f"{type(self).__name__} is not fitted: call fit(id_data) first")
         if is_arrays(x):
             if self.needs_images:
-                raise ValueError(f"{type(self).__name__} perturbs the input images; it cannot score (features, logits) arrays")
+                raise ValueError(f"{type(self).__name__} runs the model on the images; it cannot score (features, logits) arrays")
             return np.asarray(self.score_features(FeatureSet(*arrays(x))))
         out = []
         for batch in batches(x, self.batch_size):

@@ -15,10 +15,6 @@ paper's T = 1000 and eps = 0.0014. The perturbation is far below bf16 resolution
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,28 +23,10 @@ from torch import nn
 
 from hood.data.transforms import normalize
 from hood.detectors.base import Detector, as_number
+from hood.detectors.gradients import MAX_BATCH, differentiable, full_fp32
 from hood.errors import DetectorParameterError
 
 _STD = 0.5  # hood's input normalization: (x/255 - 0.5) / 0.5
-MAX_BATCH = 250  # images per gradient pass: the backward holds every activation of the batch
-
-
-@contextlib.contextmanager
-def _full_fp32() -> Iterator[None]:
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _differentiable(model: nn.Module) -> nn.Module:
-    """Weights touched under ``torch.inference_mode`` (a memory-format change while extracting features) become
-    inference tensors, which autograd refuses; a deep copy gives normal ones."""
-    if any(t.is_inference() for t in itertools.chain(model.parameters(), model.buffers())):
-        return copy.deepcopy(model)
-    return model
 
 
 class ODIN(Detector):
@@ -80,8 +58,8 @@ class ODIN(Detector):
         return -s.double().cpu()
 
     def score_images(self, images: torch.Tensor) -> np.ndarray:
-        model = _differentiable(self.adapter.classifier(images.shape[-1]).to(self.device)).eval()
+        model = differentiable(self.adapter.classifier(images.shape[-1]).to(self.device))
         step = min(self.batch_size, MAX_BATCH)
-        with torch.inference_mode(False), torch.enable_grad(), _full_fp32():
+        with full_fp32():
             out = [self._batch(model, images[s : s + step]) for s in range(0, len(images), step)]
         return torch.cat(out).numpy()

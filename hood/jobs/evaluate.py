@@ -1,7 +1,7 @@
 """``hood evaluate``: score the ID test set and each OOD set with every requested method.
 
-The classifier runs once per data set and every detector reads the same :class:`FeatureSet` (ODIN alone re-runs
-the classifier, because it perturbs the input). A combination (``heatmap+vim``) is arithmetic on its parts'
+The classifier runs once per data set and every detector reads the same :class:`FeatureSet` (ODIN, NAC and
+AdaSCALE re-run it, because they perturb the input or differentiate through the classifier). A combination (``heatmap+vim``) is arithmetic on its parts'
 score arrays, which are computed once whether or not their own methods were asked for, so ``--methods all``
 runs the decoder once per image. Detectors that learn from ID data fit once on the ID training features and
 cache the fit in the run directory (:mod:`hood.jobs.fits`), so a later evaluate of the same run skips the
@@ -112,6 +112,11 @@ def _fit(detectors: dict[str, Detector], combos: dict[str, Combination], run: Ru
             todo_combos.append(m)
         else:
             reporter.log(f"{m}: fit on ID train loaded from {run.path / 'fits'}")
+    for m in [m for m in todo if detectors[m].needs_images]:  # they run the classifier on a draw of the images
+        reporter.log(f"{m}: fitting on ID train images")
+        detectors[m].fit_on_images(train.images, train.labels)
+        save_fit(run, detectors[m], keys[m])
+    todo = [m for m in todo if not detectors[m].needs_images]
     if not todo and not todo_combos:
         return keys
     # the stage maps (a skip-input decoder's) of the rows the combinations read, not of every training image (gigabytes)
