@@ -30,15 +30,17 @@ class NullReporter:
 
 class BarReporter:
     """Progress bars with the time left, on stderr (a notebook shows them inline), for the Python API's long
-    calls; log lines are left out, the bars say how far it is. Use it as a context manager."""
+    calls; log lines are left out, the bars say how far it is. Use it as a context manager. The command line's
+    reporter is this one with log lines, bars that vanish when done, and a quiet switch."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None, transient: bool = False, disable: bool = False) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=Console(stderr=True, highlight=False))
+                                 console=console or Console(stderr=True, highlight=False), transient=transient,
+                                 disable=disable)
 
     def __enter__(self) -> BarReporter:
         self.progress.start()

@@ -59,12 +59,12 @@ class Mahalanobis(Detector):
 
     def fit_features(self, feats: FeatureSet) -> None:
         if feats.labels is None:
-            raise ValueError("mahalanobis needs the labels of the ID training set")
+            raise ValueError(f"{self.name} needs the labels of the ID training set")
         self.means, self.precision = class_gaussians(feats.features.double(), feats.labels.long())
 
     def score_features(self, feats: FeatureSet) -> np.ndarray:
         if self.means is None or self.precision is None:
-            raise ValueError("mahalanobis is not fitted")
+            raise ValueError(f"{self.name} is not fitted")
         return squared_distances(feats.features.double(), self.means, self.precision).min(dim=1).values.numpy()
 
     def state(self) -> dict[str, Any]:

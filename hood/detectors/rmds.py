@@ -19,44 +19,35 @@ import numpy as np
 import torch
 from torch import nn
 
-from hood.detectors.base import Detector
-from hood.detectors.mahalanobis import class_gaussians, squared_distances
+from hood.detectors.mahalanobis import Mahalanobis, class_gaussians, squared_distances
 from hood.engine.features import FeatureSet
 
 
-class RMDS(Detector):
+class RMDS(Mahalanobis):
     """Distance to the nearest class Gaussian relative to the distance to the background Gaussian."""
 
     name = "rmds"
-    needs_fit = True
-    needs_labels = True
 
     def __init__(self, model: nn.Module | None = None, **options: Any) -> None:
         super().__init__(model, **options)
-        self.means: torch.Tensor | None = None  # C x D
-        self.precision: torch.Tensor | None = None  # D x D
         self.background_mean: torch.Tensor | None = None  # 1 x D
         self.background_precision: torch.Tensor | None = None  # D x D
 
     def fit_features(self, feats: FeatureSet) -> None:
-        if feats.labels is None:
-            raise ValueError("rmds needs the labels of the ID training set")
+        super().fit_features(feats)
         z = feats.features.double()
-        self.means, self.precision = class_gaussians(z, feats.labels.long())
         self.background_mean, self.background_precision = class_gaussians(z, torch.zeros(len(z), dtype=torch.long))
 
     def score_features(self, feats: FeatureSet) -> np.ndarray:
-        if self.means is None or self.precision is None or self.background_mean is None or self.background_precision is None:
+        if self.background_mean is None or self.background_precision is None:
             raise ValueError("rmds is not fitted")
         z = feats.features.double()
-        d_class = squared_distances(z, self.means, self.precision).min(dim=1).values
         d_background = squared_distances(z, self.background_mean, self.background_precision)[:, 0]
-        return (d_class - d_background).numpy()
+        return super().score_features(feats) - d_background.numpy()
 
     def state(self) -> dict[str, Any]:
-        return {"means": self.means, "precision": self.precision, "background_mean": self.background_mean,
-                "background_precision": self.background_precision}
+        return {**super().state(), "background_mean": self.background_mean, "background_precision": self.background_precision}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.means, self.precision = state["means"].double(), state["precision"].double()
+        super().load_state(state)
         self.background_mean, self.background_precision = state["background_mean"].double(), state["background_precision"].double()
