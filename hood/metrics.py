@@ -64,3 +64,47 @@ def id_threshold(id_scores: np.ndarray, keep: float = 0.95) -> float:
 def mean_metrics(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
     keys = ("fpr95", "auroc", "aupr_in", "aupr_out")
     return {k: float(np.mean([m[k] for m in per_set.values()])) for k in keys}
+
+
+def _pixels(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat scores and labels of ``N x H x W`` maps and masks, checked: one mask per map, both classes present."""
+    maps, masks = np.asarray(maps, dtype=np.float64), np.asarray(masks, dtype=bool)
+    if maps.shape != masks.shape or maps.ndim != 3:
+        raise ValueError(f"pixel metrics need N x H x W maps and masks of one shape; got {maps.shape} and {masks.shape}")
+    if not np.isfinite(maps).all():
+        raise ValueError("the maps hold NaN or infinite values; fix the maps first")
+    if masks.all() or not masks.any():
+        raise ValueError("pixel metrics need both marked and unmarked pixels among the masks")
+    return maps.reshape(-1), masks.reshape(-1)
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> float:
+    """AUROC of every pixel of every map against the masks (True = foreign): does a brighter pixel mean a
+    pasted one, pooled over the images (the anomaly-segmentation convention)."""
+    scores, labels = _pixels(maps, masks)
+    return float(roc_auc_score(labels, scores))
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """Area under the per-region-overlap curve up to ``fpr_limit`` false-positive rate, divided by the limit
+    (MVTec AD's AUPRO, 1 = perfect). Unlike pixel AUROC, a small region counts as much as a large one, so a map
+    that marks only the big regions scores low. Each map's mask is one region; maps without one add only false
+    positives. Exact: every distinct score is a threshold, ties form one point."""
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit is a false-positive rate in (0, 1]; got {fpr_limit}")
+    scores, labels = _pixels(maps, masks)
+    masks = np.asarray(masks, dtype=bool)
+    sizes = masks.reshape(len(masks), -1).sum(1)
+    regions = int((sizes > 0).sum())
+    weight = np.repeat(np.where(sizes > 0, 1.0 / (np.maximum(sizes, 1) * regions), 0.0), masks[0].size)
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # the end of each run of tied scores
+    fpr = np.r_[0.0, np.cumsum(~labels[order])[last] / float((~labels).sum())]
+    pro = np.r_[0.0, np.cumsum(np.where(labels, weight, 0.0)[order])[last]]
+    k = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    x, y = fpr[:k], pro[:k]
+    if k < len(fpr):  # the curve up to exactly the limit, interpolated inside the step that crosses it
+        t = (fpr_limit - fpr[k - 1]) / (fpr[k] - fpr[k - 1])
+        x, y = np.r_[x, fpr_limit], np.r_[y, pro[k - 1] + t * (pro[k] - pro[k - 1])]
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / fpr_limit)

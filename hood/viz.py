@@ -1,8 +1,9 @@
 """Pictures of heatmaps: for each image its input, its heatmap and the heatmap over the input.
 
-Heatmaps use a perceptual colormap (inferno), the magnitude ``max_c |h|`` on a fixed [0, 1] scale (the
-decoder's tanh range), so grids of different sets are comparable. Images are upscaled with nearest
-neighbour so 32x32 inputs stay legible.
+Heatmaps use a perceptual colormap (inferno) of the magnitude ``max_c |h|`` on one scale per figure, [0, ``vmax``]
+(by default 1, the decoder's tanh range), never one per image: per-image scaling makes a dark ID heatmap look as
+bright as an OOD one. Every figure carries its colour bar with the scale written on it. Images are upscaled with
+nearest neighbour so 32x32 inputs stay legible.
 """
 
 from __future__ import annotations
@@ -23,44 +24,94 @@ def heat_magnitude(h: torch.Tensor) -> torch.Tensor:
     return h.abs().amax(dim=1).clamp(0, 1)
 
 
-def colorize(mag: np.ndarray, cmap: np.ndarray) -> np.ndarray:
-    return cmap[(mag * 255).round().astype(np.uint8)]
+def colorize(mag: np.ndarray, cmap: np.ndarray, vmax: float = 1.0) -> np.ndarray:
+    """Magnitudes on [0, ``vmax``] (above it: the top colour) to RGB."""
+    return cmap[(np.clip(mag / vmax, 0, 1) * 255).round().astype(np.uint8)]
 
 
-def overlay(image: np.ndarray, mag: np.ndarray, cmap: np.ndarray) -> np.ndarray:
-    """Blend the colored heatmap over a greyed input, opacity following the magnitude."""
+def overlay(image: np.ndarray, mag: np.ndarray, cmap: np.ndarray, vmax: float = 1.0) -> np.ndarray:
+    """Blend the colored heatmap over a greyed input, opacity following the magnitude on the figure's scale."""
     grey = image.mean(axis=2, keepdims=True).repeat(3, axis=2) * 0.6
-    alpha = np.clip(mag * 1.5, 0, 1)[..., None]
-    return (grey * (1 - alpha) + colorize(mag, cmap) * alpha).astype(np.uint8)
+    alpha = np.clip(mag / vmax * 1.5, 0, 1)[..., None]
+    return (grey * (1 - alpha) + colorize(mag, cmap, vmax) * alpha).astype(np.uint8)
+
+
+def figure_scale(mags: list[np.ndarray] | np.ndarray, quantile: float = 0.999) -> float:
+    """One colour scale for every heatmap of a figure: a high quantile of all their magnitudes (a few saturated
+    pixels do not darken the rest), never below 0.05 (an all-dark figure stays dark), never above 1."""
+    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in mags]) if isinstance(mags, list) else np.asarray(mags).ravel()
+    return float(np.clip(np.quantile(values, quantile) if values.size else 1.0, 0.05, 1.0))
+
+
+def colour_bar(height: int, vmax: float, width: int = 12) -> Image.Image:
+    """A vertical colour bar, top = ``vmax``, with its two ends labelled: the scale the figure's heatmaps use."""
+    cmap = _colormap()
+    ramp = np.linspace(1, 0, max(height - 24, 8))[:, None].repeat(width, axis=1)
+    bar = Image.fromarray(colorize(ramp, cmap))
+    out = Image.new("RGB", (width + 34, height), (255, 255, 255))
+    out.paste(bar, (0, 12))
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default()
+    draw.text((width + 3, 8), f"{vmax:.2f}", fill=(0, 0, 0), font=font)
+    draw.text((width + 3, 12 + bar.height - 8), "0", fill=(0, 0, 0), font=font)
+    return out
 
 
 GRID_SCALE, GRID_PAD = 4, 6  # heatmap_grid draws each image this many times its size, this many pixels apart
 
 
 def heatmap_grid(
-    images: torch.Tensor, heatmaps: torch.Tensor, scores: np.ndarray, title: str, scale: int = GRID_SCALE
+    images: torch.Tensor, heatmaps: torch.Tensor, scores: np.ndarray, title: str, scale: int = GRID_SCALE, vmax: float = 1.0
 ) -> Image.Image:
-    """One column per image: input / heatmap / overlay, the score under it, the title on top."""
+    """One column per image: input / heatmap / overlay, the score under it, the title on top, the colour bar of
+    the scale [0, ``vmax``] at the right (pass the same ``vmax`` to grids that are compared)."""
+    mags = heat_magnitude(heatmaps).numpy()
+    return _tile_grid(images, mags, [f"{s:.4f}" for s in scores], title, ["input", "heatmap", "overlay"], None, scale, vmax)
+
+
+def _tile_grid(images: torch.Tensor, mags: np.ndarray, labels: list[str], title: str, kinds: list[str], masks: np.ndarray | None,
+               scale: int, vmax: float) -> Image.Image:
+    """One column per image, one row per kind of tile (input, mask, heatmap, overlay), a label under each column."""
     cmap = _colormap()
     n, _, h, w = images.shape
     tile_w, tile_h = w * scale, h * scale
     pad, text_h, title_h = GRID_PAD, 16, 22
-    width = n * (tile_w + pad) + pad
-    height = title_h + 3 * (tile_h + pad) + text_h + pad
+    body_h = len(kinds) * (tile_h + pad)
+    bar = colour_bar(body_h, vmax)
+    width = n * (tile_w + pad) + pad + bar.width
+    height = title_h + body_h + text_h + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    draw.text((pad, 4), title, fill=(0, 0, 0), font=font)
-    mags = heat_magnitude(heatmaps).numpy()
+    draw.text((pad, 4), f"{title}; colour scale 0 to {vmax:.2f}, one for the figure", fill=(0, 0, 0), font=font)
     for i in range(n):
         img = images[i].permute(1, 2, 0).numpy()
-        rows = [img, colorize(mags[i], cmap), overlay(img.astype(np.float32), mags[i], cmap)]
+        tiles = {"input": img, "heatmap": colorize(mags[i], cmap, vmax),
+                 "overlay": overlay(img.astype(np.float32), mags[i], cmap, vmax)}
+        if masks is not None:
+            tiles["mask"] = (masks[i].astype(np.uint8) * 255)[..., None].repeat(3, axis=2)
         x = pad + i * (tile_w + pad)
-        for r, arr in enumerate(rows):
-            tile = Image.fromarray(arr).resize((tile_w, tile_h), Image.NEAREST)
+        for r, kind in enumerate(kinds):
+            tile = Image.fromarray(tiles[kind]).resize((tile_w, tile_h), Image.NEAREST)
             canvas.paste(tile, (x, title_h + r * (tile_h + pad)))
-        draw.text((x, title_h + 3 * (tile_h + pad)), f"{scores[i]:.4f}", fill=(0, 0, 0), font=font)
+        draw.text((x, title_h + body_h), labels[i], fill=(0, 0, 0), font=font)
+    canvas.paste(bar, (width - bar.width, title_h))
     return canvas
+
+
+def localization_figure(sets: dict[str, dict[str, np.ndarray]], vmax: float | None = None, scale: int = GRID_SCALE) -> Image.Image:
+    """Per set, its composites in columns: the composite, the pasted region (white), the heatmap and the overlay,
+    all on one colour scale (``vmax``; default :func:`figure_scale` of every heatmap shown)."""
+    vmax = figure_scale([s["heatmaps"] for s in sets.values()]) if vmax is None else vmax
+    grids = [_tile_grid(torch.from_numpy(s["images"]), s["heatmaps"], [f"{m.mean():.0%} pasted" for m in s["masks"]],
+                        f"ID image + region of {name}: composite / pasted region / heatmap / overlay",
+                        ["input", "mask", "heatmap", "overlay"], s["masks"], scale, vmax) for name, s in sets.items()]
+    out = Image.new("RGB", (max(g.width for g in grids), sum(g.height for g in grids)), (255, 255, 255))
+    y = 0
+    for g in grids:
+        out.paste(g, (0, y))
+        y += g.height
+    return out
 
 
 # --- score figures (matplotlib, drawn on an Agg canvas: no display, no global pyplot state) ---------------

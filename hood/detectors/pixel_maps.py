@@ -1,0 +1,55 @@
+"""Pixel maps (N x H x W, larger = more foreign) that say where an image departs from the ID data.
+
+The decoder's heatmap is one; the other two are references any classifier has, so that a localization table
+says whether the decoder adds anything: the input gradient of the energy score (where a small change would
+move the OOD score most) and the distance to the mean ID image of the predicted class (the trivial map a
+prototype gives without training anything).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hood.data.transforms import normalize
+from hood.detectors.gradients import MAX_BATCH, differentiable, full_fp32
+from hood.detectors.heatmap import HeatmapDetector
+from hood.engine.features import FeatureSet
+
+REFERENCE_MAPS = ("energy-gradient", "class-mean-distance")
+
+
+def heatmap_map(detector: HeatmapDetector, feats: FeatureSet) -> torch.Tensor:
+    """The channel-max ``|h|`` of the decoder's heatmaps (with its noise floor, as every command draws them)."""
+    return detector.heatmaps_of(feats).abs().amax(dim=1)
+
+
+def energy_gradient_map(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Channel-max ``|d E / d x|`` of the energy score ``E = -logsumexp(logits)`` at each uint8 image, in full fp32."""
+    model = differentiable(model.to(device))
+    out = []
+    with full_fp32():
+        for s in range(0, len(images), MAX_BATCH):
+            x = normalize(images[s : s + MAX_BATCH].to(device)).requires_grad_(True)
+            energy = -torch.logsumexp(model(x), dim=1).sum()  # each row's gradient is its own
+            (grad,) = torch.autograd.grad(energy, x)
+            out.append(grad.abs().amax(dim=1).float().cpu())
+    return torch.cat(out)
+
+
+def class_mean_images(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``num_classes x 3 x H x W``: the pixel mean of each class's images in [0, 1] (a class without images: grey)."""
+    sums = torch.zeros(num_classes, *images.shape[1:], dtype=torch.float64)
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for s in range(0, len(images), 4096):  # bounds the float copy
+        part, y = images[s : s + 4096].double() / 255, labels[s : s + 4096].long()
+        sums.index_add_(0, y, part)
+        counts.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
+    means = sums / counts.clamp(min=1)[:, None, None, None]
+    means[counts == 0] = 0.5
+    return means.float()
+
+
+def class_mean_distance_map(images: torch.Tensor, preds: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Channel-max ``|x - m_yhat|`` per pixel, ``m_yhat`` the mean ID image of the predicted class."""
+    return (images.float() / 255 - means[preds.long()]).abs().amax(dim=1)

@@ -1,0 +1,101 @@
+"""The localization benchmark: composites with known masks, pixel AUROC / AUPRO computed by hand, and
+``hood evaluate --localization`` on the tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from hood.data.composites import AREA, make_composites, paste, region_masks
+from hood.detectors.pixel_maps import class_mean_distance_map, class_mean_images, energy_gradient_map
+from hood.metrics import aupro, pixel_auroc
+from tests.conftest import invoke, tiny_config
+
+
+def test_masks_cover_the_drawn_share_and_alternate_shapes() -> None:
+    masks, shapes = region_masks(40, 32, torch.Generator().manual_seed(0))
+    shares = masks.flatten(1).float().mean(1)
+    assert shapes[:4] == ["rectangle", "blob", "rectangle", "blob"]
+    assert float(shares.min()) >= AREA[0] * 0.8 and float(shares.max()) <= AREA[1] * 1.1
+    again, _ = region_masks(40, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(masks, again)  # seeded
+    for m, s in zip(masks, shapes, strict=True):
+        if s == "rectangle":  # a filled box: its bounding box holds nothing else
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            assert int(m.sum()) == (int(ys.max()) - int(ys.min()) + 1) * (int(xs.max()) - int(xs.min()) + 1)
+
+
+def test_paste_takes_the_masked_pixels_of_the_ood_image() -> None:
+    a = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    b = torch.full((1, 3, 4, 4), 200, dtype=torch.uint8)
+    m = torch.zeros(1, 4, 4, dtype=torch.bool)
+    m[0, 1:3, 0] = True
+    out = paste(a, b, m)
+    assert out[0, :, 1:3, 0].eq(200).all() and int(out.sum()) == 200 * 3 * 2
+    comp = make_composites(torch.zeros(5, 3, 8, 8, dtype=torch.uint8), b.expand(3, 3, 4, 4).repeat(1, 1, 2, 2), 7, seed=1)
+    assert len(comp) == 7 and comp.images.dtype == torch.uint8
+    assert torch.equal(comp.images[:, 0] > 0, comp.masks)  # the pasted pixels, nowhere else
+    with pytest.raises(ValueError, match="one size"):
+        make_composites(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 3, 4, 4, dtype=torch.uint8), 2, 0)
+
+
+def test_pixel_auroc_and_aupro_by_hand() -> None:
+    masks = np.zeros((2, 2, 2), dtype=bool)
+    masks[0, 0, 0] = masks[1, 0, :] = True  # regions of 1 and 2 pixels, 5 normal pixels
+    maps = np.zeros((2, 2, 2))
+    maps[0, 0, 0] = 1.0  # finds the small region only
+    maps[1, 1, 1] = 0.5  # one false positive above the big region
+    # ranked: 1.0 (pos), 0.5 (neg), then a tie of 0 holding 2 pos and 4 neg: AUROC = (1*5 + 2*(4/2)) / (3*5)
+    assert pixel_auroc(maps, masks) == pytest.approx((5 + 4) / 15)
+    # PRO/FPR points: (0, 0.5) after 1.0, (0.2, 0.5) after 0.5, (1, 1) after the tie; up to FPR 0.3:
+    # 0.5*0.2 + the trapezoid 0.2..0.3 rising from 0.5 by (0.5/0.8)*0.1
+    expected = (0.5 * 0.2 + 0.1 * (0.5 + (0.5 + 0.5 * 0.1 / 0.8)) / 2) / 0.3
+    assert aupro(maps, masks) == pytest.approx(expected)
+    assert aupro(masks.astype(float), masks) == pytest.approx(1.0)
+    assert aupro(np.zeros_like(maps), masks) == pytest.approx(0.15)  # the diagonal's area up to 0.3, over 0.3
+    with pytest.raises(ValueError, match="both"):
+        pixel_auroc(maps, np.zeros_like(masks))
+
+
+def test_reference_maps_mark_what_differs_from_the_class() -> None:
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    images[2:] = 100
+    labels = torch.tensor([0, 0, 1, 1])
+    means = class_mean_images(images, labels, 3)
+    assert torch.allclose(means[1], torch.full((3, 8, 8), 100 / 255)) and torch.allclose(means[2], torch.full((3, 8, 8), 0.5))
+    comp = make_composites(images, torch.full((4, 3, 8, 8), 255, dtype=torch.uint8), 4, seed=3)
+    dist = class_mean_distance_map(comp.images, labels[comp.id_rows], means)
+    assert pixel_auroc(dist.numpy(), comp.masks.numpy()) == 1.0  # only the pasted pixels differ from their class mean
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    grad = energy_gradient_map(model, comp.images, torch.device("cpu"))
+    assert grad.shape == (4, 8, 8) and bool((grad >= 0).all()) and float(grad.sum()) > 0
+
+
+def test_evaluate_localization_on_the_tiny_run(pipeline: dict[str, Any], run_copy: Path) -> None:
+    root = pipeline["root"]
+    cfg = tiny_config(root)
+    r = invoke("evaluate", "--localization", "--run", str(run_copy), "--dataset", cfg.data.id, "--ood", ",".join(cfg.data.ood),
+               "--classifier", str(cfg.model.classifier), "--methods", "heatmap,msp,energy", "--ood-count", "12", "--device", "cpu", "-q",
+               "--set", "run.num_threads=1", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    saved = json.loads((run_copy / "localization.json").read_text())
+    assert saved["sets"].keys() == out["sets"].keys() == {"ood", "uniform-noise"}
+    for s in saved["sets"].values():
+        assert s["n"] == 12 and 0.05 < s["area"] < 0.55
+        assert set(s["maps"]) == {"heatmap", "energy-gradient", "class-mean-distance"}
+        assert all(0 <= v["pixel_auroc"] <= 1 and 0 <= v["aupro"] <= 1 for v in s["maps"].values())
+        assert set(s["detection"]) == {"heatmap", "msp", "energy"}
+    assert saved["mean"]["maps"]["heatmap"]["aupro"] == pytest.approx(
+        np.mean([s["maps"]["heatmap"]["aupro"] for s in saved["sets"].values()]))
+    assert (run_copy / "localization.png").stat().st_size > 1000
+    table = invoke("evaluate", "--localization", "--run", str(run_copy), "--dataset", cfg.data.id, "--ood", "uniform-noise",
+                   "--classifier", str(cfg.model.classifier), "--methods", "heatmap", "--ood-count", "12", "--device", "cpu", "-q",
+                   "--set", "run.num_threads=1")
+    assert table.exit_code == 0, table.output
+    assert "pixel AUROC" in table.stdout and "class-mean-distance" in table.stdout
