@@ -114,6 +114,7 @@ class EvaluateConfig:
     # not set keeps the constructor's default (docs/configuration.md lists them)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     validation: bool = False  # score the decoder run's validation split instead of the ID test and OOD test sets
+    benchmark: str | None = None  # a named protocol (hood/data/benchmarks.py) in place of data.ood: its sets, rows and groups
 
 
 @dataclass
@@ -434,6 +435,7 @@ def validate(cfg: Config) -> Config:
     validate_decoder(d)
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
+    _validate_benchmark(cfg, need)
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")
     need(0 <= r.seed < 2**32, "run.seed", f"must be in [0, 2**32), got {r.seed}")
@@ -444,6 +446,18 @@ def validate(cfg: Config) -> Config:
     need(r.num_threads is None or r.num_threads >= 1, "run.num_threads", "must be at least 1")
     need(r.checkpoint_interval_s >= 0, "run.checkpoint_interval_s", f"must be non-negative, got {r.checkpoint_interval_s}")
     return cfg
+
+
+def _validate_benchmark(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:
+    """``evaluate.benchmark``: a known name; it fixes the counts, so data.ood_count and data.id_test_count stay unset."""
+    if cfg.evaluate.benchmark is None:
+        return
+    from hood.data import benchmarks
+
+    known = ", ".join(benchmarks.names())
+    need(benchmarks.find(cfg.evaluate.benchmark) is not None, "evaluate.benchmark", f"unknown benchmark '{cfg.evaluate.benchmark}'; known: {known}")
+    for key in ("ood_count", "id_test_count"):
+        need(getattr(cfg.data, key) is None, f"data.{key}", "must stay unset with evaluate.benchmark, which fixes how many images are scored")
 
 
 def _validate_val_ood(cfg: Config, need: typing.Callable[[bool, str, str], None]) -> None:

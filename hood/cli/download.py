@@ -13,6 +13,8 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from hood.cli.benchmarks import benchmark_rows, download_plan_lines
+from hood.cli.benchmarks import human as _human
 from hood.cli.errors import err_console, handle_errors
 from hood.cli.options import JsonOpt, QuietOpt, print_json, stdout
 from hood.cli.reporter import RichReporter
@@ -34,17 +36,6 @@ class ByteProgress(RichReporter):
             transient=True,
             disable=quiet or not err_console.is_terminal,  # no bar redraws in logs or pipes
         )
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
 
 
 def _url_overrides(values: list[str], names: list[str]) -> dict[str, str]:
@@ -82,6 +73,10 @@ def _list_rows(base: Path) -> list[dict[str, Any]]:
     for name in registry.manual_names():
         m = registry.manual_entry(name) or {}
         rows.append({"name": name, "aliases": [], "role": m.get("role"), "size": None, "state": "manual", "partial_bytes": 0, "path": m.get("url"), "title": m.get("title")})
+    for b in benchmark_rows(base):  # a benchmark downloads as the sets it reads
+        size = None if b["size_unknown"] else b["size"]
+        rows.append({"name": b["name"], "aliases": [], "role": "benchmark", "size": size, "state": b["state"], "partial_bytes": 0,
+                     "path": "sets: " + ", ".join(b["needs"]), "title": b["title"]})
     return rows
 
 
@@ -120,11 +115,26 @@ def _verify(names: list[str], base: Path, json_out: bool) -> None:
         raise DataError(f"{len(bad)} set(s) failed verification: {', '.join(bad)}; reinstall with `hood download {' '.join(bad)} --force`")
 
 
+def _expand_benchmarks(names: list[str], base: Path) -> tuple[list[str], list[str]]:
+    """A benchmark's name stands for the sets it reads; returns the names and the lines saying what it will fetch."""
+    from hood.data import benchmarks, registry
+
+    out: list[str] = []
+    plan: list[str] = []
+    for name in names:
+        if registry.entry(name) is None and benchmarks.find(name) is not None:
+            out += benchmarks.get(name).needs()
+            plan += download_plan_lines(name, base)
+        else:
+            out.append(name)
+    return out, plan
+
+
 @handle_errors(resume_hint=lambda: "rerun the same command: finished sets are kept and the partial download resumes")
 def download(
-    names: Annotated[list[str] | None, typer.Argument(help="Data sets to fetch (see --list).", show_default=False)] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Data sets or benchmarks to fetch (see --list).", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Fetch every registered set.")] = False,
-    list_: Annotated[bool, typer.Option("--list", help="Show every registered set, its size and whether it is present.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="Show every registered set and benchmark, its size and whether it is present.")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Re-check installed sets (the named ones, else all) against their install record.")] = False,
     root: Annotated[str | None, typer.Option("--root", help="Data root (default: $HOOD_DATA, else ~/.local/share/hood).")] = None,
     url: Annotated[list[str] | None, typer.Option("--url", help="Download from this URL instead: NAME=URL (repeatable), or URL with one NAME.")] = None,
@@ -136,6 +146,7 @@ def download(
     """Fetch data sets into the data root, verified against the registry's checksums and unpacked safely.
 
     Mirrors: --url for one set, or HOOD_MIRROR=BASE_URL to fetch every file as BASE_URL/<file name>.
+    A benchmark's name (paper-cifar10, openood-cifar10, ...) fetches every set it reads, sizes listed first.
     """
     from hood.data import download as dl
     from hood.data import registry
@@ -144,6 +155,7 @@ def download(
     names = list(names or [])
     if all_:
         names = registry.registry_names()
+    names, plan = _expand_benchmarks(names, base)
     for name in names:
         if registry.entry(name) is None:
             dl.file_specs(name)  # raises the one-line "cannot be fetched" / "unknown set" error
@@ -160,6 +172,9 @@ def download(
     if from_ is not None and len(names) != 1:
         raise DataError("--from installs exactly one set: hood download NAME --from FILE")
     overrides = _url_overrides(url or [], names)
+    if plan and not (quiet or json_out):
+        for line in plan:
+            err_console.print(line, highlight=False)
     results: list[dict[str, Any]] = []
     failures: list[str] = []
     with ByteProgress(quiet or json_out) as reporter:

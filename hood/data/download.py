@@ -16,6 +16,9 @@ The rules, each one tested against a local HTTP server (tests/test_download*.py)
   the folder renamed to its final name. A crash at any point leaves nothing that counts as installed.
 - **Local files.** ``install(..., from_file=...)`` installs from an archive the user already has, with the same
   verification and layout (offline clusters).
+- **Unpublished checksums.** A file whose entry says ``"checksum": "first-fetch"`` (the publisher gives none) is
+  refused if it is an HTML page; the sha256 and size of the file as first installed are pinned in
+  ``<root>/.hood-pins/<set>.json``, and every later fetch of it (another mirror, ``--force``) must match them.
 
 Nothing here prints: progress goes through a :class:`~hood.progress.Reporter`.
 """
@@ -23,9 +26,11 @@ Nothing here prints: progress goes through a :class:`~hood.progress.Reporter`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import time
@@ -53,6 +58,7 @@ CHUNK = 1 << 16
 EXTRACT_RATIO = 20  # extracted bytes allowed per archive byte (images barely compress: real ratios are ~1)
 EXTRACT_MIN_BYTES = 1 << 30  # ... but at least this much, for small archives
 DOWNLOADS = ".hood-downloads"
+PINS = ".hood-pins"
 _HASH_CHUNK = 1 << 20
 
 
@@ -87,10 +93,12 @@ class FileSpec:
     sha256: str | None
     size: int | None
     format: str
+    first_fetch: bool = False  # no published checksum: the first fetch's sha256 is pinned (:func:`pinned`)
 
     @classmethod
     def from_manifest(cls, d: dict[str, Any]) -> FileSpec:
-        return cls(d["name"], d["url"], tuple(d.get("mirrors") or ()), d.get("md5"), d.get("sha256"), d.get("size"), d["format"])
+        return cls(d["name"], d["url"], tuple(d.get("mirrors") or ()), d.get("md5"), d.get("sha256"), d.get("size"), d["format"],
+                   d.get("checksum") == registry.FIRST_FETCH)
 
 
 @dataclass(frozen=True)
@@ -288,12 +296,49 @@ def _looks_like_html(path: Path) -> bool:
 def verify_file(path: Path, spec: FileSpec) -> dict[str, Any]:
     """The file's size/md5/sha256, after checking them against ``spec``; raises ChecksumError on a mismatch."""
     got = digests(path)
+    if spec.first_fetch and spec.sha256 is None and _looks_like_html(path):  # nothing to compare with: refuse a page
+        raise ChecksumError("it is an HTML page (a login, quota or download-confirmation page?), not the file")
     for key in ("size", "md5", "sha256"):
         want = getattr(spec, key)
         if want is not None and got[key] != want:
             what = "an HTML page (a login, quota or error page?)" if _looks_like_html(path) else "not the expected file"
             raise ChecksumError(f"{key} mismatch: expected {want}, got {got[key]}; it is {what}")
     return got
+
+
+# --- pins: the checksum of a file whose publisher gives none, as first fetched ----------------------
+
+
+def pins_path(root: Path, name: str) -> Path:
+    """Kept apart from the set's folder, so a reinstall (``--force``) is held to the same bytes."""
+    return root / PINS / f"{name}.json"
+
+
+def read_pins(root: Path, name: str) -> dict[str, Any]:
+    """``{file name: {sha256, size, source, fetched_at}}`` of a set's first-fetch files ({} before the first)."""
+    try:
+        pins = json.loads(pins_path(root, name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return pins if isinstance(pins, dict) else {}
+
+
+def pinned(spec: FileSpec, pins: dict[str, Any]) -> FileSpec:
+    """``spec`` held to its pin: a first-fetch file fetched before must be the very same bytes again."""
+    pin = pins.get(spec.name)
+    if not spec.first_fetch or not isinstance(pin, dict) or not isinstance(pin.get("sha256"), str):
+        return spec
+    return dataclasses.replace(spec, sha256=pin["sha256"], size=pin.get("size") if isinstance(pin.get("size"), int) else None)
+
+
+def _write_pins(root: Path, name: str, fetched: list[tuple[FileSpec, Path, str, dict[str, Any]]], record: dict[str, Any]) -> None:
+    """Pin the first-fetch files of a set just installed (a file already pinned matched its pin)."""
+    pins = read_pins(root, name)
+    new = {s.name: {"sha256": got["sha256"], "size": got["size"], "source": src, "fetched_at": record["installed_at"]}
+           for s, _, src, got in fetched if s.first_fetch and s.name not in pins}
+    if new:
+        _mkdir(pins_path(root, name).parent)
+        atomic_write_json(pins_path(root, name), {**pins, **new})
 
 
 def _drop_empty_downloads(root: Path, name: str) -> None:
@@ -418,7 +463,8 @@ def _install_locked(
     e = _entry(name)
     if final.exists() and not force:
         raise DataError(f"{final} exists but is not a complete install (no {registry.COMPLETE_MARKER}); remove it, or pass --force to replace it")
-    specs = file_specs(name)
+    pins = read_pins(root, name)
+    specs = [pinned(s, pins) for s in file_specs(name)]
     if from_file is not None and len(specs) != 1:
         raise DataError(f"'{name}' is made of {len(specs)} files; --from takes a set of exactly one file")
     fetched: list[tuple[FileSpec, Path, str, dict[str, Any]]] = []
@@ -441,6 +487,7 @@ def _install_locked(
         "files": [{"name": s.name, "source": src, **got} for s, _, src, got in fetched],
     }
     _assemble(name, e, final, fetched, record, keep_sources=from_file is not None, reporter=reporter)
+    _write_pins(root, name, fetched, record)
     if from_file is None:
         for _, path, _, _ in fetched:
             path.unlink(missing_ok=True)
@@ -460,6 +507,7 @@ def _assemble(
     tmp: Path | None = None
     old: Path | None = None
     try:
+        _mkdir(final.parent)  # a nested dir (openood/images_classic/tin) needs its parents
         tmp = final.parent / f".{final.name}.hood-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()  # not mkdtemp: its 0700 mode would become the installed folder's
         for spec, path, _, _ in fetched:

@@ -75,4 +75,6 @@ def layout_problem(layout: str, folder: Path) -> str | None:
         arr = np.load(arrays[0], mmap_mode="r")
         ok = arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8
         return None if ok else f"the .npy array is {arr.shape} {arr.dtype}, not N x H x W x 3 uint8"
+    if layout == "imglist":
+        return None if any(p.suffix == ".txt" for p in folder.rglob("*") if p.is_file()) else "no image list (.txt) files"
     return f"unknown layout '{layout}'"

@@ -25,11 +25,12 @@ from hood.errors import ConfigError
 
 COMPLETE_MARKER = ".hood-complete"
 REGISTRY_ENV = "HOOD_REGISTRY"
-ROLES = ("id", "ood", "aux")
-LAYOUTS = ("cifar-python", "images", "splits", "svhn-mat", "npy")
+ROLES = ("id", "ood", "aux", "lists")  # lists: image lists a benchmark reads (hood/data/benchmarks.py)
+LAYOUTS = ("cifar-python", "images", "splits", "svhn-mat", "npy", "imglist")
 FORMATS = ("tar", "tar.gz", "zip", "mat", "npy")
 ENTRY_KEYS = ("role", "title", "layout", "dir", "files", "aliases", "transform", "license", "citation", "note", "postprocess")
-FILE_KEYS = ("name", "url", "mirrors", "md5", "sha256", "size", "format")
+FILE_KEYS = ("name", "url", "mirrors", "md5", "sha256", "size", "format", "checksum")
+FIRST_FETCH = "first-fetch"  # a file's "checksum" where the publisher gives none: the first fetch's sha256 is pinned
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # no dots or slashes: a name must never look like a path
 _HEX = {"md5": 32, "sha256": 64}
 MAX_REGISTRY_BYTES = 16 * 2**20  # a registry lists data sets: far below this
@@ -149,8 +150,14 @@ def _check_file(f: Any, where: str) -> None:
         v = f.get(key)
         if v is not None and not (isinstance(v, str) and re.fullmatch(f"[0-9a-f]{{{length}}}", v)):
             raise RegistryError(f"{where}: {key} must be {length} lower-case hex digits or null, got {v!r}")
-    if not f.get("md5") and not f.get("sha256"):
-        raise RegistryError(f"{where}: give md5 or sha256 (e.g. the output of `sha256sum {f['name']}`) so downloads can be verified")
+    if f.get("checksum") is not None:
+        if f["checksum"] != FIRST_FETCH:
+            raise RegistryError(f"{where}: checksum may only be {FIRST_FETCH!r} (no published checksum), got {f['checksum']!r}")
+        if f.get("md5") or f.get("sha256"):
+            raise RegistryError(f"{where}: checksum {FIRST_FETCH!r} is for files without a published md5/sha256; drop one or the other")
+    elif not f.get("md5") and not f.get("sha256"):
+        raise RegistryError(f"{where}: give md5 or sha256 (e.g. the output of `sha256sum {f['name']}`) so downloads can be verified, "
+                            f"or checksum {FIRST_FETCH!r} where the publisher gives none")
     size = f.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise RegistryError(f"{where}: size must be a byte count or null, got {size!r}")

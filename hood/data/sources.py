@@ -88,6 +88,8 @@ def _registry_splits(name: str, root: Path, size: int, strict: bool, select: Sel
         raise DatasetMissingError(name, str(root))
     d = registry.set_dir(name, root)
     layout = e["layout"]
+    if layout == "imglist":
+        raise DataError(f"'{name}' holds image lists, not images; benchmarks read it (`hood evaluate --benchmark list`)")
     if layout == "cifar-python":
         return {split: ImageSet(s.name, _resize_batch(s.images, size), s.labels, s.classes) for split, s in read_cifar_python(d, name).items()}
     if layout == "svhn-mat":

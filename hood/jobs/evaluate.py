@@ -30,6 +30,7 @@ from hood.detectors.combined import fit_rows
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, RunError
+from hood.jobs.benchmark import add_groups, benchmark_plan, open_benchmark
 from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import (
@@ -158,9 +159,10 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     configure_threads(cfg.run.num_threads)
     methods = resolve_methods(cfg.evaluate.methods)
     validating = cfg.evaluate.validation
-    check_set_names(cfg, validating)  # every set's scores under a name of their own, before anything is opened
+    check_set_names(cfg, validating, required=cfg.evaluate.benchmark is None)  # every set's scores under a name of their own
     check_given_files(cfg, reporter)  # a named --classifier is checked before runs or data are looked up
-    needed = [cfg.data.id] + ([] if validating else cfg.data.ood)
+    bench = open_benchmark(cfg, validating, data_root(cfg))  # a named protocol's sets replace data.ood; all installed
+    needed = bench.needs(validating) if bench else [cfg.data.id] + ([] if validating else cfg.data.ood)
     if run_path is None:
         preflight(cfg, needed)  # every missing set named at once, before looking for runs
     run, methods = _target_run(run_path, cfg, methods, reporter)  # a named run another command writes: refused here
@@ -171,7 +173,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     clf_path = check_classifier(cfg, reporter)
     has_decoder = run is not None and run.file("decoder.pt").is_file()
     # half of the ID test split needs no decoder run; the classifier's held-out images are what a decoder run held out
-    if validating and not has_decoder and cfg.data.val_id_source == "classifier":
+    if validating and bench is None and not has_decoder and cfg.data.val_id_source == "classifier":
         raise ConfigError("--validation on the classifier's held-out images scores a train-decoder run that left them out; "
                           "name it with --run RUN, or validate on half of the ID test split with --set data.val_id_source=test")
     created = run is None
@@ -193,7 +195,9 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
                               f"but data.image_size is {size}; evaluate it at --set data.image_size={decoder.spec.out_size}")
     # the ID training rows the decoder saw (of this ID set only): kept out of the combinations' statistics
     decoder_rows = meta["id_rows"] if meta and meta.get("id_dataset") == cfg.data.id else None
-    if validating:
+    if bench is not None:
+        plan = benchmark_plan(bench, cfg, splits, decoder_rows, root, size, validating)
+    elif validating:
         plan = validation_plan(cfg, splits, decoder_rows, meta.get("config", {}), root, size, classifier.meta, str(clf_path), run.path)
     else:
         plan = test_plan(cfg, splits, decoder_rows, root, size)
@@ -233,6 +237,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
 
     results = _results(cfg, plan, methods, per_method, id_scores, detectors, combos, fits, seconds, drawn, notes, str(clf_path),
                        classifier.arch, acc)
+    if plan.benchmark is not None:
+        add_groups(results, plan.benchmark)
     results["threshold_context"] = {m: measured_on(classifier.fingerprint, cfg.data.id, size) for m in methods}
     write_results(run, results, validation=validating)
     if validating:

@@ -29,6 +29,7 @@ class Plan:
     id_rows: torch.Tensor | None = None  # the ID set's scored rows (of the whole split it comes from)
     id_size: int = 0  # its size before the draw
     id_half: dict[str, Any] | None = None  # how the ID test split was halved (data.val_id_source: test)
+    benchmark: dict[str, Any] | None = None  # the named protocol's record (hood/jobs/benchmark.py), None without one
 
     @property
     def prefix(self) -> str:

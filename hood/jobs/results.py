@@ -84,6 +84,10 @@ def results_csv(results: dict[str, Any]) -> str:
         for set_name, metrics in per_set.items():
             for k, v in metrics.items():
                 w.writerow([method, set_name, k, v])
+    for method, per_group in results.get("groups", {}).items():  # a benchmark's group means (near, far)
+        for group, metrics in per_group.items():
+            for k, v in metrics.items():
+                w.writerow([method, f"{group} (mean)", k, v])
     return buf.getvalue()
 
 
