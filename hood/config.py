@@ -370,8 +370,9 @@ def unknown_dataset(spec: str) -> str | None:
     """
     from hood.data import registry
     from hood.data.builtin import BUILTIN_NAMES
+    from hood.fileio import exists
 
-    if "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).suffix or Path(spec).exists():
+    if "/" in spec or "\\" in spec or spec.startswith((".", "~")) or Path(spec).suffix or exists(spec):
         return None
     if spec in BUILTIN_NAMES or registry.canonical(spec) is not None:  # a name or an alias (lsun = lsun-c)
         return None

@@ -22,6 +22,15 @@ from typing import IO, Any
 from hood.errors import DiskError, HoodError
 
 
+def exists(path: str | Path) -> bool:
+    """Whether ``path`` exists; a name the file system cannot even look up (longer than a file name may be, one
+    holding a NUL byte) does not, rather than an OSError about it."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _umask() -> int:
     """The process umask (read without changing it for good: set and restore at once)."""
     mask = os.umask(0o022)

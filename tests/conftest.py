@@ -1,18 +1,24 @@
 """Shared fixtures: every test runs with its own cache, data root and runs folder, on tiny synthetic data.
 
 Nothing here reads ../shared or the network; images are generated so each class has a distinct colour
-pattern that a small network separates within a few epochs.
+pattern that a small network separates within a few epochs. Also home of :func:`tiny_run`, the trained and
+evaluated decoder run that most command tests read (one per test session), with the fixtures around it.
 """
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
+
+from hood.config import Config, resolve
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +95,85 @@ def save_random_classifier(path: Path, arch: str = "wrn10_2", num_classes: int =
 def tiny_classifier(tmp_path: Path) -> Path:
     """A random 3-class wrn10_2 classifier checkpoint, matching the id_folder fixture's classes."""
     return save_random_classifier(tmp_path / "clf.pt")
+
+
+def tiny_config(root: Path, **extra: Any) -> Config:
+    """The config of :func:`tiny_run` under ``root`` (its data, classifier and runs), with ``extra`` keys set."""
+    named = {
+        "data.id": str(root / "id"), "data.aux": str(root / "ood"), "data.ood": [str(root / "ood"), "uniform-noise"],
+        "data.ood_count": 12, "model.arch": "wrn10_2", "decoder.epochs": 1, "decoder.batch_size": 8,
+        "decoder.num_ood": 12, "run.device": "cpu", "run.runs_dir": str(root / "runs"), "evaluate.methods": ["all"],
+        "evaluate.params.knn.k": 5, "run.num_threads": 1, "model.classifier": str(root / "classifier.pt"), **extra,
+    }
+    return resolve(None, named, None)
+
+
+_RUNS: dict[str, dict[str, Any]] = {}
+
+
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Once per session: tiny ID/OOD folders, an untrained wrn10_2 classifier file, a one-epoch train-decoder run
+    evaluated with all methods. Its own cache and data root, so nothing leaks into the user's."""
+    if "run" in _RUNS:
+        return _RUNS["run"]
+    from hood.jobs.evaluate import evaluate
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    root = tmp_path_factory.mktemp("pipeline")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOOD_CACHE", str(root / "_cache"))
+        mp.setenv("HOOD_DATA", str(root / "_data"))
+        write_image_folder(root / "id" / "train", per_class=12)
+        write_image_folder(root / "id" / "test", per_class=4, offset=100)
+        write_flat_folder(root / "ood", count=12)
+        save_random_classifier(root / "classifier.pt")
+        cfg = tiny_config(root, **{"run.out": str(root / "runs" / "decoder")})
+        run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
+        result = evaluate(tiny_config(root), str(run.path))
+    torch.set_num_threads(threads)
+    _RUNS["run"] = {"root": root, "run": run.path, "results": result.results}
+    return _RUNS["run"]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny run of :func:`tiny_run`: read it, never write it (:func:`run_copy` is for that)."""
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture
+def run_copy(pipeline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the evaluated tiny run, for tests that damage or rewrite it."""
+    monkeypatch.setenv("HOOD_CACHE", str(pipeline["root"] / "_cache"))
+    return Path(shutil.copytree(pipeline["run"], tmp_path / "run"))
+
+
+@pytest.fixture
+def mine(tmp_path: Path) -> Path:
+    """Two random images of the run's size: a user's folder to score."""
+    return write_flat_folder(tmp_path / "mine", count=2)
+
+
+def invoke(*args: str) -> Any:
+    """``hood ARGS`` through Typer's test runner."""
+    from hood.cli.app import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def score(run: Path, *args: str) -> Any:
+    """``hood score ARGS --run RUN`` on the CPU, one thread, quiet."""
+    return invoke("score", *args, "--run", str(run), "--device", "cpu", "-q", "--set", "run.num_threads=1")
+
+
+def one_line_error(result: Any, code: int, *needles: str) -> str:
+    """Assert ``result`` failed with exit ``code`` and one stderr line holding every needle; that line."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, (ValueError, AttributeError, KeyError))
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err

@@ -15,7 +15,6 @@ import pytest
 import torch
 import torchvision
 from conftest import write_flat_folder, write_image_folder
-from test_evaluate_table import tiny_run
 from typer.testing import CliRunner
 
 import hood
@@ -42,11 +41,6 @@ def run_example(name: str, changes: dict[str, str]) -> str:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return tiny_run(tmp_path_factory)
 
 
 def test_example_torchvision_model_on_an_image_folder(tmp_path: Path) -> None:

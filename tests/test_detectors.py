@@ -59,9 +59,8 @@ def test_knn_distance_to_kth_neighbour_of_normalized_features() -> None:
     d2.fit_features(bank)
     assert d2.score_features(query, chunk=1) == pytest.approx(d2.score_features(query))  # chunking must not change anything
     assert d2.score_features(query) == pytest.approx([math.sqrt(2), 2 * math.sin(math.radians(22.5))], abs=1e-6)
-    d9 = KNN(k=9)  # more neighbours than training points: the farthest one
-    d9.fit_features(bank)
-    assert d9.score_features(query)[0] == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(DetectorParameterError, match="^k is 9, more than the 3 ID training rows"):  # no 9th neighbour
+        KNN(k=9).fit_features(bank)
     for bad in (0, 2.5, True):
         with pytest.raises(DetectorParameterError, match=f"^k must be a positive integer, got {bad!r}$"):
             KNN(k=bad)

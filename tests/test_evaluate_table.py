@@ -1,6 +1,5 @@
 """``hood evaluate`` with every method: results.json / results.csv contents, saved scores, cached fits,
-and the Rich table. Also home of :func:`tiny_run`, the trained decoder run the visualize and score
-tests share (one per test session: an untrained wrn10_2 classifier, one decoder epoch)."""
+and the Rich table, on the tiny decoder run of ``conftest.tiny_run``."""
 
 from __future__ import annotations
 
@@ -13,57 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from rich.console import Console, Group
 from typer.testing import CliRunner
 
-from hood.config import Config, resolve
 from hood.jobs.evaluate import evaluate
 from hood.metrics import ood_metrics
 
 METHODS = ["heatmap", "heatmap+vim", "heatmap+vim+scale", "msp", "energy", "maxlogit", "odin", "gen", "mahalanobis", "knn", "react", "vim", "ash", "scale", "fdbd", "nac", "nci", "rmds", "adascale"]
-_RUNS: dict[str, dict[str, Any]] = {}
-
-
-def tiny_config(root: Path, **extra: Any) -> Config:
-    named = {
-        "data.id": str(root / "id"), "data.aux": str(root / "ood"), "data.ood": [str(root / "ood"), "uniform-noise"],
-        "data.ood_count": 12, "model.arch": "wrn10_2", "decoder.epochs": 1, "decoder.batch_size": 8,
-        "decoder.num_ood": 12, "run.device": "cpu", "run.runs_dir": str(root / "runs"), "evaluate.methods": ["all"],
-        "evaluate.params.knn.k": 5, "run.num_threads": 1, "model.classifier": str(root / "classifier.pt"), **extra,
-    }
-    return resolve(None, named, None)
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Once per session: tiny ID/OOD folders, a classifier file, a train-decoder run evaluated with all
-    methods. Its own cache and data root, so nothing leaks into the user's."""
-    if "run" in _RUNS:
-        return _RUNS["run"]
-    import torch
-    from conftest import write_flat_folder, write_image_folder
-
-    from hood.jobs.train_decoder import train_decoder
-    from hood.models.checkpoint import classifier_state, save_checkpoint
-    from hood.models.registry import build_classifier
-    from hood.runs import create_run
-
-    root = tmp_path_factory.mktemp("pipeline")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOOD_CACHE", str(root / "_cache"))
-        mp.setenv("HOOD_DATA", str(root / "_data"))
-        write_image_folder(root / "id" / "train", per_class=12)
-        write_image_folder(root / "id" / "test", per_class=4, offset=100)
-        write_flat_folder(root / "ood", count=12)
-        torch.manual_seed(0)
-        model = build_classifier("wrn10_2", 3).eval()
-        save_checkpoint(classifier_state(model, "wrn10_2", ["class0", "class1", "class2"], {}), root / "classifier.pt")
-        cfg = tiny_config(root, **{"run.out": str(root / "runs" / "decoder")})
-        run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
-        result = evaluate(tiny_config(root), str(run.path))
-    torch.set_num_threads(threads)
-    _RUNS["run"] = {"root": root, "run": run.path, "results": result.results}
-    return _RUNS["run"]
 
 
 @pytest.fixture(autouse=True)
@@ -73,11 +29,6 @@ def _restore_threads():  # noqa: ANN202 - the jobs set torch's thread count (run
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return tiny_run(tmp_path_factory)
 
 
 def test_results_json_has_one_entry_per_method_and_the_convention(pipeline: dict[str, Any]) -> None:

@@ -29,8 +29,9 @@ from hood.data import registry, sources
 runner = CliRunner()
 
 
-def _cifar10_python(per_batch: int = 6, test: int = 10) -> bytes:
-    """cifar-10-python.tar.gz's layout: five pickled training batches, a test batch and the class names."""
+def _cifar10_python(per_batch: int = 10, test: int = 10) -> bytes:
+    """cifar-10-python.tar.gz's layout: five pickled training batches, a test batch and the class names (50
+    training images: as many as KNN's default k reads)."""
 
     def batch(offset: int, n: int) -> bytes:
         labels = [i % 10 for i in range(n)]

@@ -116,3 +116,25 @@ def test_train_decoder_measures_the_floor_on_id_images_it_did_not_train_on(
         decoder.noise_floor.zero_()
         raw = heatmap_score(decoder(feats.features, feats.preds)).mean()
     assert float(floored) < float(raw)
+
+
+def test_a_floor_that_would_erase_every_heatmap_is_not_applied_and_said(
+    id_folder: Path, ood_folder: Path, tiny_classifier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a two-epoch training of WRN-40-2 measures (a floor of 1.000, every ID pixel lit): taken off every pixel
+    it would score every image 0, so the decoder keeps none, run.json records why and the command says so."""
+    import hood.engine.decoder_training as recipe
+    from test_pipeline_cli import invoke
+
+    monkeypatch.setattr(recipe, "measure_noise_floor", lambda *a, **k: 1.0)
+    r = invoke("train-decoder", "--dataset", str(id_folder), "--set", "model.arch=wrn10_2", "--classifier", str(tiny_classifier),
+               "--aux", str(ood_folder), "--num-ood", "5", "--num-id", "12", "--epochs", "1", "--batch-size", "8",
+               "--set", "decoder.noise_floor_quantile=0.99", "--device", "cpu", "--out", "runs/short", "--quiet")
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stderr.split())
+    assert "warning: the noise floor measured 1.000 (the 0.99 quantile of ID heatmap pixels) would erase every heatmap" in said
+    assert "train it longer (more decoder.epochs)" in said
+    record = json.loads(Path("runs/short/run.json").read_text())["noise_floor"]
+    assert record["value"] == 0.0 and record["measured"] == 1.0 and "would erase" in record["refused"]
+    decoder, _ = load_decoder(Path("runs/short/decoder.pt"), load_classifier(tiny_classifier))
+    assert decoder.noise_floor.item() == 0.0

@@ -35,7 +35,8 @@ def assert_one_line_error(result, *needles: str) -> str:
 
 
 def test_pretrain_train_decoder_evaluate(id_archive: Path, ood_folder: Path, tmp_path: Path) -> None:
-    common = ("--dataset", str(id_archive), "--set", "model.arch=wrn10_2", "--device", "cpu", "--quiet")
+    # 36 ID training images: KNN's k at most that many (its default, 50, is refused here)
+    common = ("--dataset", str(id_archive), "--set", "model.arch=wrn10_2", "--set", "evaluate.params.knn.k=5", "--device", "cpu", "--quiet")
 
     r = invoke("pretrain", *common, "--epochs", "1", "--batch-size", "12", "--out", "runs/clf", "--json")
     assert r.exit_code == 0, r.output

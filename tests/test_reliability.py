@@ -9,7 +9,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,50 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import write_flat_folder
+from conftest import invoke, one_line_error, score, tiny_config, write_flat_folder
 from PIL import Image
-from test_evaluate_table import tiny_config, tiny_run
-from typer.testing import CliRunner
 
-from hood.cli.app import app
 from hood.errors import HoodError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture
-def run_copy(pipeline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the evaluated tiny run, for tests that damage or rewrite it."""
-    monkeypatch.setenv("HOOD_CACHE", str(pipeline["root"] / "_cache"))
-    return Path(shutil.copytree(pipeline["run"], tmp_path / "run"))
-
-
-@pytest.fixture
-def mine(tmp_path: Path) -> Path:
-    return write_flat_folder(tmp_path / "mine", count=2)
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args))
-
-
-def score(run: Path, *args: str) -> Any:
-    return invoke("score", *args, "--run", str(run), "--device", "cpu", "-q", "--set", "run.num_threads=1")
-
-
-def one_line_error(result: Any, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and not isinstance(result.exception, (ValueError, AttributeError, KeyError))
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 @contextlib.contextmanager

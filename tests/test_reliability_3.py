@@ -7,70 +7,27 @@ Each test names the case it covers (docs/reliability.md)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_flat_folder
-from test_evaluate_table import tiny_config
-from test_reliability import invoke, one_line_error, score
+from conftest import invoke, one_line_error, score, tiny_config, write_flat_folder
 
 from hood.errors import HoodError
 
-METHODS = ["heatmap", "heatmap+vim", "msp", "energy", "knn"]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The tiny decoder run of :func:`tiny_run`, evaluated with a few methods (a heatmap one, a combination, two
-    baselines without a fit and one with), which is all these cases read."""
-    from conftest import write_image_folder
-
-    from hood.jobs.evaluate import evaluate
-    from hood.jobs.train_decoder import train_decoder
-    from hood.models.checkpoint import classifier_state, save_checkpoint
-    from hood.models.registry import build_classifier
-    from hood.runs import create_run
-
-    root = tmp_path_factory.mktemp("pipeline3")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOOD_CACHE", str(root / "_cache"))
-        mp.setenv("HOOD_DATA", str(root / "_data"))
-        write_image_folder(root / "id" / "train", per_class=12)
-        write_image_folder(root / "id" / "test", per_class=4, offset=100)
-        write_flat_folder(root / "ood", count=12)
-        torch.manual_seed(0)
-        model = build_classifier("wrn10_2", 3).eval()
-        save_checkpoint(classifier_state(model, "wrn10_2", ["class0", "class1", "class2"], {}), root / "classifier.pt")
-        cfg = tiny_config(root, **{"run.out": str(root / "runs" / "decoder")})
-        run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
-        result = evaluate(tiny_config(root, **{"evaluate.methods": METHODS}), str(run.path))
-    torch.set_num_threads(threads)
-    return {"root": root, "run": run.path, "results": result.results}
-
-
-@pytest.fixture
-def run_copy(pipeline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the evaluated tiny run, for tests that rewrite it."""
-    monkeypatch.setenv("HOOD_CACHE", str(pipeline["root"] / "_cache"))
-    return Path(shutil.copytree(pipeline["run"], tmp_path / "run"))
-
-
-@pytest.fixture
-def mine(tmp_path: Path) -> Path:
-    return write_flat_folder(tmp_path / "mine", count=2)
-
 
 def _retrain_decoder(run: Path) -> None:
-    """What `train-decoder --resume R` leaves: another decoder.pt under the same results.json."""
+    """What `train-decoder --resume R` leaves: another decoder.pt (whole, with its own checksum) under the same
+    results.json."""
+    from hood.fingerprint import fingerprint
+
     ckpt = torch.load(run / "decoder.pt", weights_only=False)
     for v in ckpt["state_dict"].values():
         if v.is_floating_point():
             v.add_(0.05)
+    ckpt["checksum"] = fingerprint(ckpt["state_dict"].items())
     torch.save(ckpt, run / "decoder.pt")
 
 
@@ -296,9 +253,11 @@ def test_d29_a_registry_that_is_a_device_or_fifo_is_refused(tmp_path: Path, monk
         one_line_error(invoke("download", "--list"), 2, "is not a regular file")
 
 
-def test_d34_an_overlong_value_is_cut_in_the_error_line(run_copy: Path) -> None:
-    err = one_line_error(_evaluate(run_copy, "uniform-noise", "--set", "data.id=" + "x" * 100_000), 1)
-    assert len(err) < 1000 and ",0" in err and "characters)" in err
+@pytest.mark.parametrize(("value", "words"), [("x" * 100_000, "names no known data set: 'xxx"),
+                                             ("/x" * 50_000, "data set path /x/x")])
+def test_d34_an_overlong_data_set_value_is_an_unknown_set_cut_in_the_error_line(run_copy: Path, value: str, words: str) -> None:
+    err = one_line_error(_evaluate(run_copy, "uniform-noise", "--set", "data.id=" + value), 2, words)
+    assert len(err) < 1000  # the value cut, not echoed whole
 
 
 def test_d34_control_characters_in_an_error_are_escaped() -> None:
@@ -489,3 +448,141 @@ def test_d41_an_unknown_device_name_is_one_valueerror() -> None:
 
     with pytest.raises(ValueError, match="device 'gpu' is not available here"):
         hood.MSP(_Net(), device="gpu")
+
+
+# ---- a tampered file is one ValueError naming it ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A heatmap detector fitted for one epoch through the API on a small model, saved."""
+    import hood
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    images = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8)
+    det = hood.HeatmapDetector(model, device="cpu").fit(images, images.flip(0), epochs=1, batch_size=8, progress=False)
+    path = tmp_path_factory.mktemp("saved") / "det.pt"
+    det.save(path)
+    return {"path": path, "model": model, "images": images}
+
+
+def _tampered(source: Path, target: Path, change: Any) -> Path:
+    ckpt = torch.load(source, weights_only=False)
+    change(ckpt)
+    torch.save(ckpt, target)
+    return target
+
+
+def _set_api(key: str, value: Any) -> Any:
+    return lambda ckpt: ckpt["meta"]["api"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda ckpt: ckpt["meta"]["api"].pop("linear"), "linear not as HeatmapDetector.save writes"),
+    (lambda ckpt: ckpt.__setitem__("meta", [1, 2]), "its saved settings not as"),
+    (_set_api("fw_layers", "abc"), "fw_layers not as"),
+    (_set_api("mean", "abc"), "mean not as"),
+    (_set_api("image_size", -3), "image_size not as"),
+    (lambda ckpt: next(v for v in ckpt["state_dict"].values() if v.is_floating_point()).fill_(float("nan")),
+     "its weights hold NaN or infinite values"),
+    (lambda ckpt: next(v for v in ckpt["state_dict"].values() if v.is_floating_point()).view(-1)[0].add_(1e-3),
+     "its weights are not those it was saved with"),
+])
+def test_d39_a_tampered_saved_detector_is_one_valueerror_naming_the_file(saved_detector: dict[str, Any], tmp_path: Path,
+                                                                       change: Any, words: str) -> None:
+    import hood
+
+    path = _tampered(saved_detector["path"], tmp_path / "tampered.pt", change)
+    with pytest.raises(ValueError, match="tampered.pt") as err:
+        hood.HeatmapDetector.load(path, saved_detector["model"], device="cpu")
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert type(err.value) is ValueError  # not a KeyError / AttributeError from inside load
+    ok = hood.HeatmapDetector.load(saved_detector["path"], saved_detector["model"], device="cpu")
+    assert np.isfinite(ok.predict(saved_detector["images"][:2])).all()  # the untouched file loads as before
+
+
+def test_d39_a_tampered_fit_or_decoder_in_a_run_is_one_line_naming_the_file(run_copy: Path, mine: Path) -> None:
+    import hood
+
+    fit = run_copy / "fits" / "knn.pt"
+    _tampered(fit, fit, lambda ckpt: ckpt["state"].__setitem__("bank", torch.zeros(4, 7)))  # the wrong shape
+    one_line_error(score(run_copy, str(mine), "--method", "knn"), 2, f"fit {fit} is damaged", f"hood evaluate --run {run_copy}")
+    with pytest.raises(ValueError, match="knn.pt is damaged"):
+        hood.load_run(run_copy, method="knn", device="cpu")
+    decoder = run_copy / "decoder.pt"
+    _tampered(decoder, decoder, lambda ckpt: next(iter(ckpt["state_dict"].values())).fill_(float("nan")))
+    one_line_error(score(run_copy, str(mine), "--method", "heatmap"), 2, f"decoder {decoder} is damaged", "NaN")
+
+
+# ---- parameters the data cannot serve are one ValueError naming them ---------------------------------------
+
+
+def _arrays(n: int = 64, width: int = 8, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, width, generator=g).numpy(), torch.randn(n, classes, generator=g).numpy()
+
+
+def test_d41_knn_with_more_neighbours_than_fit_rows_is_refused() -> None:
+    import hood
+
+    with pytest.raises(ValueError, match=r"^k is 1000000, more than the 64 ID training rows it is fitted on; choose k of at most 64$"):
+        hood.KNN(k=10**6).fit(_arrays())
+
+
+def test_d41_knn_k_above_the_fit_rows_is_refused_before_evaluate_starts(run_copy: Path) -> None:
+    before = (run_copy / "results.json").read_bytes()
+    one_line_error(_evaluate(run_copy, "uniform-noise", "--methods", "knn", "--set", "evaluate.params.knn.k=100000"), 2,
+                   "evaluate.params.knn.k: k is 100000, more than the 36 ID training rows")
+    assert (run_copy / "results.json").read_bytes() == before  # the earlier evaluation's thresholds still hold
+
+
+@pytest.mark.parametrize("label", [99, -1, 3])
+def test_d41_mahalanobis_labels_out_of_range_are_refused(label: int) -> None:
+    import hood
+
+    labels = np.zeros(64, dtype=np.int64)
+    labels[5] = label
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 2\] \(the model has 3 logits\)"):
+        hood.Mahalanobis().fit(_arrays(), labels=labels)
+
+
+def test_d41_vim_on_features_of_another_width_than_its_final_layer_is_refused() -> None:
+    import hood
+
+    vim = hood.ViM(torch.nn.Linear(8, 3), dim=6)
+    with pytest.raises(ValueError, match="ViM reads the features the model's final layer takes, 8 wide; these are 5 wide"):
+        vim.fit(_arrays(width=5))
+    vim.fit(_arrays())
+    with pytest.raises(ValueError, match="these are 5 wide"):
+        vim.predict(_arrays(width=5))
+
+
+# ---- a second evaluation keeps the first one's table; a training key is not silently ignored -----------------
+
+
+def test_a_second_evaluate_keeps_the_first_table_and_says_so(pipeline: dict[str, Any], run_copy: Path) -> None:
+    from hood.jobs.evaluate import evaluate
+
+    first = json.loads((run_copy / "results.json").read_text())
+    again = evaluate(tiny_config(pipeline["root"], **{"evaluate.methods": ["msp"], "evaluate.fpr_convention": "ood"}),
+                     str(run_copy)).results
+    kept = run_copy / again["earlier_table"]
+    assert kept.parent.name == "earlier-results" and json.loads(kept.read_text()) == first
+    assert kept.with_suffix(".csv").read_text() == (run_copy / "results.csv").read_text() or kept.with_suffix(".csv").is_file()
+    assert any(f"that one is kept in {kept}" in n for n in again["notes"])
+    third = evaluate(tiny_config(pipeline["root"], **{"evaluate.methods": ["msp"]}), str(run_copy)).results
+    assert third["earlier_table"] != again["earlier_table"]  # each earlier table a file of its own
+    assert json.loads((run_copy / third["earlier_table"]).read_text())["fpr_convention"] == "ood"
+
+
+@pytest.mark.parametrize(("key", "trainer"), [("decoder.noise_floor_quantile=0", "train-decoder"),
+                                              ("pretrain.epochs=3", "pretrain")])
+def test_a_training_key_given_to_evaluate_or_score_is_one_line_not_ignored(run_copy: Path, mine: Path, key: str,
+                                                                           trainer: str) -> None:
+    before = (run_copy / "results.json").read_bytes()
+    words = f"--set {key.split('=')[0]} is a {trainer} setting"
+    one_line_error(_evaluate(run_copy, "uniform-noise", "--set", key), 2, words, f"`hood {trainer}`")
+    one_line_error(score(run_copy, str(mine), "--set", key), 2, words)
+    assert (run_copy / "results.json").read_bytes() == before

@@ -11,13 +11,7 @@ from typing import Any
 import pytest
 from conftest import write_flat_folder
 from PIL import Image
-from test_evaluate_table import tiny_run
 from typer.testing import CliRunner
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture

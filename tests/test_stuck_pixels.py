@@ -78,7 +78,8 @@ def test_train_decoder_records_the_check_and_warns_when_pixels_are_stuck(
                "--device", "cpu", "--out", "runs/dec", "--quiet", "--json")
     assert r.exit_code == 0, r.output
     assert seen == {"rows": 12}  # every ID image it trained on, fewer than the 500 the check reads at most
-    assert "warning: 5 of 1024 heatmap pixels stay lit on every ID image" in r.stderr and "another --seed" in r.stderr
+    assert "warning: 5 of 1024 heatmap pixels stay lit on every ID image" in r.stderr
+    assert "train longer (more --epochs than 1), or with another --seed" in " ".join(r.stderr.split())  # what helps first
     assert json.loads(r.stdout)["stuck_pixels"] == 5
     assert json.loads(Path("runs/dec/run.json").read_text())["stuck_pixels"] == {"pixels": 5, "of": 1024, "images": 12}
 

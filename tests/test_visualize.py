@@ -6,15 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
+from conftest import tiny_config
 from PIL import Image
-from test_evaluate_table import tiny_config, tiny_run
 from typer.testing import CliRunner
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return tiny_run(tmp_path_factory)
 
 
 def _png(path: Path) -> Image.Image:

@@ -36,13 +36,14 @@ def score(
     run was never evaluated); the output names the run and the method. The
     run's ID set, outliers and classifier apply unless set (--set data.id=...).
     In a pipe or a file the rows are tab-separated, paths whole."""
-    from hood.cli.runcfg import with_run_data
+    from hood.cli.runcfg import refuse_train_time_keys, with_run_data
     from hood.cli.score_output import print_scores
     from hood.jobs.lookup import decoder_run
     from hood.jobs.recommended import default_method
     from hood.jobs.score import score_images
     from hood.runs import find_latest
 
+    refuse_train_time_keys(set_)  # the run's own config below would not read them
     cfg = build_config(config, {"run.device": device}, set_)
     if run is None:
         found, _ = find_latest(cfg.run.runs_dir, "train-decoder", cfg.name if config else None)

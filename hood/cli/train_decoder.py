@@ -100,7 +100,10 @@ def train_decoder(
     if stuck.get("pixels"):  # shown with --quiet too: its heatmaps carry the same bright pattern on every image
         from hood.engine.heatmaps import stuck_warning
 
-        err_console.print(f"[yellow]warning:[/] {stuck_warning(stuck['pixels'], stuck['of'], 'retrain with another --seed')}")
+        retrain = f"train longer (more --epochs than {len(losses)}), or with another --seed"
+        err_console.print(f"[yellow]warning:[/] {stuck_warning(stuck['pixels'], stuck['of'], retrain)}")
+    if (refused := (result.info.get("noise_floor") or {}).get("refused")) is not None:  # with --quiet too
+        err_console.print(f"[yellow]warning:[/] {refused}")
     if json_out:
         print_json({"run": str(result.path), "decoder": str(result.file("decoder.pt")), "losses": losses,
                     "stuck_pixels": stuck.get("pixels")})

@@ -21,12 +21,13 @@ from hood.data.images import ImageSet, hwc_to_chw
 from hood.data.readers import decode_members, is_archive, list_members, split_names
 from hood.data.validation import split_aux_classes
 from hood.errors import DataError, DatasetMissingError
+from hood.fileio import exists
 
 Selector = Callable[[int], torch.Tensor]
 
 
 def _looks_like_path(spec: str) -> bool:
-    return "/" in spec or "\\" in spec or spec.startswith(".") or Path(spec).suffix != "" or Path(spec).exists()
+    return "/" in spec or "\\" in spec or spec.startswith(".") or Path(spec).suffix != "" or exists(Path(spec))
 
 
 def _resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -108,7 +109,7 @@ def _splits(spec: str, root: Path, size: int, strict: bool, select: Selector | N
         return _registry_splits(name, root, size, strict, select)
     if _looks_like_path(spec):
         path = Path(spec).expanduser()
-        if not path.exists():
+        if not exists(path):
             raise DataError(f"data set path {path} does not exist")
         if path.is_dir() or is_archive(path):
             return _read_folder_or_archive(path, size, strict, path.name)
@@ -133,7 +134,7 @@ def require_available(specs: list[str], root: Path) -> None:
             if not registry.is_installed(name, root) and name not in missing:
                 missing.append(name)
         elif _looks_like_path(spec):
-            if not Path(spec).expanduser().exists():
+            if not exists(Path(spec).expanduser()):
                 raise DataError(f"data set path {spec} does not exist")
         else:
             raise DataError(f"unknown data set '{spec}'{registry.suggest(spec, BUILTIN_NAMES)}; see `hood download --list`")

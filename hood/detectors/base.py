@@ -127,6 +127,9 @@ class Detector:
 
     # --- the engine's side: feature sets --------------------------------------------------------------
 
+    def check_fit_rows(self, n: int) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Refuse, before any work, parameters that ``n`` ID training rows cannot serve (KNN's ``k``)."""
+
     def fit_features(self, feats: FeatureSet) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Learn from the ID training features; nothing for detectors that need no fit."""
 
@@ -175,8 +178,13 @@ class Detector:
             self.fit_on_images(images, labels_of(given, len(images)) if labels is not None or found else None)
             return self
         feats = FeatureSet(*arrays(data)) if is_arrays(data) else self._features_of(data, found)
+        self._check_width(feats)
         if labels is not None or found:
             feats.labels = labels_of(labels if labels is not None else found, len(feats))
+            classes = feats.logits.shape[1]
+            if len(feats.labels) and not 0 <= int(feats.labels.min()) <= int(feats.labels.max()) < classes:
+                raise ValueError(f"labels must be class indices in [0, {classes - 1}] (the model has {classes} logits), got "
+                                 f"{int(feats.labels.min())} to {int(feats.labels.max())}; give each ID sample its class index")
         if self.needs_labels and feats.labels is None:
             raise ValueError(f"{type(self).__name__} needs the classes of the ID data: a DataLoader of (images, labels), "
                              f"or fit(data, labels=...)")
@@ -191,7 +199,9 @@ class Detector:
         if is_arrays(x):
             if self.needs_images:
                 raise ValueError(f"{type(self).__name__} runs the model on the images; it cannot score (features, logits) arrays")
-            return np.asarray(self.score_features(FeatureSet(*arrays(x))))
+            feats = FeatureSet(*arrays(x))
+            self._check_width(feats)
+            return np.asarray(self.score_features(feats))
         out = []
         for batch in batches(x, self.batch_size):
             if self.needs_images:
@@ -201,6 +211,14 @@ class Detector:
         if not out:
             raise ValueError("no images to score")
         return np.concatenate(out)
+
+    def _check_width(self, feats: FeatureSet) -> None:
+        """Features given as arrays must be what the final layer reads: of another width, a detector that reads
+        that layer would fail deep in a matrix product."""
+        if self.needs_final_layer and feats.features.shape[1] != self.weight.shape[1]:
+            raise ValueError(f"{type(self).__name__} reads the features the model's final layer takes, {self.weight.shape[1]} "
+                             f"wide; these are {feats.features.shape[1]} wide: pass that layer's input features (or the "
+                             f"final layer of the model that made these)")
 
     def features(self, images: torch.Tensor) -> FeatureSet:
         """Features, logits (and the stage maps this detector reads) of one uint8 batch, through the model."""

@@ -154,6 +154,8 @@ class HeatmapDetector(Detector):
         if self.stuck_pixels:
             warnings.warn(stuck_warning(self.stuck_pixels, trained.stuck["of"], "fit again with more epochs or another seed"),
                           RuntimeWarning, stacklevel=2)
+        if trained.noise_floor is not None and "refused" in trained.noise_floor:
+            warnings.warn(trained.noise_floor["refused"].replace("decoder.epochs", "epochs="), RuntimeWarning, stacklevel=2)
         self._use(trained.decoder)
         return self
 
@@ -180,15 +182,40 @@ class HeatmapDetector(Detector):
     def load(cls, path: str | Path, model: nn.Module, device: str | torch.device = "auto") -> HeatmapDetector:
         """A detector saved with :meth:`save`, on the same ``model`` (checked by the fingerprint of its whole state)."""
         ckpt = read_decoder_checkpoint(path)
-        meta = (ckpt.get("meta") or {}).get("api")
-        if not isinstance(meta, dict):
-            raise ValueError(f"{path} is a decoder of a command-line run; open that run with hood.load_run(run_dir)")
+        meta = _saved_settings(ckpt, path)
         own = isinstance(model, Classifier)
-        det = cls(model, fw_layers=int(meta["fw_layers"]), linear=meta["linear"], skip_layers=meta["skip_layers"],
+        det = cls(model, fw_layers=meta["fw_layers"], linear=meta["linear"], skip_layers=meta["skip_layers"],
                   mean=None if own else meta["mean"], std=None if own else meta["std"], device=device)
-        expected = (ckpt.get("classifier") or {}).get("fingerprint")
-        if expected != classifier_fingerprint(det.adapter.classifier(int(meta["image_size"]))):
+        expected = ckpt["classifier"].get("fingerprint") if isinstance(ckpt.get("classifier"), dict) else None
+        if expected != classifier_fingerprint(det.adapter.classifier(meta["image_size"])):
             raise ValueError(f"{path} was trained on another model (its weights differ); load it with the model it was fitted on")
         det._use(load_decoder(path)[0])
-        det.losses = [float(v) for v in meta.get("losses", [])]
+        det.losses = [float(v) for v in meta["losses"]]
         return det
+
+
+def _saved_settings(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """What :meth:`HeatmapDetector.save` wrote beside the decoder, checked: a file edited or damaged after saving
+    is one ValueError naming it, not a KeyError from deep inside ``load``."""
+    meta = ckpt.get("meta")
+    if isinstance(meta, dict) and "api" not in meta:
+        raise ValueError(f"{path} is a decoder of a command-line run; open that run with hood.load_run(run_dir)")
+    api = meta.get("api") if isinstance(meta, dict) else None
+
+    def numbers(v: Any, size: int | None = None) -> bool:
+        return (isinstance(v, list) and (size is None or len(v) == size)
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v))
+
+    checks = {
+        "image_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "fw_layers": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4,
+        "linear": lambda v: v is None or isinstance(v, str),
+        "skip_layers": lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "mean": lambda v: numbers(v, 3), "std": lambda v: numbers(v, 3) and all(x > 0 for x in v),
+        "losses": numbers,
+    }
+    bad = ["its saved settings"] if not isinstance(api, dict) else [k for k, ok in checks.items() if k not in api or not ok(api[k])]
+    if bad:
+        raise ValueError(f"{path} is damaged or was edited after saving ({', '.join(bad)} not as HeatmapDetector.save "
+                         f"writes them); fit and save the detector again")
+    return api

@@ -39,14 +39,21 @@ class KNN(Detector):
         self.k = int(k)
         self.bank: torch.Tensor | None = None  # N x D, unit rows
 
+    def check_fit_rows(self, n: int) -> None:
+        """The k-th neighbour must exist: refused, not silently the farthest one (and recorded as k)."""
+        if self.k > n:
+            raise DetectorParameterError(self.name, "k", f"is {self.k}, more than the {n} ID training rows it is fitted "
+                                                         f"on; choose k of at most {n}")
+
     def fit_features(self, feats: FeatureSet) -> None:
+        self.check_fit_rows(len(feats))
         self.bank = F.normalize(feats.features.float(), dim=1)
 
     def score_features(self, feats: FeatureSet, chunk: int = CHUNK) -> np.ndarray:
         if self.bank is None:
             raise ValueError("knn is not fitted")
         bank = self.bank.to(self.device)
-        k = min(self.k, len(bank))  # a training set smaller than k: the farthest neighbour there is
+        k = min(self.k, len(bank))  # a bank loaded from an older fit may be smaller than k
         out = []
         for start in range(0, len(feats), chunk):
             q = F.normalize(feats.features[start : start + chunk].float().to(self.device), dim=1)

@@ -35,7 +35,7 @@ from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
 from hood.engine.features import FeatureSet, extract_features
 from hood.engine.heatmaps import STUCK_CHECK_IMAGES, stuck_pixels
-from hood.engine.noise_floor import FLOOR_IMAGES, measure_noise_floor
+from hood.engine.noise_floor import FLOOR_IMAGES, erasing_floor, measure_noise_floor
 from hood.engine.prototypes import nearest_prototypes
 from hood.engine.runtime import (
     MEMORY_FORMAT,
@@ -382,9 +382,11 @@ def train_heatmap_decoder(
         floor_feats = extract_features(model, chosen, device, batch_size, spec.fw_layers - 1, description="noise floor features")
         q = settings.noise_floor_quantile
         value = measure_noise_floor(decoder, floor_feats, q, device, batch_size)
-        decoder.noise_floor.fill_(value)
-        reporter.log(f"noise floor {value:.3f}: the {q:.4g} quantile of heatmap pixels on {len(chosen)} {floor_source}")
         floor = {"quantile": q, "value": value, "images": len(chosen), "source": floor_source}
+        if (refused := erasing_floor(value, q)) is not None:  # kept at 0, the measurement recorded beside it
+            floor.update(value=0.0, measured=value, refused=refused)
+        decoder.noise_floor.fill_(floor["value"])
+        reporter.log(refused or f"noise floor {value:.3f}: the {q:.4g} quantile of heatmap pixels on {len(chosen)} {floor_source}")
         phases.mark("noise_floor")
     # back in the layout a saved decoder loads in (training ran channels-last): the scores of a decoder just
     # trained, of the same one saved and loaded, and of the command line on it are then the same bits

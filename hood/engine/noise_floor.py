@@ -16,6 +16,10 @@ from hood.engine.heatmaps import heatmap_batches, raw_heatmaps
 from hood.models.decoder import HeatmapDecoder
 
 FLOOR_IMAGES = 2000  # ID images the floor is measured on: 2M pixel magnitudes at 32x32
+# A floor this high sits at the brightness of stuck pixels (engine/heatmaps.py, STUCK_MAGNITUDE): taken off every
+# pixel it leaves only saturated ones, and on a decoder trained for a few epochs (ID heatmaps lit everywhere,
+# a measured floor of 1.000) nothing at all, so every image would score 0.
+MAX_FLOOR = 0.9
 _PIXELS = 4_000_000  # per-pixel magnitudes kept for the quantile (torch.quantile takes at most 16M values)
 
 
@@ -35,3 +39,12 @@ def measure_noise_floor(decoder: HeatmapDecoder, feats: FeatureSet, quantile: fl
     if len(values) > _PIXELS:  # an evenly spaced subsample: the quantile of millions of pixels barely moves
         values = values[torch.linspace(0, len(values) - 1, _PIXELS).long()]
     return float(torch.quantile(values, quantile))
+
+
+def erasing_floor(value: float, quantile: float) -> str | None:
+    """Why a measured floor is not applied (it would erase the heatmaps), or None when it may be."""
+    if value < MAX_FLOOR:
+        return None
+    return (f"the noise floor measured {value:.3f} (the {quantile:.4g} quantile of ID heatmap pixels) would erase every "
+            f"heatmap, so none is applied (the paper's heatmap): the decoder's ID heatmaps are still lit almost "
+            f"everywhere, i.e. it is undertrained; train it longer (more decoder.epochs)")

@@ -80,6 +80,13 @@ def build_detectors(methods: list[str], model: torch.nn.Module, cfg: Config, dev
     return detectors, combos
 
 
+def check_fit_rows(detectors: dict[str, Detector], n: int) -> None:
+    """Every fitted detector's parameters against the ``n`` ID training rows it will fit on, before any pass."""
+    for m, d in detectors.items():
+        if d.needs_fit:
+            _keyed(m, lambda d=d: d.check_fit_rows(n))
+
+
 def method_settings(method: str, detectors: dict[str, Detector], combos: dict[str, Combination]) -> dict[str, Any]:
     """Every parameter ``method``'s scores depend on: a detector's own, or a combination's weights and its parts'."""
     if method in combos:

@@ -31,7 +31,7 @@ from hood.engine.features import FeatureSet, extract_features
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, RunError
 from hood.jobs.benchmark import add_groups, benchmark_plan, open_benchmark
-from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
+from hood.jobs.detectors import build_detectors, check_fit_rows, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import (
     check_classifier,
@@ -202,6 +202,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     else:
         plan = test_plan(cfg, splits, decoder_rows, root, size)
     detectors, combos = build_detectors(methods, model, cfg, device, decoder)
+    check_fit_rows(detectors, len(plan.fit))  # before results.json is marked as being rewritten
     num_maps = max(d.num_maps for d in detectors.values())
     seconds: dict[str, float] = {}
 

@@ -18,6 +18,7 @@ import torch
 from hood.config import Config
 from hood.errors import HoodError
 from hood.fileio import atomic_save_with
+from hood.fingerprint import fingerprint
 from hood.jobs.keys import differing, said
 from hood.models.checkpoint import safe_load
 from hood.runs import Run
@@ -55,6 +56,8 @@ def load_fit(run: Run, fitted: Fitted, key: dict[str, Any]) -> dict[str, Any] | 
         stored = cached.get("key")
         if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in key.items()):
             return None
+        if "checksum" in cached and cached["checksum"] != checksum(cached["state"]):
+            return None  # changed after it was saved
         fitted.load_state(cached["state"])
     except (HoodError, KeyError, TypeError, ValueError, RuntimeError, AttributeError):
         return None  # a damaged cache is refitted, not fatal
@@ -72,6 +75,17 @@ def fit_differs(run: Run, key: dict[str, Any]) -> str | None:
     return f"{said(stored, keys)}, this scoring uses {said(key, keys)}" if keys and isinstance(stored, dict) else None
 
 
+def checksum(state: dict[str, Any]) -> str:
+    """A fingerprint of what a fit learned (tensors, lists of them, numbers), stored beside it: a fit file changed
+    after it was saved (an edited tensor, a flipped byte) is told from the one ``evaluate`` wrote."""
+    named: list[tuple[str, torch.Tensor]] = []
+    for name, value in state.items():
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            named.append((f"{name}.{i}", v if isinstance(v, torch.Tensor) else torch.tensor(float("nan" if v is None else v))))
+    return fingerprint(named)
+
+
 def save_fit(run: Run, fitted: Fitted, key: dict[str, Any]) -> None:
-    atomic_save_with(fit_path(run, key["method"]),
-                     lambda fh: torch.save({"key": key, "hood_version": __version__, "state": fitted.state()}, fh))
+    state = fitted.state()
+    atomic_save_with(fit_path(run, key["method"]), lambda fh: torch.save(
+        {"key": key, "hood_version": __version__, "state": state, "checksum": checksum(state)}, fh))

@@ -4,6 +4,8 @@
   under (the method's settings, and the classifier, ID set and image size it was measured on); thresholds of
   methods an evaluation did not run are kept from the one before, with a note; ``validation.json`` / ``validation.csv``: the same for the validation split (no thresholds are read
   from it);
+- ``earlier-results/results-<time>.json`` / ``.csv``: the table of each earlier finished evaluation, copied
+  there before the next one replaces it (its ``results.json`` names the copy and says so in a note);
 - ``scores/<method>/<set>.npz``: per-sample scores (and the rows they are of), so metrics can be recomputed
   without a GPU; validation sets' files carry the ``val-`` prefix and never overwrite a test set's.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,12 +30,13 @@ import numpy as np
 import torch
 
 from hood.errors import RunError
-from hood.fileio import atomic_save_with, atomic_write_json, atomic_write_text
+from hood.fileio import atomic_save_with, atomic_write_bytes, atomic_write_json, atomic_write_text
 from hood.jobs.keys import differing, flatten, said
 from hood.runs import Run, read_json
 
 RESULTS = "results.json"
 VALIDATION = "validation.json"
+EARLIER = "earlier-results"  # the tables of earlier evaluations of the run, one file each
 # the keys of results.json whose shape a reader relies on
 SCHEMA: dict[str, type] = {"results": dict, "methods": list, "thresholds": dict, "threshold_settings": dict, "fits": dict,
                            "draw": dict, "notes": list}
@@ -92,7 +96,8 @@ def results_csv(results: dict[str, Any]) -> str:
 
 
 def begin_results(run: Run) -> None:
-    """Mark ``results.json`` as being rewritten (keeping what it held), before any score or fit changes."""
+    """Mark ``results.json`` as being rewritten (keeping what it held), before any score or fit changes; a
+    finished evaluation's table is first copied to ``earlier-results/`` (:func:`keep_table`)."""
     f = run.file(RESULTS)
     try:
         old = read_json(f, "") if f.is_file() else {}
@@ -101,7 +106,24 @@ def begin_results(run: Run) -> None:
     old = old if isinstance(old, dict) else {}
     # whether the thresholds it holds were a finished evaluation's (only those are kept for methods not rerun)
     before = "stopped" if old.get("state") == "running" else old.get("state")
-    atomic_write_json(f, {**old, "state": "running", "before": before})
+    kept = keep_table(run) if before == "complete" else old.get("earlier_table")
+    atomic_write_json(f, {**old, "state": "running", "before": before, "earlier_table": kept})
+
+
+def keep_table(run: Run) -> str:
+    """Copy the finished ``results.json`` / ``.csv`` to ``earlier-results/results-<time it was written>``, so a
+    second evaluation (another ``--fpr-convention``, other sets) adds a table rather than losing the first; the
+    copy's path, relative to the run."""
+    f = run.file(RESULTS)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(f.stat().st_mtime))
+    n, name = 1, f"results-{stamp}"
+    while (run.path / EARLIER / f"{name}.json").exists():
+        n += 1
+        name = f"results-{stamp}-{n}"
+    for src in (f, f.with_suffix(".csv")):
+        if src.is_file():
+            atomic_write_bytes(run.path / EARLIER / f"{name}{src.suffix}", src.read_bytes())
+    return f"{EARLIER}/{name}.json"
 
 
 def measured_on(classifier: str, id_dataset: str, image_size: int) -> dict[str, Any]:
@@ -159,12 +181,25 @@ def keep_earlier(run: Run, results: dict[str, Any]) -> None:
                                 f"them); their table is that evaluation's")
 
 
+def _of_running(run: Run) -> dict[str, Any]:
+    """What :func:`begin_results` left in ``results.json`` for the evaluation now finishing (empty if unreadable)."""
+    try:
+        old = read_json(run.file(RESULTS), "")
+    except RunError:
+        return {}
+    return old if isinstance(old, dict) and old.get("state") == "running" else {}
+
+
 def write_results(run: Run, results: dict[str, Any], validation: bool = False) -> Path:
     """The last write of an evaluation: the table as JSON and CSV (``validation.*`` for the validation split).
     ``results.json`` gains ``"state": "complete"``: from now on its thresholds and scores may be read."""
     name = VALIDATION if validation else RESULTS
     if not validation:
         keep_earlier(run, results)
+        earlier = _of_running(run).get("earlier_table")
+        if isinstance(earlier, str):
+            results["earlier_table"] = earlier
+            results["notes"].append(f"this replaces the table of the evaluation before; that one is kept in {run.path / earlier}")
     results["state"] = "complete"
     atomic_write_text(run.file(name).with_suffix(".csv"), results_csv(results))
     atomic_write_json(run.file(name), results)

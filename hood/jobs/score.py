@@ -196,7 +196,7 @@ def _load_fit(run: Run, method: str, fitted: Detector | Combination, settings: d
     if key is None and (why := fit_differs(run, wanted)) is not None:
         raise RunError(f"the cached {method} fit in {run.path} was made with {why}; {hint}")
     if key is None:
-        raise RunError(f"the cached {method} fit in {run.path} is damaged or was made for another classifier, ID "
+        raise RunError(f"the cached {method} fit {fit_path(run, method)} is damaged or was made for another classifier, ID "
                        f"data set, image size or parameters; {hint}")
     return key
 

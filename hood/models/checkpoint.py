@@ -19,7 +19,7 @@ import torch
 
 from hood.errors import CheckpointError
 from hood.fileio import atomic_save_with
-from hood.fingerprint import module_fingerprint
+from hood.fingerprint import fingerprint, module_fingerprint
 from hood.models.base import Classifier
 from hood.models.decoder import DecoderSpec, HeatmapDecoder
 from hood.models.registry import ARCHITECTURES, build_classifier
@@ -216,12 +216,14 @@ def load_train_state(path: str | Path, command: str) -> dict[str, Any]:
 def save_decoder(
     decoder: HeatmapDecoder, classifier: LoadedClassifier, path: str | Path, meta: dict[str, Any]
 ) -> None:
+    state = strip_prefixes(decoder.state_dict())
     save_checkpoint(
         {
             "format": "hood.decoder",
             "hood_version": __version__,
             "spec": decoder.spec.to_dict(),
-            "state_dict": strip_prefixes(decoder.state_dict()),
+            "state_dict": state,
+            "checksum": fingerprint(state.items()),  # load_decoder tells a changed or damaged file by it
             "classifier": {
                 "arch": classifier.arch,
                 "num_classes": classifier.num_classes,
@@ -267,8 +269,21 @@ def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -
         decoder.load_state_dict(strip_prefixes(ckpt["state_dict"]))
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(f"decoder {path} does not match its own spec: {str(err).splitlines()[0]}") from err
+    check_decoder_weights(decoder, ckpt.get("checksum"), path)
     decoder.eval()
     return decoder, ckpt
+
+
+def check_decoder_weights(decoder: HeatmapDecoder, checksum: Any, path: str | Path) -> None:
+    """A decoder whose weights are not finite, or are not those it was saved with (a changed byte, an edit after
+    saving), would score every image as NaN or as another decoder: refused by name. Files saved before the
+    checksum existed are checked for finiteness only."""
+    fix = "train it again (hood train-decoder, or HeatmapDetector.fit and save) or restore the file"
+    state = decoder.state_dict()
+    if any(v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in state.values()):
+        raise CheckpointError(f"decoder {path} is damaged: its weights hold NaN or infinite values; {fix}")
+    if checksum is not None and checksum != fingerprint(state.items()):
+        raise CheckpointError(f"decoder {path} is damaged: its weights are not those it was saved with; {fix}")
 
 
 def classifier_fingerprint(model: Classifier) -> str:
