@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import class_image, save_random_classifier, write_flat_folder
-from http_server import Server
+from http_server import Faults, Server
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -300,6 +300,24 @@ def test_first_fetch_files_are_pinned_and_held_to_it(bench_env: dict[str, Any], 
         srv.stop()
     one_line_error(res, 2, "openood-pack-svhn", "failed verification", "expects 19,", "nothing was extracted")
     assert dl.verify_installed("openood-pack-svhn", root).state == "verified"  # the installed copy is untouched
+
+
+def test_a_pack_without_a_checksum_resumes_and_falls_back_to_its_mirror(bench_env: dict[str, Any], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    data = bench_env["payloads"]["openood-pack-texture"]
+    srv = Server({"texture.zip": data}, Faults(drop_after=len(data) // 3, drops=1)).start()
+    fake = copy.deepcopy(bench_env["manifest"])
+    fake["sets"]["openood-pack-texture"]["files"][0].update(url="http://127.0.0.1:9/texture.zip", mirrors=[srv.url("texture.zip")])
+    monkeypatch.setattr(registry, "load_manifest", lambda: fake)
+    monkeypatch.delenv("HOOD_MIRROR")
+    try:
+        res = invoke("download", "openood-pack-texture", "--root", str(tmp_path / "d"))
+    finally:
+        srv.stop()
+    assert res.exit_code == 0, res.output
+    ranges = [r for path, r, _ in srv.requests if path == "texture.zip"]
+    assert ranges[0] is None and ranges[1] == f"bytes={len(data) // 3}-"  # the second request resumed
+    assert dl.read_pins(tmp_path / "d", "openood-pack-texture")["texture.zip"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_an_html_page_for_an_unpinned_file_is_refused(bench_env: dict[str, Any], tmp_path: Path) -> None:
