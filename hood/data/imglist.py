@@ -53,12 +53,25 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _locate(listed: list[str], pack_dir: Path) -> list[Path]:
+    """Where each listed image is: ``pack_dir/rest`` (``rest``, its path below the pack folder); or one folder
+    less, where every ``rest`` starts with the one folder the pack's archive held, which installing lifted
+    (a pack holding only ``test/``)."""
+    rests = [rel.split("/", 1)[1] for rel in listed]
+    direct = [pack_dir / r for r in rests]
+    top = rests[0].split("/", 1)[0] if "/" in rests[0] else None
+    if direct[0].is_file() or top is None or not all(r.startswith(f"{top}/") for r in rests):
+        return direct
+    lifted = [pack_dir / r.split("/", 1)[1] for r in rests]
+    return lifted if lifted[0].is_file() and not (pack_dir / top).is_dir() else direct
+
+
 def load_listed(list_file: Path, pack_dir: Path, pack: str, size: int, name: str, strict: bool = False,
                 labelled: bool = False) -> ImageSet:
     """The images ``list_file`` names, from the installed pack at ``pack_dir`` (``<pack folder>/rest`` is read
     at ``pack_dir/rest``), in list order, decoded at ``size``; ``labelled`` keeps the list's labels (ID lists)."""
     entries = read_list(list_file)
-    files = [pack_dir / rel.split("/", 1)[1] for rel, _ in entries]
+    files = _locate([rel for rel, _ in entries], pack_dir)
     absent = [rel for (rel, _), f in zip(entries, files, strict=True) if not f.is_file()]
     if absent:
         raise DataError(f"{list_file.name} names {len(absent)} of its {len(entries)} images that are not in {pack_dir} "
