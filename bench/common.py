@@ -76,6 +76,23 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_path() -> str:
+    """Which of hood's CPU paths runs here: ``bf16`` where the CPU multiplies bf16 natively (AVX512-BF16 or AMX:
+    the prototype screen and the decoder steps use it), else ``float32`` (an AVX2 CPU: exact float search, float32
+    decoder steps)."""
+    from hood.engine.runtime import cpu_has_bf16
+
+    return "bf16" if cpu_has_bf16() else "float32"
+
+
+def path_target(targets: dict[str, float], given: float | None) -> tuple[float, str]:
+    """The target of the path that runs (``--target`` overrides it) and the line that says which path ran."""
+    path = cpu_path()
+    target = targets[path] if given is None else given
+    others = ", ".join(f"{p} >= {t:g}x" for p, t in targets.items() if p != path)
+    return target, f"path: {path} (target >= {target:g}x; {others} on the other path)"
+
+
 def report(name: str, ratio: float, target: float, detail: str, higher_is_better: bool = True) -> int:
     """Print the figure as ``name: ratio (target)`` and return the exit code (1 = target missed)."""
     ok = ratio >= target if higher_is_better else ratio <= target

@@ -109,6 +109,10 @@ class EvaluateConfig:
     methods: list[str] = field(default_factory=lambda: ["heatmap", "msp", "energy", "knn"])
     fpr_convention: str = "id"  # id: FPR of OOD at 95% TPR of ID (the paper) | ood: OpenOOD's
     batch_size: int = 500
+    # ID training images the fitted detectors (KNN, ViM, Mahalanobis, ...) and the combinations fit on: a seeded
+    # draw of the training split where it holds more. Their fit pass over the training set is most of a first
+    # evaluate's time on a CPU; the default is all of CIFAR's 50,000, on which docs/quality.md was measured
+    fit_count: int | None = 50_000
     # each detector's parameters, by method and by the name its constructor gives them (its paper's), e.g.
     # {knn: {k: 50}, scale: {percentile: 90}, heatmap+vim+scale: {vim_weight: 3, scale_weight: 0.25}}; what is
     # not set keeps the constructor's default (docs/configuration.md lists them)
@@ -436,6 +440,7 @@ def validate(cfg: Config) -> Config:
     validate_decoder(d)
     need(e.fpr_convention in ("id", "ood"), "evaluate.fpr_convention", f"must be id or ood, got '{e.fpr_convention}'")
     need(e.batch_size >= 1, "evaluate.batch_size", "must be at least 1")
+    need(e.fit_count is None or e.fit_count >= 1, "evaluate.fit_count", f"must be at least 1 (or null: all), got {e.fit_count}")
     _validate_benchmark(cfg, need)
     need(bool(e.methods), "evaluate.methods", "must name at least one method")
     need(bool(_DEVICE_RE.match(r.device)), "run.device", f"must be auto, cpu, cuda or cuda:N, got '{r.device}'")

@@ -22,6 +22,28 @@ def test_prototype_bench_agrees_with_the_public_loop() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "same indices on the 60 timed outliers: 60/60" in proc.stdout
     assert "RESULT prototype search speed-up" in proc.stdout
+    assert f"path: {_path()}" in proc.stdout  # which CPU path ran, beside its figure
+
+
+def _path() -> str:
+    from hood.engine.runtime import cpu_has_bf16
+
+    return "bf16" if cpu_has_bf16() else "float32"
+
+
+def test_the_targets_are_those_of_the_cpu_path_that_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AVX2 CPU (no native bf16) runs the float32 path, whose targets are its own; --target overrides."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    import hood.engine.runtime as runtime
+
+    targets = {"bf16": 50.0, "float32": 30.0}
+    for native, want in ((False, 30.0), (True, 50.0)):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
+        target, said = common.path_target(targets, None)
+        assert target == want and said.startswith(f"path: {'bf16' if native else 'float32'} (target >= {want:g}x")
+    assert common.path_target(targets, 0.0)[0] == 0.0
 
 
 @pytest.mark.parametrize("script", ["decoder_epoch.py", "evaluate_cost.py"])
@@ -31,6 +53,7 @@ def test_bench_scripts_run(script: str) -> None:
     proc = _run(script, *args, "--target" if script == "decoder_epoch.py" else "--target-speed", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "RESULT" in proc.stdout
+    assert script != "decoder_epoch.py" or f"path: {_path()}" in proc.stdout
 
 
 def test_fit_memory_bench_runs_both_sides() -> None:

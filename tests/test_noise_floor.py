@@ -123,8 +123,9 @@ def test_a_floor_that_would_erase_every_heatmap_is_not_applied_and_said(
 ) -> None:
     """What a two-epoch training of WRN-40-2 measures (a floor of 1.000, every ID pixel lit): taken off every pixel
     it would score every image 0, so the decoder keeps none, run.json records why and the command says so."""
+    from conftest import invoke
+
     import hood.engine.decoder_training as recipe
-    from test_pipeline_cli import invoke
 
     monkeypatch.setattr(recipe, "measure_noise_floor", lambda *a, **k: 1.0)
     r = invoke("train-decoder", "--dataset", str(id_folder), "--set", "model.arch=wrn10_2", "--classifier", str(tiny_classifier),

@@ -586,3 +586,35 @@ def test_a_training_key_given_to_evaluate_or_score_is_one_line_not_ignored(run_c
     one_line_error(_evaluate(run_copy, "uniform-noise", "--set", key), 2, words, f"`hood {trainer}`")
     one_line_error(score(run_copy, str(mine), "--set", key), 2, words)
     assert (run_copy / "results.json").read_bytes() == before
+
+
+# ---- a detector that scores every image the same is named, not shown as a measurement -----------------------
+
+
+def _blank_decoder(run: Path) -> None:
+    """What a decoder trained for two epochs with a floor of 1.000 draws: the same (blank) heatmap on every image."""
+    from hood.fingerprint import fingerprint
+
+    ckpt = torch.load(run / "decoder.pt", weights_only=False)
+    ckpt["state_dict"]["noise_floor"].fill_(1.0)
+    ckpt["checksum"] = fingerprint(ckpt["state_dict"].items())
+    torch.save(ckpt, run / "decoder.pt")
+
+
+def test_a_constant_detector_is_named_under_evaluates_table_and_in_score(run_copy: Path, mine: Path) -> None:
+    _blank_decoder(run_copy)
+    r = _evaluate(run_copy, "uniform-noise", "--methods", "heatmap,heatmap+vim,msp")
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stdout.split())
+    assert "note: heatmap scores every image of id and uniform-noise the same (0): it tells none of them apart" in said
+    assert "train it longer (more decoder.epochs)" in said
+    assert "note: heatmap+vim: its heatmap part scores every ID test image the same, so it ranks images as vim alone" in said
+    assert "msp scores" not in said
+    res = json.loads((run_copy / "results.json").read_text())
+    assert res["constant"] == {"heatmap": ["id", "uniform-noise"]}
+    out = score(run_copy, str(mine), "--method", "heatmap")
+    assert out.exit_code == 0, out.output
+    assert "note: heatmap scored every image of id and uniform-noise the same when the run was evaluated" in " ".join(out.stderr.split())
+    combined = score(run_copy, str(mine), "--method", "heatmap+vim", "--json")
+    assert any("its heatmap part scored every ID test image the same" in n for n in json.loads(combined.stdout)["notes"])
+    assert not any("the same" in n for n in json.loads(score(run_copy, str(mine), "--method", "msp", "--json").stdout)["notes"])

@@ -43,10 +43,12 @@ def results_table(results: dict[str, Any], metrics: tuple[str, ...] | None = Non
             used = label_w
         chunks[-1].append(m)
         used += w
+    notes = [Text(f"note: {n}", style="yellow") for n in results.get("notes", [])]  # a constant detector, kept thresholds
     if len(chunks) == 1:
-        return _table(results, methods, metrics, best, True, caption(results))
+        table = _table(results, methods, metrics, best, True, caption(results))
+        return Group(table, *notes) if notes else table
     tables = [_table(results, chunk, metrics, best, i == 0, None) for i, chunk in enumerate(chunks)]
-    return Group(*tables, Text(caption(results), style="dim italic"))
+    return Group(*tables, Text(caption(results), style="dim italic"), *notes)
 
 
 def _rows(results: dict[str, Any], methods: list[str]) -> list[tuple[str, dict[str, dict[str, float]]]]:

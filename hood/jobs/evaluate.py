@@ -31,6 +31,7 @@ from hood.engine.features import FeatureSet, extract_features
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, RunError
 from hood.jobs.benchmark import add_groups, benchmark_plan, open_benchmark
+from hood.jobs.constant import ConstantScores
 from hood.jobs.detectors import build_detectors, check_fit_rows, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import (
@@ -43,7 +44,7 @@ from hood.jobs.lookup import (
     preflight,
     skip_note,
 )
-from hood.jobs.plan import Plan, test_plan
+from hood.jobs.plan import Plan, cap_fit, test_plan
 from hood.jobs.results import begin_results, measured_on, save_scores, write_results
 from hood.jobs.validation import validation_plan
 from hood.locks import holds_locks
@@ -99,7 +100,7 @@ def _fit(detectors: dict[str, Detector], combos: dict[str, Combination], run: Ru
     todo: list[str] = []
     for m, d in detectors.items():
         if d.needs_fit:
-            keys[m] = fit_key(m, d.settings(), fingerprint, cfg, len(train))
+            keys[m] = fit_key(m, d.settings(), fingerprint, cfg, len(train), **(plan.fit_draw or {}))
             if load_fit(run, d, keys[m]) is None:
                 todo.append(m)
             else:
@@ -108,7 +109,8 @@ def _fit(detectors: dict[str, Detector], combos: dict[str, Combination], run: Ru
     todo_combos = []
     for m, c in combos.items():
         settings = {"parts": {p: detectors[p].settings() for p in c.parts}}
-        keys[m] = fit_key(m, settings, fingerprint, cfg, len(train), rows=len(rows), seed=cfg.run.seed)  # type: ignore[arg-type]
+        keys[m] = fit_key(m, settings, fingerprint, cfg, len(train), rows=len(rows), seed=cfg.run.seed,  # type: ignore[arg-type]
+                          **(plan.fit_draw or {}))
         if load_fit(run, c, keys[m]) is None:
             todo_combos.append(m)
         else:
@@ -201,6 +203,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         plan = validation_plan(cfg, splits, decoder_rows, meta.get("config", {}), root, size, classifier.meta, str(clf_path), run.path)
     else:
         plan = test_plan(cfg, splits, decoder_rows, root, size)
+    cap_fit(plan, cfg.evaluate.fit_count, cfg.data.ood_draw_seed)  # a seeded draw of a larger training split
     detectors, combos = build_detectors(methods, model, cfg, device, decoder)
     check_fit_rows(detectors, len(plan.fit))  # before results.json is marked as being rewritten
     num_maps = max(d.num_maps for d in detectors.values())
@@ -214,6 +217,8 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     id_feats = extract_features(model, id_test.images, device, cfg.evaluate.batch_size, num_maps, id_test.labels, reporter, "ID test features")
     acc = float((id_feats.preds == id_test.labels).float().mean()) if id_test.labels is not None else None
     id_scores = _score(detectors, combos, id_feats, id_test.images, seconds)
+    constant = ConstantScores()  # methods that score every image of a set the same: named under the table
+    constant.add("id", id_scores)
     for m in methods:
         save_scores(run, m, f"{plan.prefix}id", id_scores[m], plan.id_rows)
     del id_feats
@@ -231,6 +236,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         drawn[name] = {"count": len(ood), "size": size_before}
         feats = extract_features(model, ood.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, f"{name} features")
         scores = _score(detectors, combos, feats, ood.images, seconds)
+        constant.add(name, scores)
         for m in methods:
             save_scores(run, m, f"{plan.prefix}{name}", scores[m], rows)
             per_method[m][name] = {**ood_metrics(id_scores[m], scores[m], cfg.evaluate.fpr_convention), "n": len(scores[m])}
@@ -241,6 +247,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     if plan.benchmark is not None:
         add_groups(results, plan.benchmark)
     results["threshold_context"] = {m: measured_on(classifier.fingerprint, cfg.data.id, size) for m in methods}
+    constant.record(results, methods, combos)
     write_results(run, results, validation=validating)
     if validating:
         if created:  # a fresh run that only validated (the baselines on half of the ID test split) is done
@@ -280,7 +287,8 @@ def _results(cfg: Config, plan: Plan, methods: list[str], per_method: dict[str, 
         "score_seconds": {m: round(seconds.get(m, 0.0) + sum(seconds.get(p, 0.0) for p in combos[m].parts if p not in methods), 3)
                           if m in combos else round(seconds.get(m, 0.0), 3) for m in methods},
         # which images were scored: every method and every decoder seed reads the same rows (scores/*.npz hold them)
-        "draw": {"mode": cfg.data.ood_draw, "seed": cfg.data.ood_draw_seed, "id": id_draw, "ood": drawn},
+        "draw": {"mode": cfg.data.ood_draw, "seed": cfg.data.ood_draw_seed, "id": id_draw, "ood": drawn,
+                 **({"fit": plan.fit_draw} if plan.fit_draw else {})},
         "notes": notes,
     }
     if plan.validation:

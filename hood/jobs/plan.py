@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from hood.config import Config
-from hood.data.draw import draw
+from hood.data.draw import draw, draw_rows
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_image_set
 from hood.data.validation import id_test_halves
@@ -30,6 +30,7 @@ class Plan:
     id_size: int = 0  # its size before the draw
     id_half: dict[str, Any] | None = None  # how the ID test split was halved (data.val_id_source: test)
     benchmark: dict[str, Any] | None = None  # the named protocol's record (hood/jobs/benchmark.py), None without one
+    fit_draw: dict[str, int] | None = None  # how ``fit`` was drawn from a larger training split (:func:`cap_fit`)
 
     @property
     def prefix(self) -> str:
@@ -47,6 +48,22 @@ def test_plan(cfg: Config, splits: dict[str, ImageSet], decoder_rows: torch.Tens
         plan.id, plan.id_rows = splits["test"].subset(halves[1]), halves[1]
         plan.id_half = {"half": "test", "half_seed": cfg.data.ood_draw_seed}
     return finish(plan, cfg)
+
+
+def cap_fit(plan: Plan, count: int | None, seed: int) -> None:
+    """``evaluate.fit_count``: a seeded draw of that many training rows for the fits, where the split holds more
+    (the fit pass over the whole split is most of a first evaluate's time); the decoder's rows are mapped into it."""
+    n = len(plan.fit)
+    if count is None or n <= count:
+        return
+    rows = draw_rows(n, count, "random", seed)
+    plan.fit = plan.fit.subset(rows)
+    if plan.decoder_rows is not None:
+        position = torch.full((n,), -1, dtype=torch.long)
+        position[rows] = torch.arange(len(rows))
+        mapped = position[plan.decoder_rows[plan.decoder_rows < n].long()]
+        plan.decoder_rows = mapped[mapped >= 0]
+    plan.fit_draw = {"fit_count": count, "fit_seed": seed, "fit_of": n}
 
 
 def finish(plan: Plan, cfg: Config) -> Plan:

@@ -79,6 +79,16 @@ def load_scores(run: Run, method: str, set_name: str, expected: int | None = Non
     return scores
 
 
+def load_rows(run: Run, method: str, set_name: str) -> np.ndarray | None:
+    """Which of the set's images (in file order) the saved scores are of; None when the file records none or
+    cannot be read (then :func:`load_scores` says why, where the scores themselves are needed)."""
+    try:
+        with np.load(scores_path(run, method, set_name), allow_pickle=False) as f:
+            return np.asarray(f["rows"], dtype=np.int64) if "rows" in f.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+
+
 def results_csv(results: dict[str, Any]) -> str:
     """Tidy form: one row per (method, set, metric)."""
     buf = io.StringIO()

@@ -4,7 +4,9 @@ score histograms and ROC curves.
 The histograms and ROC curves read the per-sample scores ``hood evaluate`` saved
 (``scores/<method>/<set>.npz``), so they show exactly what the table measured and cost no GPU; when the
 run was never evaluated, they fall back to the heatmap scores of the images drawn here (``data.ood_count``
-images of each set, 2,000 when unset, drawn by ``data.ood_draw`` as evaluate draws them) and say so.
+images of each set, 2,000 when unset, drawn by ``data.ood_draw`` as evaluate draws them) and say so. The grids
+pick their images from those same saved scores, so only the images drawn go through the classifier and the
+decoder (evaluated or not, a set whose heatmaps all score the same is said in a note).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hood.engine.features import extract_features
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_bytes
+from hood.jobs.constant import constant_note, is_constant
 from hood.jobs.lookup import (
     check_classifier,
     check_given_files,
@@ -34,7 +37,7 @@ from hood.jobs.lookup import (
     open_classifier,
     preflight,
 )
-from hood.jobs.results import load_scores, measured_on, read_results, recorded_decoders, rerun, threshold_differs
+from hood.jobs.results import load_rows, load_scores, measured_on, read_results, recorded_decoders, rerun, threshold_differs
 from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
@@ -101,7 +104,8 @@ def visualize(
     folder = Path(out_dir) if out_dir else run.path / "figures"
     figs = Figures()
     grid_scores: dict[str, np.ndarray] = {}
-    path, grid_scores["id"] = _grid(det, model, device, "id", splits["test"], n, how, cfg, folder, reporter)
+    path, grid_scores["id"] = _grid(det, model, device, "id", splits["test"], n, how, cfg, folder, reporter,
+                                    _saved(run, results, stale, "id", len(splits["test"])))
     figs.paths.append(path)
     del splits
     names = []
@@ -109,8 +113,11 @@ def visualize(
         name = dataset_label(spec)
         names.append(name)
         s = load_image_set(spec, root, size, cfg.data.strict)
-        path, grid_scores[name] = _grid(det, model, device, name, s, n, how, cfg, folder, reporter)
+        path, grid_scores[name] = _grid(det, model, device, name, s, n, how, cfg, folder, reporter,
+                                        _saved(run, results, stale, name, len(s)))
         figs.paths.append(path)
+    if flat := [s for s, v in grid_scores.items() if is_constant(v)]:
+        figs.notes.append(constant_note("heatmap", flat, float(grid_scores[flat[0]][0])))
     if stale:
         figs.notes.append(f"the ROC curves leave out {', '.join(stale)}: their saved scores were measured on another decoder, "
                           f"classifier, ID set or image size; {rerun(run)}")
@@ -161,15 +168,38 @@ def _score_figures(run: Run, results: dict, method: str, names: list[str], grid_
         figs.paths.append(folder / fname)
 
 
+def _saved(run: Run, results: dict, stale: dict[str, str], set_name: str, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The heatmap scores evaluate saved for ``set_name`` and the rows of the set they are of, when they were
+    measured as now: the grid picks among them without scoring the set again."""
+    if "heatmap" in stale or "heatmap" not in results.get("thresholds", {}):
+        return None
+    try:
+        scores = load_scores(run, "heatmap", set_name)
+    except RunError:
+        return None  # damaged: the set is scored here instead
+    rows = load_rows(run, "heatmap", set_name)
+    if scores is None or rows is None or len(rows) != len(scores) or (len(rows) and int(rows.max()) >= size):
+        return None
+    return scores, rows
+
+
 def _grid(det: HeatmapDetector, model: torch.nn.Module, device: torch.device, name: str, s: ImageSet,
-          n: int, how: str, cfg: Config, folder: Path, reporter: Reporter) -> tuple[Path, np.ndarray]:
-    s, _ = draw(s, cfg.data.ood_count or 2000, cfg.data.ood_draw, cfg.data.ood_draw_seed)
-    feats = extract_features(model, s.images, device, cfg.evaluate.batch_size, det.num_maps, reporter=reporter,
-                             description=f"{name} heatmaps")
-    scores = det.score_features(feats)
+          n: int, how: str, cfg: Config, folder: Path, reporter: Reporter,
+          saved: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Path, np.ndarray]:
+    """The grid of ``n`` images of ``s`` picked by their heatmap scores: evaluate's (``saved``), else those of a
+    draw scored here; only the picked images are drawn. Returns the scores picked from."""
+    if saved is not None:
+        scores, rows = saved
+    else:
+        s, _ = draw(s, cfg.data.ood_count or 2000, cfg.data.ood_draw, cfg.data.ood_draw_seed)
+        scores = det.score_features(extract_features(model, s.images, device, cfg.evaluate.batch_size, det.num_maps,
+                                                     reporter=reporter, description=f"{name} heatmaps"))
+        rows = np.arange(len(s))
     idx = pick(scores, n, how, cfg.run.seed)
-    h = det.heatmaps_of(feats.take(torch.as_tensor(idx)))
-    img = heatmap_grid(s.images[torch.as_tensor(idx)], h, scores[idx], f"{name}: input / heatmap / overlay, score below ({how})")
+    images = s.images[torch.as_tensor(rows[idx])]
+    feats = extract_features(model, images, device, cfg.evaluate.batch_size, det.num_maps)
+    h = det.heatmaps_of(feats)
+    img = heatmap_grid(images, h, det.score_features(feats), f"{name}: input / heatmap / overlay, score below ({how})")
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     path = folder / f"heatmaps_{name}.png"
