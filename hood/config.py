@@ -102,6 +102,10 @@ class DecoderConfig:
     # the heatmap's noise floor: this quantile of the per-pixel magnitudes the trained decoder draws on unseen
     # ID images, taken off every pixel (engine/noise_floor.py); 0 = none, the paper's heatmap
     noise_floor_quantile: float = 0.0
+    # composite outliers beside the pool's: ID training images with a region (10-50%) pasted from an outlier,
+    # whose target is the ID image itself, so the decoder learns to draw the change inside the region only;
+    # 0 = none, the paper's
+    composites: int = 0
 
 
 @dataclass
@@ -400,6 +404,7 @@ def validate_decoder(d: DecoderConfig) -> None:
     need(d.loss_weight >= 0, "decoder.loss_weight", f"must be non-negative, got {d.loss_weight}")
     need(0 <= d.noise_floor_quantile < 1, "decoder.noise_floor_quantile",
          f"must be in [0, 1) (0 = no floor, the paper; 0.99 = the 99th percentile), got {d.noise_floor_quantile}")
+    need(0 <= d.composites <= 10**6, "decoder.composites", f"must be 0 (none, the paper) to 1,000,000, got {d.composites}")
     need(1 <= d.prototype_k <= 100, "decoder.prototype_k", f"must be 1 (the nearest, the paper) to 100, got {d.prototype_k}")
 
 

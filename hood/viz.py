@@ -43,12 +43,15 @@ def figure_scale(mags: list[np.ndarray] | np.ndarray, quantile: float = 0.999) -
     return float(np.clip(np.quantile(values, quantile) if values.size else 1.0, 0.05, 1.0))
 
 
+COLOUR_BAR_WIDTH = 46  # pixels a colour bar with its labels adds at the right of a figure
+
+
 def colour_bar(height: int, vmax: float, width: int = 12) -> Image.Image:
     """A vertical colour bar, top = ``vmax``, with its two ends labelled: the scale the figure's heatmaps use."""
     cmap = _colormap()
     ramp = np.linspace(1, 0, max(height - 24, 8))[:, None].repeat(width, axis=1)
     bar = Image.fromarray(colorize(ramp, cmap))
-    out = Image.new("RGB", (width + 34, height), (255, 255, 255))
+    out = Image.new("RGB", (COLOUR_BAR_WIDTH, height), (255, 255, 255))
     out.paste(bar, (0, 12))
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default()
@@ -202,3 +205,12 @@ def overlay_image(image: torch.Tensor, heatmap: torch.Tensor, scale: int = 4) ->
     arr = overlay(image.permute(1, 2, 0).numpy().astype(np.float32), mag, _colormap())
     h, w = arr.shape[:2]
     return Image.fromarray(arr).resize((w * scale, h * scale), Image.NEAREST)
+
+
+def with_colour_bar(image: Image.Image, vmax: float = 1.0) -> Image.Image:
+    """``image`` with the colour bar of its heatmap's scale at the right: a picture that says what bright means."""
+    bar = colour_bar(image.height, vmax)
+    out = Image.new("RGB", (image.width + bar.width, image.height), (255, 255, 255))
+    out.paste(image.convert("RGB"), (0, 0))
+    out.paste(bar, (image.width, 0))
+    return out

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, tiny_config
 
 from hood.data.composites import AREA, make_composites, paste, region_masks
 from hood.detectors.pixel_maps import class_mean_distance_map, class_mean_images, energy_gradient_map
 from hood.metrics import aupro, pixel_auroc
-from tests.conftest import invoke, tiny_config
 
 
 def test_masks_cover_the_drawn_share_and_alternate_shapes() -> None:
@@ -99,3 +99,35 @@ def test_evaluate_localization_on_the_tiny_run(pipeline: dict[str, Any], run_cop
                    "--set", "run.num_threads=1")
     assert table.exit_code == 0, table.output
     assert "pixel AUROC" in table.stdout and "class-mean-distance" in table.stdout
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_composite_outliers_target_the_id_image_they_were_made_of(k: int) -> None:
+    from hood.engine.decoder_training import build_decoder_data
+    from hood.engine.features import FeatureSet
+
+    g = torch.Generator().manual_seed(0)
+    id_images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=g)
+    ood_images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=g)
+    comp = make_composites(id_images, ood_images, 5, seed=2)
+    n = 6 + 4 + 5
+    feats = FeatureSet(torch.randn(n, 3, generator=g), torch.randn(n, 2, generator=g))
+    data, proto = build_decoder_data(id_images, ood_images, feats, torch.device("cpu"), k, comp)
+    assert data.n_id == 6 and data.n_ood == 9 and len(data.images) == n + (4 if k > 1 else 0)
+    assert torch.equal(data.images[10:15], comp.images)
+    assert torch.equal(data.target_idx[10:15], comp.id_rows)  # h = x_id - x inside the region, 0 outside
+    assert torch.equal(data.images[data.target_idx[10:15]], id_images[comp.id_rows])
+    if k > 1:  # the outliers' mean prototypes sit after the composites
+        assert torch.equal(data.target_idx[6:10], torch.arange(15, 19))
+    else:
+        assert torch.equal(data.target_idx[6:10], proto)
+
+
+def test_train_decoder_with_composites(pipeline: dict[str, Any], tmp_path: Path) -> None:
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    cfg = tiny_config(pipeline["root"], **{"run.out": str(tmp_path / "comp"), "decoder.composites": 8})
+    run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
+    assert run.info["status"] == "complete"
+    assert "composites: 8" in run.file("config.yaml").read_text()

@@ -13,6 +13,8 @@ from conftest import write_flat_folder
 from PIL import Image
 from typer.testing import CliRunner
 
+from hood.viz import COLOUR_BAR_WIDTH
+
 
 @pytest.fixture
 def mine(tmp_path: Path) -> Path:
@@ -43,7 +45,7 @@ def test_score_folder_with_a_corrupt_file(pipeline: dict[str, Any], mine: Path, 
         assert item["predicted_class"] in ("class0", "class1", "class2")
         assert item["verdict"] == ("out" if item["score"] > threshold else "in")
         overlay = Image.open(item["heatmap"])
-        assert overlay.format == "PNG" and overlay.size == (128, 128)
+        assert overlay.format == "PNG" and overlay.size == (128 + COLOUR_BAR_WIDTH, 128)
     assert "1 of 4 file(s) could not be read" in out.stderr
 
 

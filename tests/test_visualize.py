@@ -10,6 +10,8 @@ from conftest import tiny_config
 from PIL import Image
 from typer.testing import CliRunner
 
+from hood.viz import COLOUR_BAR_WIDTH
+
 
 def _png(path: Path) -> Image.Image:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -28,7 +30,7 @@ def test_visualize_writes_grids_histograms_and_roc(pipeline: dict[str, Any], tmp
     assert figs.notes == []  # histograms and ROC came from evaluate's saved scores
     scale, pad, tile = 4, 6, 32 * 4
     for p in figs.paths[:3]:  # 5 columns of 3 nearest-upscaled tiles, a title line and a score line
-        assert _png(p).size == (5 * (tile + pad) + pad, 22 + 3 * (tile + pad) + 16 + pad)
+        assert _png(p).size == (5 * (tile + pad) + pad + COLOUR_BAR_WIDTH, 22 + 3 * (tile + pad) + 16 + pad)
     grid = _png(figs.paths[0]).convert("RGB")
     x0, y0 = pad, 22  # first input tile: nearest-neighbour upscaling makes 4x4 blocks of one colour
     block = {grid.getpixel((x0 + dx, y0 + dy)) for dx in range(scale) for dy in range(scale)}

@@ -61,7 +61,7 @@ def evaluate(
     data_root: DataRootOpt = None,
     strict: StrictOpt = None,
     validation: Annotated[bool, typer.Option("--validation", help="Score the validation split instead (see above).")] = False,
-    localization: Annotated[bool, typer.Option("--localization", help="Measure where heatmaps point, on composites (see above).")] = False,
+    localization: Annotated[bool, typer.Option("--localization", help="Where heatmaps point, on composites (see above).")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,

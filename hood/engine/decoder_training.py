@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from hood.config import DecoderConfig, validate_decoder
+from hood.data.composites import Composites, make_composites
 from hood.data.transforms import normalize
 from hood.engine import distributed
 from hood.engine.cuda_graph import GraphedStep, graphs_apply
@@ -87,7 +88,7 @@ class DecoderData:
     ``decoder.prototype_k`` > 1 its mean prototype image, stored in ``images`` after the outlier rows.
     """
 
-    images: torch.Tensor  # (n_id + n_ood) x 3 x H x W uint8 (+ mean prototypes)
+    images: torch.Tensor  # (n_id + n_ood) x 3 x H x W uint8 (+ composites, + mean prototypes)
     feats: FeatureSet
     target_idx: torch.Tensor
     n_id: int
@@ -119,30 +120,38 @@ def build_decoder_data(
     feats: FeatureSet,
     device: torch.device,
     prototype_k: int = 1,
+    composites: Composites | None = None,
 ) -> tuple[DecoderData, torch.Tensor]:
     """Pair each outlier with its prototype; returns the data and the prototype index per outlier
     (``n x k`` with ``prototype_k`` k > 1).
 
-    ``feats`` holds the rows of ``id_images`` then those of ``ood_images``, as the data keeps them: one
-    FeatureSet, so the stage maps are never held as two parts and a joined copy.
+    ``feats`` holds the rows of ``id_images`` then those of ``ood_images`` (then those of the ``composites``),
+    as the data keeps them: one FeatureSet, so the stage maps are never held as two parts and a joined copy. A
+    composite's target is the ID image it was made of: the change to draw is the pasted region's, nothing
+    outside it.
 
     With ``k > 1`` an outlier's target is the mean image of its ``k`` nearest same-class ID images: those
     means are stored as extra rows after the outliers and ``target_idx`` points at them, so a training
     step gathers its targets the same way for every ``k`` (and a CUDA graph of it stays the same).
     """
-    if len(feats) != len(id_images) + len(ood_images):
-        raise ValueError(f"{len(feats)} feature rows for {len(id_images)} ID and {len(ood_images)} outlier images")
-    n_id = len(id_images)
+    n_id, n_ood, n_comp = len(id_images), len(ood_images), 0 if composites is None else len(composites)
+    if len(feats) != n_id + n_ood + n_comp:
+        raise ValueError(f"{len(feats)} feature rows for {n_id} ID, {n_ood} outlier and {n_comp} composite images")
     preds = feats.preds
-    proto = nearest_prototypes(feats.features[n_id:], preds[n_id:], feats.features[:n_id], preds[:n_id], device, k=prototype_k)
+    end = n_id + n_ood
+    proto = nearest_prototypes(feats.features[n_id:end], preds[n_id:end], feats.features[:n_id], preds[:n_id], device, k=prototype_k)
     images = [id_images, ood_images]
-    id_targets = torch.arange(n_id)
+    targets = [torch.arange(n_id)]
     if prototype_k == 1:
-        target_idx = torch.cat([id_targets, proto])
+        targets.append(proto)
     else:
+        targets.append(end + n_comp + torch.arange(n_ood))  # the mean images, stored after the composites
+    if composites is not None:
+        images.append(composites.images)
+        targets.append(composites.id_rows)
+    if prototype_k > 1:
         images.append(mean_images(id_images, proto))
-        target_idx = torch.cat([id_targets, n_id + len(ood_images) + torch.arange(len(ood_images))])
-    return DecoderData(torch.cat(images), feats, target_idx, n_id), proto
+    return DecoderData(torch.cat(images), feats, torch.cat(targets), n_id), proto
 
 
 _REPORT_EVERY = 10  # steps between progress updates that read the loss value
@@ -350,10 +359,12 @@ def train_heatmap_decoder(
     n_id = len(id_images)
     # one pass over both, in the order the decoder's data keeps them: the stage maps (with fw_layers > 1 most
     # of the memory) are written once into place, never held twice as ID and outlier parts and their join
-    feats = extract_features(model, torch.cat([id_images, ood_images]), device, batch_size, spec.fw_layers - 1,
+    comp = make_composites(id_images, ood_images, settings.composites, seed) if settings.composites else None
+    inputs = [id_images, ood_images] + ([] if comp is None else [comp.images])
+    feats = extract_features(model, torch.cat(inputs), device, batch_size, spec.fw_layers - 1,
                              reporter=reporter, description="ID and outlier features")
     phases.mark("features")
-    data, proto = build_decoder_data(id_images, ood_images, feats, device, settings.prototype_k)
+    data, proto = build_decoder_data(id_images, ood_images, feats, device, settings.prototype_k, comp)
     phases.mark("prototypes")
     with torch.random.fork_rng(devices=[]):  # a seeded initialization that leaves the caller's RNG alone
         torch.manual_seed(seed)

@@ -69,10 +69,9 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     device = resolve_device(cfg.run.device)
     configure_threads(cfg.run.num_threads)
     validating = cfg.evaluate.validation
-    methods = [m for m in resolve_methods(cfg.evaluate.methods)]
+    methods = resolve_methods(cfg.evaluate.methods)
     check_set_names(cfg, validating)
-    if not validating:
-        preflight(cfg, [cfg.data.id, *cfg.data.ood])
+    preflight(cfg, [cfg.data.id, *([] if validating else cfg.data.ood)])  # every missing set named before any work
     run = _locked(decoder_run(run_path, cfg, reporter))  # the heatmap is what is measured: a decoder run
     if cfg.model.classifier is None:
         cfg.model.classifier = run.info.get("classifier")

@@ -47,7 +47,7 @@ from hood.jobs.results import RESULTS, measured_on, read_results, rerun, thresho
 from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
-from hood.viz import overlay_image
+from hood.viz import overlay_image, with_colour_bar
 
 CHUNK = 512  # images decoded and scored at a time: memory stays flat for folders of any size
 
@@ -298,7 +298,7 @@ def score_images(
             item.verdict = "?" if thr is None else ("out" if item.score > thr else "in")
             if maps is not None and out_dir is not None:
                 path = out_dir / _heatmap_name(re.split(r"[\\/]", item.file)[-1], used)  # the file's own name
-                img = overlay_image(images[i], maps[i])
+                img = with_colour_bar(overlay_image(images[i], maps[i]))  # the decoder's range, [0, 1]
                 buf = io.BytesIO()
                 img.save(buf, format="PNG")
                 atomic_write_bytes(path, buf.getvalue(), "--heatmaps folder")
