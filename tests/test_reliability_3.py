@@ -18,17 +18,20 @@ from conftest import invoke, one_line_error, score, tiny_config, write_flat_fold
 from hood.errors import HoodError
 
 
-def _retrain_decoder(run: Path) -> None:
-    """What `train-decoder --resume R` leaves: another decoder.pt (whole, with its own checksum) under the same
-    results.json."""
+def _new_decoder(run: Path, change: Any) -> None:
+    """Another decoder.pt, whole (with the checksum of its own weights) as hood saves one: ``change`` edits its
+    state dict in place."""
     from hood.fingerprint import fingerprint
 
     ckpt = torch.load(run / "decoder.pt", weights_only=False)
-    for v in ckpt["state_dict"].values():
-        if v.is_floating_point():
-            v.add_(0.05)
+    change(ckpt["state_dict"])
     ckpt["checksum"] = fingerprint(ckpt["state_dict"].items())
     torch.save(ckpt, run / "decoder.pt")
+
+
+def _retrain_decoder(run: Path) -> None:
+    """What `train-decoder --resume R` leaves: another decoder.pt under the same results.json."""
+    _new_decoder(run, lambda state: [v.add_(0.05) for v in state.values() if v.is_floating_point()])
 
 
 # ---- thresholds tied to what they were measured on --------------------------------------------------------
@@ -591,18 +594,9 @@ def test_a_training_key_given_to_evaluate_or_score_is_one_line_not_ignored(run_c
 # ---- a detector that scores every image the same is named, not shown as a measurement -----------------------
 
 
-def _blank_decoder(run: Path) -> None:
-    """What a decoder trained for two epochs with a floor of 1.000 draws: the same (blank) heatmap on every image."""
-    from hood.fingerprint import fingerprint
-
-    ckpt = torch.load(run / "decoder.pt", weights_only=False)
-    ckpt["state_dict"]["noise_floor"].fill_(1.0)
-    ckpt["checksum"] = fingerprint(ckpt["state_dict"].items())
-    torch.save(ckpt, run / "decoder.pt")
-
-
 def test_a_constant_detector_is_named_under_evaluates_table_and_in_score(run_copy: Path, mine: Path) -> None:
-    _blank_decoder(run_copy)
+    # what a decoder trained for two epochs with a floor of 1.000 draws: the same (blank) heatmap on every image
+    _new_decoder(run_copy, lambda state: state["noise_floor"].fill_(1.0))
     r = _evaluate(run_copy, "uniform-noise", "--methods", "heatmap,heatmap+vim,msp")
     assert r.exit_code == 0, r.output
     said = " ".join(r.stdout.split())

@@ -204,6 +204,9 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     else:
         plan = test_plan(cfg, splits, decoder_rows, root, size)
     cap_fit(plan, cfg.evaluate.fit_count, cfg.data.ood_draw_seed)  # a seeded draw of a larger training split
+    if plan.fit_draw:
+        reporter.log(f"the fits read a seeded draw of {len(plan.fit):,} of the {plan.fit_draw['fit_of']:,} ID training "
+                     f"images (evaluate.fit_count)")
     detectors, combos = build_detectors(methods, model, cfg, device, decoder)
     check_fit_rows(detectors, len(plan.fit))  # before results.json is marked as being rewritten
     num_maps = max(d.num_maps for d in detectors.values())
