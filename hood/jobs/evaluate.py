@@ -122,6 +122,8 @@ def _fit(detectors: dict[str, Detector], combos: dict[str, Combination], run: Ru
     todo = [m for m in todo if not detectors[m].needs_images]
     if not todo and not todo_combos:
         return keys
+    reporter.log(f"{', '.join(todo + todo_combos)}: fitting on {len(train):,} ID training images, cached in the run for "
+                 f"later calls (evaluate.fit_count draws fewer)")
     # the stage maps (a skip-input decoder's) of the rows the combinations read, not of every training image (gigabytes)
     num_maps = max((detectors[p].num_maps for m in todo_combos for p in combos[m].parts), default=0)
     feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, num_maps, train.labels, reporter,
