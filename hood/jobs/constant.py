@@ -28,6 +28,7 @@ class ConstantScores:
         self.values: dict[str, float] = {}
 
     def add(self, set_name: str, scores: Mapping[str, np.ndarray]) -> None:
+        """Each method's scores of one set, as ``evaluate`` computes them (parts included)."""
         for m, s in scores.items():
             if is_constant(s):
                 self.sets.setdefault(m, []).append(set_name)
@@ -50,12 +51,16 @@ class ConstantScores:
 
 def constant_note(method: str, sets: list[str], value: float) -> str:
     """The note for ``method``, constant over ``sets``."""
-    where = "every set" if len(sets) > 2 else " and ".join(sets)
-    return (f"{method} scores every image of {where} the same ({value:.4g}): it tells none of them apart, so its "
+    return (f"{method} scores every image of {_where(sets)} the same ({value:.4g}): it tells none of them apart, so its "
             f"figures there are chance and its verdicts the same for all{_why(method)}")
 
 
+def _where(sets: list[str]) -> str:
+    return sets[0] if len(sets) == 1 else f"{', '.join(sets[:-1])} and {sets[-1]}"
+
+
 def _why(method: str) -> str:
+    """What helps, where the decoder is what draws the same on everything."""
     return "; its decoder draws the same heatmap on every image: train it longer (more decoder.epochs)" \
         if uses_decoder([method]) else ""
 
@@ -66,8 +71,7 @@ def scoring_notes(results: dict[str, Any] | None, method: str, scores: list[floa
     found = (results or {}).get("constant")
     found = found if isinstance(found, dict) else {}
     if sets := found.get(method):
-        where = "every set" if len(sets) > 2 else " and ".join(sets)
-        return [f"{method} scored every image of {where} the same when the run was evaluated: its verdicts tell images "
+        return [f"{method} scored every image of {_where(sets)} the same when the run was evaluated: its verdicts tell images "
                 f"apart no better than chance; pick another --method{_why(method)}"]
     flat = [p for p in parts_of(method) if p != method and "id" in (found.get(p) or [])]
     if flat:
