@@ -594,7 +594,8 @@ def test_a_training_key_given_to_evaluate_or_score_is_one_line_not_ignored(run_c
 # ---- a detector that scores every image the same is named, not shown as a measurement -----------------------
 
 
-def test_a_constant_detector_is_named_under_evaluates_table_and_in_score(run_copy: Path, mine: Path) -> None:
+def test_a_constant_detector_is_named_under_evaluates_table_and_in_score(pipeline: dict[str, Any], run_copy: Path,
+                                                                        mine: Path) -> None:
     # what a decoder trained for two epochs with a floor of 1.000 draws: the same (blank) heatmap on every image
     _new_decoder(run_copy, lambda state: state["noise_floor"].fill_(1.0))
     r = _evaluate(run_copy, "uniform-noise", "--methods", "heatmap,heatmap+vim,msp")
@@ -612,3 +613,8 @@ def test_a_constant_detector_is_named_under_evaluates_table_and_in_score(run_cop
     combined = score(run_copy, str(mine), "--method", "heatmap+vim", "--json")
     assert any("its heatmap part scored every ID test image the same" in n for n in json.loads(combined.stdout)["notes"])
     assert not any("the same" in n for n in json.loads(score(run_copy, str(mine), "--method", "msp", "--json").stdout)["notes"])
+    from hood.jobs.visualize import visualize
+
+    figs = visualize(tiny_config(pipeline["root"], **{"data.ood": ["uniform-noise"]}), str(run_copy), n=2,
+                     out_dir=str(run_copy / "figs"))
+    assert any(n.startswith("heatmap scores every image of id and uniform-noise the same") for n in figs.notes)
