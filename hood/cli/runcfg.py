@@ -34,8 +34,8 @@ def refuse_train_time_keys(sets: list[str] | None) -> None:
         key = parse_set_option(item)[0]
         trainer = TRAIN_TIME.get(key.split(".")[0])
         if trainer is not None:
-            raise ConfigError(f"--set {key} is a {trainer} setting: this command reads the run as it was trained and "
-                              f"would ignore it; drop it, or give it to `hood {trainer}` and train again")
+            raise ConfigError(f"--set {key} is a {trainer} setting, which this command would ignore (it trains nothing, "
+                              f"it reads what was trained); drop it, or give it to `hood {trainer}` and train again")
 
 
 def with_run_data(cfg: Config, run_dir: str | None, named: dict[str, Any], sets: list[str] | None) -> Config:
