@@ -618,3 +618,20 @@ def test_a_constant_detector_is_named_under_evaluates_table_and_in_score(pipelin
     figs = visualize(tiny_config(pipeline["root"], **{"data.ood": ["uniform-noise"]}), str(run_copy), n=2,
                      out_dir=str(run_copy / "figs"))
     assert any(n.startswith("heatmap scores every image of id and uniform-noise the same") for n in figs.notes)
+
+
+def test_a_decoder_trained_too_briefly_is_named_beside_the_heatmap_figures(pipeline: dict[str, Any], run_copy: Path,
+                                                                          mine: Path) -> None:
+    """What run.json records after `train-decoder --epochs 2`: pixels stuck on every ID image, a floor not applied."""
+    from hood.jobs.evaluate import evaluate
+
+    info = json.loads((run_copy / "run.json").read_text())
+    info["stuck_pixels"] = {"pixels": 599, "of": 1024, "images": 500}
+    info["noise_floor"] = {"quantile": 0.99, "value": 0.0, "measured": 1.0, "refused": "the noise floor measured 1.000 would erase every heatmap"}
+    (run_copy / "run.json").write_text(json.dumps(info))
+    notes = evaluate(tiny_config(pipeline["root"], **{"evaluate.methods": ["heatmap", "msp"]}), str(run_copy)).results["notes"]
+    assert any("599 of 1024 heatmap pixels stuck" in n and "more decoder.epochs" in n for n in notes)
+    assert any(n.startswith("the decoder keeps no noise floor: the noise floor measured 1.000") for n in notes)
+    said = json.loads(score(run_copy, str(mine), "--method", "heatmap", "--json").stdout)["notes"]
+    assert any("599 of 1024" in n for n in said)
+    assert json.loads(score(run_copy, str(mine), "--method", "msp", "--json").stdout)["notes"] == []  # it reads no decoder

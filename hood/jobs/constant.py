@@ -2,7 +2,8 @@
 there are chance (AUROC 50%) and their verdicts the same for every image. A decoder trained for a few epochs
 draws the same blank heatmap on everything; a table that showed its 100.0 / 50.0 without a word would read as
 a measurement. ``evaluate`` records them in ``results.json`` (``constant``) with a note under the table, and
-``hood score`` repeats the note for the method it scores with.
+``hood score`` repeats the note for the method it scores with. A decoder that training left with stuck pixels
+or with a noise floor it could not apply (``run.json``) is named beside the heatmap methods' figures too.
 """
 
 from __future__ import annotations
@@ -81,3 +82,19 @@ def scoring_notes(results: dict[str, Any] | None, method: str, scores: list[floa
         return [f"{method} scores all {len(scores)} images the same ({scores[0]:.4g}): its verdicts do not tell them "
                 f"apart{_why(method)}"]
     return []
+
+
+def decoder_notes(info: dict[str, Any], methods: list[str]) -> list[str]:
+    """What ``run.json`` says of a decoder the heatmap ``methods`` read: pixels stuck on every ID image, a noise
+    floor not applied because it would have erased every heatmap. Both mean a decoder trained too briefly."""
+    if not uses_decoder(methods):
+        return []
+    out = []
+    stuck = info.get("stuck_pixels")
+    if isinstance(stuck, dict) and isinstance(stuck.get("pixels"), int) and stuck["pixels"] > 0:
+        out.append(f"the decoder has {stuck['pixels']} of {stuck.get('of', '?')} heatmap pixels stuck on every ID image "
+                   f"(run.json): the heatmap figures carry them; train it longer (more decoder.epochs)")
+    floor = info.get("noise_floor")
+    if isinstance(floor, dict) and isinstance(floor.get("refused"), str):
+        out.append(f"the decoder keeps no noise floor: {floor['refused']}")
+    return out

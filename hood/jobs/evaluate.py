@@ -31,7 +31,7 @@ from hood.engine.features import FeatureSet, extract_features
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError, RunError
 from hood.jobs.benchmark import add_groups, benchmark_plan, open_benchmark
-from hood.jobs.constant import ConstantScores
+from hood.jobs.constant import ConstantScores, decoder_notes
 from hood.jobs.detectors import build_detectors, check_fit_rows, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import (
@@ -253,6 +253,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         add_groups(results, plan.benchmark)
     results["threshold_context"] = {m: measured_on(classifier.fingerprint, cfg.data.id, size) for m in methods}
     constant.record(results, methods, combos)
+    results["notes"] += decoder_notes(run.info, methods)  # stuck pixels, a floor not applied: said beside the figures
     write_results(run, results, validation=validating)
     if validating:
         if created:  # a fresh run that only validated (the baselines on half of the ID test split) is done

@@ -39,7 +39,7 @@ from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, HoodError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.classes import class_names
-from hood.jobs.constant import scoring_notes
+from hood.jobs.constant import decoder_notes, scoring_notes
 from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
 from hood.jobs.fits import fit_differs, fit_key, fit_path, load_fit
 from hood.jobs.lookup import check_classifier, open_classifier
@@ -323,6 +323,7 @@ def score_images(
     except RunError:
         results = None  # a damaged results.json was refused by the threshold already, or --threshold bypassed it
     result.notes += scoring_notes(results, scorer.method, [i.score for i in result.images if i.score is not None])
+    result.notes += decoder_notes(run.info, [scorer.method])
     bad = len(result.images) - result.scored
     if bad:
         result.notes.append(f"{bad} of {len(result.images)} file(s) could not be read and were not scored")

@@ -27,7 +27,7 @@ from hood.engine.features import extract_features
 from hood.engine.runtime import configure_threads, resolve_device
 from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_bytes
-from hood.jobs.constant import constant_note, is_constant
+from hood.jobs.constant import constant_note, decoder_notes, is_constant
 from hood.jobs.lookup import (
     check_classifier,
     check_given_files,
@@ -118,6 +118,7 @@ def visualize(
         figs.paths.append(path)
     if flat := [s for s, v in grid_scores.items() if is_constant(v)]:
         figs.notes.append(constant_note("heatmap", flat, float(grid_scores[flat[0]][0])))
+    figs.notes += decoder_notes(run.info, ["heatmap"])
     if stale:
         figs.notes.append(f"the ROC curves leave out {', '.join(stale)}: their saved scores were measured on another decoder, "
                           f"classifier, ID set or image size; {rerun(run)}")
