@@ -117,24 +117,31 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if "run" in _RUNS:
         return _RUNS["run"]
     from hood.jobs.evaluate import evaluate
-    from hood.jobs.train_decoder import train_decoder
-    from hood.runs import create_run
 
     root = tmp_path_factory.mktemp("pipeline")
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOOD_CACHE", str(root / "_cache"))
         mp.setenv("HOOD_DATA", str(root / "_data"))
-        write_image_folder(root / "id" / "train", per_class=12)
-        write_image_folder(root / "id" / "test", per_class=4, offset=100)
-        write_flat_folder(root / "ood", count=12)
-        save_random_classifier(root / "classifier.pt")
-        cfg = tiny_config(root, **{"run.out": str(root / "runs" / "decoder")})
-        run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
-        result = evaluate(tiny_config(root), str(run.path))
+        run = tiny_decoder_run(root)
+        result = evaluate(tiny_config(root), str(run))
     torch.set_num_threads(threads)
-    _RUNS["run"] = {"root": root, "run": run.path, "results": result.results}
+    _RUNS["run"] = {"root": root, "run": run, "results": result.results}
     return _RUNS["run"]
+
+
+def tiny_decoder_run(root: Path, per_class: int = 12, test_per_class: int = 4, ood_count: int = 12, **extra: Any) -> Path:
+    """A one-epoch train-decoder run at ``root/runs/decoder`` on tiny data written under ``root`` (ID folder,
+    outlier folder, a random classifier), with :func:`tiny_config` and ``extra`` keys; its path."""
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    write_image_folder(root / "id" / "train", per_class=per_class)
+    write_image_folder(root / "id" / "test", per_class=test_per_class, offset=100)
+    write_flat_folder(root / "ood", count=ood_count)
+    save_random_classifier(root / "classifier.pt")
+    cfg = tiny_config(root, **{"run.out": str(root / "runs" / "decoder"), **extra})
+    return train_decoder(cfg, None, create_run(cfg, "train-decoder")).path
 
 
 @pytest.fixture(scope="session")

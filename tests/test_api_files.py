@@ -21,25 +21,15 @@ import hood
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A one-epoch train-decoder run (no evaluation: scoring files needs no threshold)."""
-    from conftest import write_image_folder
-
-    from hood.config import resolve
-    from hood.jobs.train_decoder import train_decoder
-    from hood.runs import create_run
+    from conftest import tiny_decoder_run
 
     root = tmp_path_factory.mktemp("files")
-    write_image_folder(root / "id" / "train", per_class=6)
-    write_image_folder(root / "id" / "test", per_class=2, offset=100)
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOOD_CACHE", str(root / "_cache"))
-        cfg = resolve(None, {"data.id": str(root / "id"), "data.aux": str(write_flat_folder(root / "ood", count=8)),
-                             "model.arch": "wrn10_2", "model.classifier": str(save_random_classifier(root / "clf.pt")),
-                             "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 8, "run.device": "cpu",
-                             "run.num_threads": 1, "run.out": str(root / "dec")}, None)
-        run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
+        run = tiny_decoder_run(root, per_class=6, test_per_class=2, ood_count=8, **{"decoder.num_ood": 8})
     torch.set_num_threads(threads)
-    return {"root": root, "run": run.path}
+    return {"root": root, "run": run}
 
 
 def test_load_classifier_reads_hoods_checkpoint_and_the_authors(tmp_path: Path) -> None:

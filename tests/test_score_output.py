@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import save_random_classifier, write_flat_folder, write_image_folder
+from conftest import tiny_decoder_run, write_flat_folder
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -20,17 +20,7 @@ runner = CliRunner()
 
 
 def _decoder_run(root: Path) -> Path:
-    from hood.config import resolve
-    from hood.jobs.train_decoder import train_decoder
-    from hood.runs import create_run
-
-    write_image_folder(root / "id" / "train", per_class=6)
-    write_image_folder(root / "id" / "test", per_class=4, offset=100)
-    cfg = resolve(None, {"data.id": str(root / "id"), "data.aux": str(write_flat_folder(root / "ood", count=8)),
-                         "model.arch": "wrn10_2", "model.classifier": str(save_random_classifier(root / "clf.pt")),
-                         "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 8, "run.device": "cpu",
-                         "run.num_threads": 1, "run.out": str(root / "dec"), "run.runs_dir": str(root / "runs")}, None)
-    return train_decoder(cfg, None, create_run(cfg, "train-decoder")).path
+    return tiny_decoder_run(root, per_class=6, ood_count=8, **{"decoder.num_ood": 8})
 
 
 @pytest.fixture(scope="module")
