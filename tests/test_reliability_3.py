@@ -635,3 +635,14 @@ def test_a_decoder_trained_too_briefly_is_named_beside_the_heatmap_figures(pipel
     said = json.loads(score(run_copy, str(mine), "--method", "heatmap", "--json").stdout)["notes"]
     assert any("599 of 1024" in n for n in said)
     assert json.loads(score(run_copy, str(mine), "--method", "msp", "--json").stdout)["notes"] == []  # it reads no decoder
+
+
+def test_a_second_validation_keeps_the_first_validation_table(pipeline: dict[str, Any], run_copy: Path) -> None:
+    from hood.jobs.evaluate import evaluate
+
+    cfg = {"evaluate.methods": ["msp"], "evaluate.validation": True, "data.val_id_source": "test", "data.ood": ["uniform-noise"]}
+    evaluate(tiny_config(pipeline["root"], **cfg), str(run_copy))
+    first = json.loads((run_copy / "validation.json").read_text())
+    again = evaluate(tiny_config(pipeline["root"], **{**cfg, "evaluate.fpr_convention": "ood"}), str(run_copy)).results
+    assert again["earlier_table"].startswith("earlier-results/validation-")
+    assert json.loads((run_copy / again["earlier_table"]).read_text()) == first

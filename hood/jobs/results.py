@@ -4,7 +4,7 @@
   under (the method's settings, and the classifier, ID set and image size it was measured on); thresholds of
   methods an evaluation did not run are kept from the one before, with a note; ``validation.json`` / ``validation.csv``: the same for the validation split (no thresholds are read
   from it);
-- ``earlier-results/results-<time>.json`` / ``.csv``: the table of each earlier finished evaluation, copied
+- ``earlier-results/results-<time>.json`` / ``.csv`` (``validation-<time>``): the table of each earlier evaluation, copied
   there before the next one replaces it (its ``results.json`` names the copy and says so in a note);
 - ``scores/<method>/<set>.npz``: per-sample scores (and the rows they are of), so metrics can be recomputed
   without a GPU; validation sets' files carry the ``val-`` prefix and never overwrite a test set's.
@@ -120,16 +120,16 @@ def begin_results(run: Run) -> None:
     atomic_write_json(f, {**old, "state": "running", "before": before, "earlier_table": kept})
 
 
-def keep_table(run: Run) -> str:
-    """Copy the finished ``results.json`` / ``.csv`` to ``earlier-results/results-<time it was written>``, so a
-    second evaluation (another ``--fpr-convention``, other sets) adds a table rather than losing the first; the
-    copy's path, relative to the run."""
-    f = run.file(RESULTS)
+def keep_table(run: Run, table: str = RESULTS) -> str:
+    """Copy the finished ``results.json`` (or ``validation.json``) and its ``.csv`` to
+    ``earlier-results/results-<time it was written>``, so a second evaluation (another ``--fpr-convention``, other
+    sets) adds a table rather than losing the first; the copy's path, relative to the run."""
+    f = run.file(table)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(f.stat().st_mtime))
-    n, name = 1, f"results-{stamp}"
+    n, name = 1, f"{f.stem}-{stamp}"
     while (run.path / EARLIER / f"{name}.json").exists():
         n += 1
-        name = f"results-{stamp}-{n}"
+        name = f"{f.stem}-{stamp}-{n}"
     for src in (f, f.with_suffix(".csv")):
         if src.is_file():
             atomic_write_bytes(run.path / EARLIER / f"{name}{src.suffix}", src.read_bytes())
@@ -204,12 +204,14 @@ def write_results(run: Run, results: dict[str, Any], validation: bool = False) -
     """The last write of an evaluation: the table as JSON and CSV (``validation.*`` for the validation split).
     ``results.json`` gains ``"state": "complete"``: from now on its thresholds and scores may be read."""
     name = VALIDATION if validation else RESULTS
-    if not validation:
+    if validation:  # no running state to keep it in: the validation table before is copied now
+        earlier = keep_table(run, VALIDATION) if run.file(VALIDATION).is_file() else None
+    else:
         keep_earlier(run, results)
         earlier = _of_running(run).get("earlier_table")
-        if isinstance(earlier, str):
-            results["earlier_table"] = earlier
-            results["notes"].append(f"this replaces the table of the evaluation before; that one is kept in {run.path / earlier}")
+    if isinstance(earlier, str):
+        results["earlier_table"] = earlier
+        results["notes"].append(f"this replaces the table of the evaluation before; that one is kept in {run.path / earlier}")
     results["state"] = "complete"
     atomic_write_text(run.file(name).with_suffix(".csv"), results_csv(results))
     atomic_write_json(run.file(name), results)
