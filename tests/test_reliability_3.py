@@ -646,3 +646,14 @@ def test_a_second_validation_keeps_the_first_validation_table(pipeline: dict[str
     again = evaluate(tiny_config(pipeline["root"], **{**cfg, "evaluate.fpr_convention": "ood"}), str(run_copy)).results
     assert again["earlier_table"].startswith("earlier-results/validation-")
     assert json.loads((run_copy / again["earlier_table"]).read_text()) == first
+
+
+@pytest.mark.parametrize("meta", [None, [1, 2], {"id_dataset": "x", "id_rows": "abc"}])
+def test_d39_a_decoder_whose_record_was_edited_is_one_line(pipeline: dict[str, Any], run_copy: Path, meta: Any) -> None:
+    decoder = run_copy / "decoder.pt"
+    _tampered(decoder, decoder, lambda ckpt: ckpt.pop("meta") if meta is None else ckpt.__setitem__("meta", meta))
+    r = _evaluate(run_copy, "uniform-noise", "--methods", "heatmap")
+    if meta is None:  # a decoder without a record (an older file) is evaluated as one that held out nothing
+        assert r.exit_code == 0, r.output
+    else:
+        one_line_error(r, 2, f"decoder {decoder} is damaged: its record of what it was trained on")

@@ -270,6 +270,13 @@ def load_decoder(path: str | Path, classifier: LoadedClassifier | None = None) -
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(f"decoder {path} does not match its own spec: {str(err).splitlines()[0]}") from err
     check_decoder_weights(decoder, ckpt.get("checksum"), path)
+    meta = ckpt.get("meta", {})
+    rows = meta.get("id_rows") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not (rows is None or (isinstance(rows, torch.Tensor) and rows.ndim == 1
+                                                           and not rows.is_floating_point())):
+        raise CheckpointError(f"decoder {path} is damaged: its record of what it was trained on (meta) is not what hood "
+                              f"writes; train it again (hood train-decoder, or HeatmapDetector.fit and save)")
+    ckpt["meta"] = meta
     decoder.eval()
     return decoder, ckpt
 
