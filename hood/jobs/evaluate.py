@@ -62,8 +62,8 @@ class Evaluation:
     results: dict[str, Any]
 
 
-def _locked(run: Run) -> Run:
-    """Evaluate writes scores, fits and results into the run: one writer at a time."""
+def lock_for_writing(run: Run) -> Run:
+    """``run``, locked: evaluate (and ``--localization``) write scores, fits and results into it, one writer at a time."""
     lock_run(run.path, "evaluate")
     return run
 
@@ -77,12 +77,12 @@ def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter:
             if uses_decoder(methods):
                 need = ", ".join(m for m in methods if uses_decoder([m]))
                 raise RunError(f"{run_path} is an evaluate run without a decoder; {need} needs a train-decoder run")
-            return _locked(run), methods
-        return _locked(decoder_run(run_path, cfg, reporter)), methods
+            return lock_for_writing(run), methods
+        return lock_for_writing(decoder_run(run_path, cfg, reporter)), methods
     if not uses_decoder(methods):
         return None, methods
     try:
-        return _locked(decoder_run(None, cfg, reporter)), methods
+        return lock_for_writing(decoder_run(None, cfg, reporter)), methods
     except RunError:
         if methods == all_methods():  # --methods all without a decoder: the baselines alone
             reporter.log("no train-decoder run found; evaluating the baselines without heatmap")
@@ -90,7 +90,7 @@ def _target_run(run_path: str | None, cfg: Config, methods: list[str], reporter:
         raise
 
 
-def _fit(detectors: dict[str, Detector], combos: dict[str, Combination], run: Run, model: torch.nn.Module, plan: Plan,
+def fit_detectors(detectors: dict[str, Detector], combos: dict[str, Combination], run: Run, model: torch.nn.Module, plan: Plan,
          fingerprint: str, cfg: Config, device: torch.device, reporter: Reporter) -> dict[str, dict[str, Any]]:
     """Fit what needs fitting, from the run's cache where its key matches; else one ID-train pass. A
     combination fits its parts' ID statistics on rows the decoder never trained on (:func:`fit_rows`).
@@ -141,7 +141,7 @@ def _fit(detectors: dict[str, Detector], combos: dict[str, Combination], run: Ru
     return keys
 
 
-def _score(detectors: dict[str, Detector], combos: dict[str, Combination], feats: FeatureSet, images: torch.Tensor,
+def score_set(detectors: dict[str, Detector], combos: dict[str, Combination], feats: FeatureSet, images: torch.Tensor,
            seconds: dict[str, float]) -> dict[str, np.ndarray]:
     """Every detector's scores of one set, then every combination's of those; ``seconds`` gains each one's time."""
     out: dict[str, np.ndarray] = {}
@@ -216,12 +216,12 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
 
     if not validating:
         begin_results(run)  # score and visualize refuse this run until write_results
-    fits = _fit(detectors, combos, run, model, plan, classifier.fingerprint, cfg, device, reporter)
+    fits = fit_detectors(detectors, combos, run, model, plan, classifier.fingerprint, cfg, device, reporter)
     del splits
     id_test = plan.id
     id_feats = extract_features(model, id_test.images, device, cfg.evaluate.batch_size, num_maps, id_test.labels, reporter, "ID test features")
     acc = float((id_feats.preds == id_test.labels).float().mean()) if id_test.labels is not None else None
-    id_scores = _score(detectors, combos, id_feats, id_test.images, seconds)
+    id_scores = score_set(detectors, combos, id_feats, id_test.images, seconds)
     constant = ConstantScores()  # methods that score every image of a set the same: named under the table
     constant.add("id", id_scores)
     for m in methods:
@@ -240,7 +240,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         ood, rows = draw(ood, plan.ood_count, cfg.data.ood_draw, cfg.data.ood_draw_seed)
         drawn[name] = {"count": len(ood), "size": size_before}
         feats = extract_features(model, ood.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, f"{name} features")
-        scores = _score(detectors, combos, feats, ood.images, seconds)
+        scores = score_set(detectors, combos, feats, ood.images, seconds)
         constant.add(name, scores)
         for m in methods:
             save_scores(run, m, f"{plan.prefix}{name}", scores[m], rows)

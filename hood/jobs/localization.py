@@ -33,7 +33,7 @@ from hood.engine.runtime import configure_threads, resolve_device, seed_everythi
 from hood.errors import ConfigError
 from hood.fileio import atomic_write_json
 from hood.jobs.detectors import build_detectors, resolve_methods
-from hood.jobs.evaluate import _fit, _locked, _score
+from hood.jobs.evaluate import fit_detectors, lock_for_writing, score_set
 from hood.jobs.lookup import check_classifier, check_set_names, data_root, decoder_run, open_classifier, preflight
 from hood.jobs.plan import test_plan
 from hood.jobs.validation import validation_plan
@@ -72,7 +72,7 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     methods = resolve_methods(cfg.evaluate.methods)
     check_set_names(cfg, validating)
     preflight(cfg, [cfg.data.id, *([] if validating else cfg.data.ood)])  # every missing set named before any work
-    run = _locked(decoder_run(run_path, cfg, reporter))  # the heatmap is what is measured: a decoder run
+    run = lock_for_writing(decoder_run(run_path, cfg, reporter))  # the heatmap is what is measured: a decoder run
     if cfg.model.classifier is None:
         cfg.model.classifier = run.info.get("classifier")
     clf_path = check_classifier(cfg, reporter)
@@ -95,7 +95,7 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     heatmap = detectors["heatmap"]
     assert isinstance(heatmap, HeatmapDetector)
     num_maps = max(d.num_maps for d in detectors.values())
-    _fit(detectors, combos, run, model, plan, classifier.fingerprint, cfg, device, reporter)
+    fit_detectors(detectors, combos, run, model, plan, classifier.fingerprint, cfg, device, reporter)
     train = plan.fit
     if train.labels is None:
         raise ConfigError(f"the ID set {cfg.data.id} has no labels; the class-mean reference map needs them")
@@ -104,7 +104,7 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     seconds: dict[str, float] = {}
     id_set = plan.id
     id_feats = extract_features(model, id_set.images, device, cfg.evaluate.batch_size, num_maps, None, reporter, "ID features")
-    id_scores = _score(detectors, combos, id_feats, id_set.images, seconds)
+    id_scores = score_set(detectors, combos, id_feats, id_set.images, seconds)
     del id_feats
 
     per_set: dict[str, dict[str, Any]] = {}
@@ -116,7 +116,7 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         del ood
         feats = extract_features(model, comp.images, device, cfg.evaluate.batch_size, num_maps, None, reporter,
                                  f"{name} composites")
-        scores = _score(detectors, combos, feats, comp.images, seconds)
+        scores = score_set(detectors, combos, feats, comp.images, seconds)
         reporter.log(f"{name}: pixel maps of {len(comp)} composites")
         maps = {"heatmap": heatmap_map(heatmap, feats),
                 "energy-gradient": energy_gradient_map(model, comp.images, device),
