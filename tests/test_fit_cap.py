@@ -82,3 +82,18 @@ def test_visualize_runs_the_decoder_on_the_images_it_draws(pipeline: dict[str, A
     seen.clear()
     vis.visualize(tiny_config(pipeline["root"]), str(run_copy), n=2, how="top", out_dir=str(tmp_path / "figs2"))
     assert [n for n, _ in seen] == [12, 2, 12, 2, 12, 2]
+
+
+def test_localization_fits_on_evaluates_draw_and_loads_its_fits(pipeline: dict[str, Any], run_copy: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--localization`` draws its fit rows as evaluate does (evaluate.fit_count), so it loads evaluate's fits instead
+    of refitting over them on every row (after which ``hood score`` would refuse the thresholds beside them)."""
+    import hood.jobs.evaluate as ev
+    from hood.jobs.localization import localize
+
+    cfg = tiny_config(pipeline["root"], **{"evaluate.methods": ["knn"], "evaluate.fit_count": 20, "data.ood": ["uniform-noise"]})
+    res = ev.evaluate(cfg, str(run_copy)).results
+    seen = _counting(monkeypatch, ev)
+    localize(cfg, str(run_copy))
+    assert not any(d == "ID train features" for _, d in seen)
+    assert torch.load(run_copy / "fits" / "knn.pt", weights_only=False)["key"] == res["fits"]["knn"]

@@ -72,6 +72,12 @@ def test_d21_evaluate_at_another_image_size_than_the_decoder_is_refused(pipeline
     with pytest.raises(HoodError, match="draws 32x32 heatmaps"):
         evaluate(cfg, str(run_copy))
     assert (run_copy / "results.json").read_bytes() == before
+    from hood.jobs.localization import localize
+    from hood.jobs.visualize import visualize
+
+    for job in (localize, visualize):  # the heatmaps would be scored against, or laid over, 64x64 images
+        with pytest.raises(HoodError, match="draws 32x32 heatmaps.*data.image_size=32"):
+            job(cfg, str(run_copy))
 
 
 def test_d44_evaluating_some_methods_keeps_the_others_thresholds(pipeline: dict[str, Any], run_copy: Path, mine: Path) -> None:

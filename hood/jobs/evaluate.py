@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from hood.config import Config
+from hood.data.benchmarks import Benchmark
 from hood.data.draw import draw
+from hood.data.images import ImageSet
 from hood.data.sources import load_id_splits
 from hood.detectors import Combination, Detector, all_methods, uses_decoder
 from hood.detectors.combined import fit_rows
@@ -41,6 +43,7 @@ from hood.jobs.lookup import (
     data_root,
     decoder_run,
     open_classifier,
+    open_decoder,
     preflight,
     skip_note,
 )
@@ -49,7 +52,7 @@ from hood.jobs.results import begin_results, measured_on, save_scores, write_res
 from hood.jobs.validation import validation_plan
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, id_threshold, mean_metrics, ood_metrics
-from hood.models.checkpoint import load_decoder
+from hood.models.checkpoint import LoadedClassifier
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run, create_run, lock_run, open_run
 
@@ -156,6 +159,27 @@ def score_set(detectors: dict[str, Detector], combos: dict[str, Combination], fe
     return out
 
 
+def evaluation_plan(cfg: Config, splits: dict[str, ImageSet], meta: dict[str, Any], classifier: LoadedClassifier,
+                    clf_path: Path, run: Run, bench: Benchmark | None, reporter: Reporter) -> Plan:
+    """What an evaluation scores and fits on: ``bench``'s sets, the validation split (``--validation``) or the test
+    sets. The ID training rows the decoder saw (``meta``, of this ID set only) are kept out of the combinations'
+    statistics, and the fits read a seeded draw of ``evaluate.fit_count`` rows of a larger training split. Shared
+    by evaluate and ``--localization``, so both fit on the same rows and cache their fits under the same keys."""
+    root, size, validating = data_root(cfg), cfg.data.image_size, cfg.evaluate.validation
+    decoder_rows = meta.get("id_rows") if meta.get("id_dataset") == cfg.data.id else None
+    if bench is not None:
+        plan = benchmark_plan(bench, cfg, splits, decoder_rows, root, size, validating)
+    elif validating:
+        plan = validation_plan(cfg, splits, decoder_rows, meta.get("config", {}), root, size, classifier.meta, str(clf_path), run.path)
+    else:
+        plan = test_plan(cfg, splits, decoder_rows, root, size)
+    cap_fit(plan, cfg.evaluate.fit_count, cfg.data.ood_draw_seed)
+    if plan.fit_draw:
+        reporter.log(f"the fits read a seeded draw of {len(plan.fit):,} of the {plan.fit_draw['fit_of']:,} ID training "
+                     f"images (evaluate.fit_count)")
+    return plan
+
+
 @holds_locks  # the run it writes is locked until it returns
 def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None = None) -> Evaluation:
     reporter = reporter or NullReporter()
@@ -185,30 +209,15 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         run = create_run(cfg, "evaluate")
         run.update(classifier=str(Path(clf_path).resolve()))
     seed_everything(cfg.run.seed, cfg.run.deterministic)
-    root, size = data_root(cfg), cfg.data.image_size
+    size = cfg.data.image_size
 
-    splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
+    splits = load_id_splits(cfg.data.id, data_root(cfg), size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
     model = classifier.model.to(device)
     decoder, meta = None, {}
     if uses_decoder(methods) or (validating and has_decoder):
-        decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
-        meta = ckpt["meta"]
-        if decoder.spec.out_size != size:  # its heatmaps would be scored against images of another resolution
-            raise ConfigError(f"the decoder of {run.path} draws {decoder.spec.out_size}x{decoder.spec.out_size} heatmaps, "
-                              f"but data.image_size is {size}; evaluate it at --set data.image_size={decoder.spec.out_size}")
-    # the ID training rows the decoder saw (of this ID set only): kept out of the combinations' statistics
-    decoder_rows = meta["id_rows"] if meta and meta.get("id_dataset") == cfg.data.id else None
-    if bench is not None:
-        plan = benchmark_plan(bench, cfg, splits, decoder_rows, root, size, validating)
-    elif validating:
-        plan = validation_plan(cfg, splits, decoder_rows, meta.get("config", {}), root, size, classifier.meta, str(clf_path), run.path)
-    else:
-        plan = test_plan(cfg, splits, decoder_rows, root, size)
-    cap_fit(plan, cfg.evaluate.fit_count, cfg.data.ood_draw_seed)  # a seeded draw of a larger training split
-    if plan.fit_draw:
-        reporter.log(f"the fits read a seeded draw of {len(plan.fit):,} of the {plan.fit_draw['fit_of']:,} ID training "
-                     f"images (evaluate.fit_count)")
+        decoder, meta = open_decoder(run, classifier, size)
+    plan = evaluation_plan(cfg, splits, meta, classifier, clf_path, run, bench, reporter)
     detectors, combos = build_detectors(methods, model, cfg, device, decoder)
     check_fit_rows(detectors, len(plan.fit))  # before results.json is marked as being rewritten
     num_maps = max(d.num_maps for d in detectors.values())

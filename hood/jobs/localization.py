@@ -32,14 +32,11 @@ from hood.engine.features import extract_features
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
 from hood.errors import ConfigError
 from hood.fileio import atomic_write_json
-from hood.jobs.detectors import build_detectors, resolve_methods
-from hood.jobs.evaluate import fit_detectors, lock_for_writing, score_set
-from hood.jobs.lookup import check_classifier, check_set_names, data_root, decoder_run, open_classifier, preflight
-from hood.jobs.plan import test_plan
-from hood.jobs.validation import validation_plan
+from hood.jobs.detectors import build_detectors, check_fit_rows, resolve_methods
+from hood.jobs.evaluate import evaluation_plan, fit_detectors, lock_for_writing, score_set
+from hood.jobs.lookup import check_classifier, check_set_names, data_root, decoder_run, open_classifier, open_decoder, preflight
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, aupro, mean_metrics, ood_metrics, pixel_auroc
-from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 
@@ -77,21 +74,13 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         cfg.model.classifier = run.info.get("classifier")
     clf_path = check_classifier(cfg, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
-    root, size = data_root(cfg), cfg.data.image_size
-    splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
+    splits = load_id_splits(cfg.data.id, data_root(cfg), cfg.data.image_size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
     model = classifier.model.to(device)
-    decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
-    meta = ckpt["meta"]
-    if decoder.spec.out_size != size:
-        raise ConfigError(f"the decoder of {run.path} draws {decoder.spec.out_size}x{decoder.spec.out_size} heatmaps, "
-                          f"but data.image_size is {size}; use --set data.image_size={decoder.spec.out_size}")
-    decoder_rows = meta["id_rows"] if meta.get("id_dataset") == cfg.data.id else None
-    if validating:
-        plan = validation_plan(cfg, splits, decoder_rows, meta.get("config", {}), root, size, classifier.meta, str(clf_path), run.path)
-    else:
-        plan = test_plan(cfg, splits, decoder_rows, root, size)
+    decoder, meta = open_decoder(run, classifier, cfg.data.image_size)
+    plan = evaluation_plan(cfg, splits, meta, classifier, clf_path, run, None, reporter)  # evaluate's rows and fits
     detectors, combos = build_detectors(list(dict.fromkeys(["heatmap", *methods])), model, cfg, device, decoder)
+    check_fit_rows(detectors, len(plan.fit))
     heatmap = detectors["heatmap"]
     assert isinstance(heatmap, HeatmapDetector)
     num_maps = max(d.num_maps for d in detectors.values())

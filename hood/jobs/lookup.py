@@ -4,6 +4,7 @@ data sets a command names (checked before any run directory is made)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hood import locks
 from hood.config import Config
@@ -15,12 +16,14 @@ from hood.models.checkpoint import (
     LoadedClassifier,
     infer_arch,
     load_classifier,
+    load_decoder,
     load_external_classifier,
     read_classifier_checkpoint,
     read_decoder_checkpoint,
     read_state_dict,
     strip_prefixes,
 )
+from hood.models.decoder import HeatmapDecoder
 from hood.progress import Reporter
 from hood.runs import Run, find_latest, open_run
 
@@ -103,6 +106,17 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
             raise RunError(incomplete(run, path))
         return run
     return _latest(cfg, "train-decoder", reporter, "", "pass --run PATH", "decoder run")
+
+
+def open_decoder(run: Run, classifier: LoadedClassifier, size: int) -> tuple[HeatmapDecoder, dict[str, Any]]:
+    """The decoder of ``run`` and its record of what it trained on (``meta``). Refused where it draws heatmaps of
+    another size than ``data.image_size``: they would be scored against, or laid over, images of another resolution."""
+    decoder, ckpt = load_decoder(run.file("decoder.pt"), classifier)
+    out = decoder.spec.out_size
+    if out != size:
+        raise ConfigError(f"the decoder of {run.path} draws {out}x{out} heatmaps, but data.image_size is {size}; "
+                          f"use --set data.image_size={out}")
+    return decoder, ckpt["meta"]
 
 
 def incomplete(run: Run, path: str | Path) -> str:

@@ -35,10 +35,10 @@ from hood.jobs.lookup import (
     data_root,
     decoder_run,
     open_classifier,
+    open_decoder,
     preflight,
 )
 from hood.jobs.results import load_rows, load_scores, measured_on, read_results, recorded_decoders, rerun, threshold_differs
-from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 from hood.viz import heatmap_grid, roc_curves, score_histograms
@@ -94,7 +94,7 @@ def visualize(
     root, size = data_root(cfg), cfg.data.image_size
     splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
-    decoder, _ = load_decoder(run.file("decoder.pt"), classifier)
+    decoder, _ = open_decoder(run, classifier, size)  # its heatmaps are laid over images of data.image_size
     det = HeatmapDetector(classifier.model, decoder, device=device)
     stale = _stale(results, measured_on(classifier.fingerprint, cfg.data.id, size), det.settings()["decoder"])
     if method in stale:  # before any figure: its histogram would show another decoder's (or data set's) scores
