@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import invoke, tiny_config
+from conftest import invoke, one_line_error, tiny_config
 
 from hood.data.composites import AREA, make_composites, paste, region_masks
 from hood.detectors.pixel_maps import class_mean_distance_map, class_mean_images, energy_gradient_map
@@ -88,7 +88,7 @@ def test_evaluate_localization_on_the_tiny_run(pipeline: dict[str, Any], run_cop
     assert saved["sets"].keys() == out["sets"].keys() == {"ood", "uniform-noise"}
     for s in saved["sets"].values():
         assert s["n"] == 12 and 0.05 < s["area"] < 0.55
-        assert set(s["maps"]) == {"heatmap", "energy-gradient", "class-mean-distance"}
+        assert set(s["maps"]) == {"heatmap", "heatmap-smoothed", "energy-gradient", "class-mean-distance"}
         assert all(0 <= v["pixel_auroc"] <= 1 and 0 <= v["aupro"] <= 1 for v in s["maps"].values())
         assert set(s["detection"]) == {"heatmap", "msp", "energy"}
     assert saved["mean"]["maps"]["heatmap"]["aupro"] == pytest.approx(
@@ -99,6 +99,40 @@ def test_evaluate_localization_on_the_tiny_run(pipeline: dict[str, Any], run_cop
                    "--set", "run.num_threads=1")
     assert table.exit_code == 0, table.output
     assert "pixel AUROC" in table.stdout and "class-mean-distance" in table.stdout
+
+
+def test_localization_refuses_a_benchmark_and_a_run_without_decoder_in_one_line(pipeline: dict[str, Any], tmp_path: Path) -> None:
+    from hood import locks
+    from hood.runs import create_run
+
+    cfg = tiny_config(pipeline["root"], **{"run.out": str(tmp_path / "E")})
+    create_run(cfg, "evaluate").mark_complete()  # the baselines' run: no decoder
+    locks.release_all()
+    given = ["--dataset", cfg.data.id, "--classifier", str(cfg.model.classifier), "--device", "cpu", "-q"]
+    one_line_error(invoke("evaluate", "--localization", "--run", str(pipeline["run"]), "--benchmark", "paper-cifar10", *given),
+                   2, "--localization", "drop --benchmark")
+    one_line_error(invoke("evaluate", "--localization", "--run", str(tmp_path / "E"), "--ood", "uniform-noise", *given),
+                   2, "is an evaluate run, not a train-decoder run", "--run RUN")
+
+
+def test_localization_reads_the_latest_decoder_runs_settings_whatever_the_methods(pipeline: dict[str, Any], tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --run, --localization reads the newest train-decoder run, so its data and classifier settings apply
+    also where the methods named (msp) need no decoder."""
+    import shutil
+
+    import hood.cli.runcfg as runcfg
+
+    info = Path(shutil.copytree(pipeline["run"], tmp_path / "runs" / "r")) / "run.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "config_name": "id_wrn10_2"}))  # as the CLI names it
+    cfg = tiny_config(pipeline["root"])
+    read: list[str | None] = []
+    real = runcfg.with_run_data
+    monkeypatch.setattr(runcfg, "with_run_data", lambda c, run, *a: read.append(run) or real(c, run, *a))
+    r = invoke("evaluate", "--localization", "--methods", "msp", "--dataset", cfg.data.id, "-a", "wrn10_2", "--ood", "uniform-noise",
+               "--ood-count", "6", "--device", "cpu", "-q", "--set", f"run.runs_dir={tmp_path / 'runs'}", "--set", "run.num_threads=1")
+    assert r.exit_code == 0, r.output
+    assert read == [str(tmp_path / "runs" / "r")] and (tmp_path / "runs" / "r" / "localization.json").is_file()
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -131,3 +165,14 @@ def test_train_decoder_with_composites(pipeline: dict[str, Any], tmp_path: Path)
     run = train_decoder(cfg, None, create_run(cfg, "train-decoder"))
     assert run.info["status"] == "complete"
     assert "composites: 8" in run.file("config.yaml").read_text()
+
+
+def test_gaussian_blur_keeps_mass_and_spreads_a_point() -> None:
+    from hood.detectors.pixel_maps import gaussian_blur
+
+    m = torch.zeros(1, 15, 15)
+    m[0, 7, 7] = 1.0
+    b = gaussian_blur(m, 2.0)
+    assert float(b.sum()) == pytest.approx(1.0, abs=1e-5) and float(b[0, 7, 7]) < 0.1
+    assert torch.allclose(b[0], b[0].T, atol=1e-7) and float(b[0, 7, 8]) > float(b[0, 7, 10]) > 0
+    assert torch.equal(gaussian_blur(m, 0), m)

@@ -129,7 +129,8 @@ def evaluate(
         **_benchmark_named(benchmark, ood, fpr_convention),  # last: its convention where none is named
     }
     cfg = build_config(config, named, set_)
-    source = run or (latest_decoder_run(cfg) if uses_decoder(resolve_methods(cfg.evaluate.methods)) else None)
+    reads_decoder = localization or uses_decoder(resolve_methods(cfg.evaluate.methods))  # --localization: always
+    source = run or (latest_decoder_run(cfg) if reads_decoder else None)
     cfg = with_run_data(cfg, source, named, set_)  # the data and classifier the run was trained on
     if localization:
         _localization(cfg, source, json_out, quiet)

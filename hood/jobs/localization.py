@@ -27,6 +27,7 @@ from hood.detectors.pixel_maps import (
     class_mean_images,
     energy_gradient_map,
     heatmap_map,
+    smoothed_heatmap_map,
 )
 from hood.engine.features import extract_features
 from hood.engine.runtime import configure_threads, resolve_device, seed_everything
@@ -40,7 +41,7 @@ from hood.metrics import CONVENTION_CAPTION, aupro, mean_metrics, ood_metrics, p
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 
-MAPS = ("heatmap", "energy-gradient", "class-mean-distance")
+MAPS = ("heatmap", "heatmap-smoothed", "energy-gradient", "class-mean-distance")
 EXAMPLES = 4  # composites per set kept for the figure
 
 
@@ -67,6 +68,9 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     configure_threads(cfg.run.num_threads)
     validating = cfg.evaluate.validation
     methods = resolve_methods(cfg.evaluate.methods)
+    if cfg.evaluate.benchmark is not None:  # a protocol of test tables, not of composites: not silently ignored
+        raise ConfigError(f"--localization makes composites of the sets of --ood, and benchmark {cfg.evaluate.benchmark} "
+                          f"fixes its own; drop --benchmark (and name the sets with --ood)")
     check_set_names(cfg, validating)
     preflight(cfg, [cfg.data.id, *([] if validating else cfg.data.ood)])  # every missing set named before any work
     run = lock_for_writing(decoder_run(run_path, cfg, reporter))  # the heatmap is what is measured: a decoder run
@@ -107,12 +111,12 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
                                  f"{name} composites")
         scores = score_set(detectors, combos, feats, comp.images, seconds)
         reporter.log(f"{name}: pixel maps of {len(comp)} composites")
-        maps = {"heatmap": heatmap_map(heatmap, feats),
+        maps = {"heatmap": heatmap_map(heatmap, feats), "heatmap-smoothed": smoothed_heatmap_map(heatmap, feats),
                 "energy-gradient": energy_gradient_map(model, comp.images, device),
                 "class-mean-distance": class_mean_distance_map(comp.images, feats.preds.cpu(), means)}
         per_set[name] = _set_results(comp, maps, scores, id_scores, methods, cfg.evaluate.fpr_convention)
         examples[name] = {"images": comp.images[:EXAMPLES].numpy(), "masks": comp.masks[:EXAMPLES].numpy(),
-                          "heatmaps": maps["heatmap"][:EXAMPLES].numpy()}
+                          "heatmaps": maps["heatmap"][:EXAMPLES].numpy(), "smoothed": maps["heatmap-smoothed"][:EXAMPLES].numpy()}
         del feats, comp, maps
 
     results = _results(cfg, plan, methods, per_set, len(id_set), str(clf_path))

@@ -101,7 +101,9 @@ def decoder_run(path: str | None, cfg: Config, reporter: Reporter) -> Run:
     if path:
         run = open_run(path)
         if run.info.get("command") != "train-decoder":
-            raise RunError(f"{path} is a {run.info.get('command')} run, not a train-decoder run")
+            command = str(run.info.get("command"))
+            raise RunError(f"{path} is {'an' if command[:1] in 'aeiou' else 'a'} {command} run, not a train-decoder run "
+                           f"(which holds the decoder); name one with --run RUN")
         if run.info.get("status") != "complete":
             raise RunError(incomplete(run, path))
         return run
