@@ -73,8 +73,9 @@ def heatmap_grid(
 
 
 def _tile_grid(images: torch.Tensor, mags: np.ndarray, labels: list[str], title: str, kinds: list[str], masks: np.ndarray | None,
-               scale: int, vmax: float) -> Image.Image:
-    """One column per image, one row per kind of tile (input, mask, heatmap, overlay), a label under each column."""
+               scale: int, vmax: float, smoothed: np.ndarray | None = None) -> Image.Image:
+    """One column per image, one row per kind of tile (input, mask, heatmap, smoothed, overlay), a label under each
+    column; the overlay shows ``smoothed`` where it is given, else the heatmap."""
     cmap = _colormap()
     n, _, h, w = images.shape
     tile_w, tile_h = w * scale, h * scale
@@ -89,8 +90,10 @@ def _tile_grid(images: torch.Tensor, mags: np.ndarray, labels: list[str], title:
     draw.text((pad, 4), f"{title}; colour scale 0 to {vmax:.2f}, one for the figure", fill=(0, 0, 0), font=font)
     for i in range(n):
         img = images[i].permute(1, 2, 0).numpy()
-        tiles = {"input": img, "heatmap": colorize(mags[i], cmap, vmax),
-                 "overlay": overlay(img.astype(np.float32), mags[i], cmap, vmax)}
+        shown = mags[i] if smoothed is None else smoothed[i]
+        tiles = {"input": img, "heatmap": colorize(mags[i], cmap, vmax), "overlay": overlay(img.astype(np.float32), shown, cmap, vmax)}
+        if smoothed is not None:
+            tiles["smoothed"] = colorize(smoothed[i], cmap, vmax)
         if masks is not None:
             tiles["mask"] = (masks[i].astype(np.uint8) * 255)[..., None].repeat(3, axis=2)
         x = pad + i * (tile_w + pad)
@@ -103,12 +106,16 @@ def _tile_grid(images: torch.Tensor, mags: np.ndarray, labels: list[str], title:
 
 
 def localization_figure(sets: dict[str, dict[str, np.ndarray]], vmax: float | None = None, scale: int = GRID_SCALE) -> Image.Image:
-    """Per set, its composites in columns: the composite, the pasted region (white), the heatmap and the overlay,
-    all on one colour scale (``vmax``; default :func:`figure_scale` of every heatmap shown)."""
-    vmax = figure_scale([s["heatmaps"] for s in sets.values()]) if vmax is None else vmax
-    grids = [_tile_grid(torch.from_numpy(s["images"]), s["heatmaps"], [f"{m.mean():.0%} pasted" for m in s["masks"]],
-                        f"ID image + region of {name}: composite / pasted region / heatmap / overlay",
-                        ["input", "mask", "heatmap", "overlay"], s["masks"], scale, vmax) for name, s in sets.items()]
+    """Per set, its composites in columns: the composite, the pasted region (white), the heatmap as drawn, the
+    smoothed map localization reads (``smoothed``, where given) and its overlay, all on one colour scale
+    (``vmax``; default :func:`figure_scale` of every map shown)."""
+    vmax = figure_scale([a for s in sets.values() for a in (s["heatmaps"], s.get("smoothed", s["heatmaps"]))]) if vmax is None else vmax
+    grids = []
+    for name, s in sets.items():
+        kinds = ["input", "mask", "heatmap", *(["smoothed"] if "smoothed" in s else []), "overlay"]
+        grids.append(_tile_grid(torch.from_numpy(s["images"]), s["heatmaps"], [f"{m.mean():.0%} pasted" for m in s["masks"]],
+                                f"ID image + region of {name}: {' / '.join(kinds).replace('input', 'composite')}",
+                                kinds, s["masks"], scale, vmax, s.get("smoothed")))
     out = Image.new("RGB", (max(g.width for g in grids), sum(g.height for g in grids)), (255, 255, 255))
     y = 0
     for g in grids:

@@ -11,14 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 import yaml
 
 from hood.config import resolve
 from hood.data.composites import make_composites
 from hood.data.sources import load_id_splits
 from hood.detectors.heatmap import HeatmapDetector
+from hood.detectors.pixel_maps import gaussian_blur
 from hood.engine.features import extract_features
 from hood.engine.heatmaps import raw_heatmaps
 from hood.engine.runtime import resolve_device
@@ -28,17 +27,6 @@ from hood.jobs.validation import validation_plan
 from hood.metrics import aupro, pixel_auroc
 from hood.models.checkpoint import load_decoder
 from hood.runs import open_run
-
-
-def gaussian(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, round(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    m = maps[:, None]
-    m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    m = F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    return m[:, 0]
 
 
 def main() -> None:
@@ -71,8 +59,8 @@ def main() -> None:
         drawn = det.heatmaps_of(feats).abs().amax(1)
         with raw_heatmaps(decoder, device):
             raw = det.heatmaps_of(feats).abs().amax(1)
-        variants = {"drawn": drawn, "raw": raw, "raw-gauss1": gaussian(raw, 1.0), "raw-gauss2": gaussian(raw, 2.0),
-                    "raw-gauss3": gaussian(raw, 3.0), "drawn-gauss2": gaussian(drawn, 2.0)}
+        variants = {"drawn": drawn, "raw": raw, "raw-gauss1": gaussian_blur(raw, 1.0), "raw-gauss2": gaussian_blur(raw, 2.0),
+                    "raw-gauss3": gaussian_blur(raw, 3.0), "drawn-gauss2": gaussian_blur(drawn, 2.0)}
         masks = comp.masks.numpy()
         out[name] = {k: (round(pixel_auroc(v.numpy(), masks), 4), round(aupro(v.numpy(), masks), 4)) for k, v in variants.items()}
         print(name, json.dumps(out[name]), flush=True)
