@@ -7,8 +7,10 @@ evaluated decoder run that most command tests read (one per test session), with 
 
 from __future__ import annotations
 
+import io
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +186,23 @@ def one_line_error(result: Any, code: int, *needles: str) -> str:
     for n in needles:
         assert n in err, err
     return err
+
+
+def tar_bytes(members: dict[str, bytes], gz: bool = True) -> bytes:
+    """A tar archive (gzipped unless ``gz`` is False) of ``members``, name to content: a pack as a publisher serves it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive of ``members``, name to content."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

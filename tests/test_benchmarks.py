@@ -13,20 +13,16 @@ import io
 import json
 import pickle
 import shutil
-import tarfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import class_image, save_random_classifier, write_flat_folder
+from conftest import class_image, invoke, one_line_error, save_random_classifier, tar_bytes, write_flat_folder, zip_bytes
 from http_server import Faults, Server
 from PIL import Image
-from typer.testing import CliRunner
 
-from hood.cli.app import app
 from hood.data import benchmarks, registry
 from hood.data import download as dl
 from hood.data.imglist import read_list
@@ -34,19 +30,6 @@ from hood.data.imglist import read_list
 REAL = registry.load_manifest()
 CLASSES = [f"c{i}" for i in range(10)]
 N_TRAIN, N_TEST = 40, 20  # the stand-in CIFAR-10: len(ID test)/5 = 4 images of each paper OOD set
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args))
-
-
-def one_line_error(result: Any, code: int, *needles: str) -> None:
-    """``result`` failed with exit ``code`` and one stderr line (no traceback) holding every needle."""
-    assert result.exit_code == code, result.output
-    err = result.stderr.strip()
-    assert "Traceback" not in result.output and len(err.splitlines()) == 1, err
-    for n in needles:
-        assert n in err, err
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -59,24 +42,6 @@ def _noise(seed: int, size: int = 32) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
-def _tar(members: dict[str, bytes], gz: bool = True) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def _cifar10() -> bytes:
     """CIFAR-10's python batches, ten classes, a few images each, pickled as the publisher does."""
     def batch(n: int, offset: int) -> bytes:
@@ -84,7 +49,7 @@ def _cifar10() -> bytes:
         data = np.stack([class_image(c, offset + i).transpose(2, 0, 1).reshape(-1) for i, c in enumerate(labels)])
         return pickle.dumps({"data": data, "labels": labels}, protocol=2)
     meta = pickle.dumps({"label_names": CLASSES}, protocol=2)
-    return _tar({"cifar-10-batches-py/data_batch_1": batch(N_TRAIN, 0), "cifar-10-batches-py/test_batch": batch(N_TEST, 500),
+    return tar_bytes({"cifar-10-batches-py/data_batch_1": batch(N_TRAIN, 0), "cifar-10-batches-py/test_batch": batch(N_TEST, 500),
                  "cifar-10-batches-py/batches.meta": meta})
 
 
@@ -97,7 +62,7 @@ def _svhn_mat(n: int) -> bytes:
 
 
 def _folder_tar(top: str, n: int, seed: int, gz: bool = True) -> bytes:
-    return _tar({f"{top}/img{i:03d}.png": _png(_noise(seed + i)) for i in range(n)}, gz)
+    return tar_bytes({f"{top}/img{i:03d}.png": _png(_noise(seed + i)) for i in range(n)}, gz)
 
 
 # OpenOOD: each pack unpacks to <pack>/..., each list names <pack>/relative/path label
@@ -122,7 +87,7 @@ def _pack(name: str) -> bytes:
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, "JPEG" if rel.endswith(("jpg", "JPEG")) else "PNG")
         members[rel.split("/", 1)[1] if name == "svhn" else rel] = buf.getvalue()
-    return _zip(members)
+    return zip_bytes(members)
 
 
 def _lists(extra_line: str = "") -> bytes:
@@ -138,11 +103,11 @@ def _lists(extra_line: str = "") -> bytes:
         lines[f"test_{name}"] = [f"{p} -1" for p in PACK_IMAGES[name][:n]]
     if extra_line:
         lines["test_tin"].append(extra_line)
-    return _zip({f"benchmark_imglist/cifar10/{k}.txt": ("\n".join(v) + "\n").encode() for k, v in lines.items()})
+    return zip_bytes({f"benchmark_imglist/cifar10/{k}.txt": ("\n".join(v) + "\n").encode() for k, v in lines.items()})
 
 
 PAPER_SETS = {"isun": _folder_tar("iSUN", 8, 10), "lsun-c": _folder_tar("LSUN", 8, 20), "lsun-r": _folder_tar("LSUN_resize", 8, 30),
-              "textures": _tar({f"dtd/images/banded/b{i}.png": _png(_noise(40 + i)) for i in range(8)}),
+              "textures": tar_bytes({f"dtd/images/banded/b{i}.png": _png(_noise(40 + i)) for i in range(8)}),
               "places365": _folder_tar("val_256", 8, 50, gz=False), "svhn": _svhn_mat(8)}
 
 

@@ -12,14 +12,13 @@ import io
 import json
 import subprocess
 import sys
-import tarfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tar_bytes, zip_bytes
 from http_server import Faults, Server
 from PIL import Image
 from typer.testing import CliRunner
@@ -36,24 +35,6 @@ def _jpeg(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _tar_bytes(members: dict[str, bytes], gz: bool) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
     return buf.getvalue()
 
 
@@ -86,15 +67,15 @@ def _tinyimagenet_zip() -> bytes:
             ann.append(f"{fn}\t{w}\t0\t0\t63\t63")
     m["tiny-imagenet-200/val/val_annotations.txt"] = "\n".join(ann).encode()
     m["tiny-imagenet-200/test/images/test_0.JPEG"] = _jpeg(900)
-    return _zip_bytes(m)
+    return zip_bytes(m)
 
 
 def _payloads() -> dict[str, bytes]:
     """One small stand-in per registered format, keyed by registry set name."""
     return {
-        "cifar10": _tar_bytes({f"cifar-10-batches-py/{n}": n.encode() for n in ("data_batch_1", "test_batch", "batches.meta")}, gz=True),
-        "places365": _tar_bytes({f"val_256/Places365_val_{i:08d}.jpg": _jpeg(i) for i in range(5)}, gz=False),
-        "textures": _tar_bytes({f"dtd/images/{c}/{c}_{i}.jpg": _jpeg(50 + i) for c in ("banded", "dotted") for i in range(2)}
+        "cifar10": tar_bytes({f"cifar-10-batches-py/{n}": n.encode() for n in ("data_batch_1", "test_batch", "batches.meta")}, gz=True),
+        "places365": tar_bytes({f"val_256/Places365_val_{i:08d}.jpg": _jpeg(i) for i in range(5)}, gz=False),
+        "textures": tar_bytes({f"dtd/images/{c}/{c}_{i}.jpg": _jpeg(50 + i) for c in ("banded", "dotted") for i in range(2)}
                                | {"dtd/labels/labels_joint_anno.txt": b"x"}, gz=True),
         "tinyimagenet": _tinyimagenet_zip(),
         "svhn": _mat_bytes(7),
@@ -327,7 +308,7 @@ def test_from_file_installs_offline_with_the_same_verification(manifest: dict[st
 
 @pytest.mark.parametrize("member", ["val_256/../../../escape.jpg", "/abs/escape.jpg"])
 def test_hostile_archive_with_valid_checksum_is_refused_whole(manifest: dict[str, Any], root: Path, tmp_path: Path, member: str) -> None:
-    data = _tar_bytes({"val_256/a.jpg": _jpeg(1), member: _jpeg(2)}, gz=False)
+    data = tar_bytes({"val_256/a.jpg": _jpeg(1), member: _jpeg(2)}, gz=False)
     manifest["sets"]["places365"]["files"][0].update(md5=hashlib.md5(data).hexdigest(), size=len(data))
     archive = tmp_path / "val_256.tar"
     archive.write_bytes(data)
@@ -338,7 +319,7 @@ def test_hostile_archive_with_valid_checksum_is_refused_whole(manifest: dict[str
 
 
 def test_archive_with_the_wrong_layout_is_not_installed(manifest: dict[str, Any], root: Path, tmp_path: Path) -> None:
-    data = _tar_bytes({"readme.txt": b"no images here"}, gz=False)
+    data = tar_bytes({"readme.txt": b"no images here"}, gz=False)
     manifest["sets"]["places365"]["files"][0].update(md5=hashlib.md5(data).hexdigest(), size=len(data))
     (tmp_path / "x.tar").write_bytes(data)
     with pytest.raises(DataError, match="unexpected layout"):
