@@ -87,3 +87,11 @@ def test_help_and_version_start_without_torch(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stderr.strip().endswith("TORCH False"), proc.stderr[-2000:]
     assert proc.stdout.strip()
+
+
+def test_evaluate_help_names_every_method() -> None:
+    from hood.detectors import all_methods
+
+    out = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    said = {w.strip(" ,.():│") for w in out.output.split()}
+    assert set(all_methods()) <= said, set(all_methods()) - said

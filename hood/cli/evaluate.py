@@ -70,7 +70,8 @@ def evaluate(
 
     --methods, comma-separated (default: {methods}): heatmap (the
     paper's), heatmap+vim+scale (the recommended), heatmap+vim, msp, energy,
-    maxlogit, odin, gen, mahalanobis, knn, react, vim, ash, scale, fdbd.
+    maxlogit, odin, gen, mahalanobis, knn, react, vim, ash, scale, fdbd,
+    nac, nci, rmds, adascale.
     Their parameters are evaluate.params, by the names their constructors
     give them (--set evaluate.params.knn.k=50).
 
