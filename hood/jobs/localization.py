@@ -85,13 +85,13 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     plan = evaluation_plan(cfg, splits, meta, classifier, clf_path, run, None, reporter)  # evaluate's rows and fits
     detectors, combos = build_detectors(list(dict.fromkeys(["heatmap", *methods])), model, cfg, device, decoder)
     check_fit_rows(detectors, len(plan.fit))
+    train = plan.fit
+    if train.labels is None:  # before the fits' pass, not after it
+        raise ConfigError(f"the ID set {cfg.data.id} has no labels; the class-mean reference map needs them")
     heatmap = detectors["heatmap"]
     assert isinstance(heatmap, HeatmapDetector)
     num_maps = max(d.num_maps for d in detectors.values())
     fit_detectors(detectors, combos, run, model, plan, classifier.fingerprint, cfg, device, reporter)
-    train = plan.fit
-    if train.labels is None:
-        raise ConfigError(f"the ID set {cfg.data.id} has no labels; the class-mean reference map needs them")
     means = class_mean_images(train.images, train.labels, len(train.classes or []) or int(train.labels.max()) + 1)
     del splits
     seconds: dict[str, float] = {}
