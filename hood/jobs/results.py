@@ -122,7 +122,7 @@ def begin_results(run: Run) -> None:
 
 def keep_table(run: Run, table: str = RESULTS) -> str:
     """Copy the finished ``results.json`` (or ``validation.json``) and its ``.csv`` to
-    ``earlier-results/results-<time it was written>``, so a second evaluation (another ``--fpr-convention``, other
+    ``earlier-results/<results or validation>-<time it was written>``, so a second evaluation (another ``--fpr-convention``, other
     sets) adds a table rather than losing the first; the copy's path, relative to the run."""
     f = run.file(table)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(f.stat().st_mtime))
