@@ -103,10 +103,11 @@ def evaluate(
 
     --localization pastes a region of each OOD set's images into ID images
     (10-50% of the image, rectangles and blobs) and reports how well each pixel
-    map finds the region (pixel AUROC, AUPRO: the heatmap, the energy score's
-    input gradient, the distance to the class's mean image), and how well each
-    method detects the composites; writes localization.json and
-    localization.png (with --validation: on the validation split).
+    map finds the region (pixel AUROC, AUPRO: the heatmap as drawn and
+    smoothed, the energy score's input gradient, the distance to the class's
+    mean image), and how well each method detects the composites; writes
+    localization.json and localization.png (with --validation: on the
+    validation split).
 
     The run's ID set, auxiliary outliers, image size and classifier apply
     unless named (-d, -a, --classifier, --set); -c says how to evaluate.
