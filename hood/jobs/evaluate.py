@@ -37,7 +37,6 @@ from hood.jobs.constant import ConstantScores, decoder_notes
 from hood.jobs.detectors import build_detectors, check_fit_rows, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
 from hood.jobs.lookup import (
-    check_classifier,
     check_given_files,
     check_set_names,
     data_root,
@@ -45,6 +44,7 @@ from hood.jobs.lookup import (
     open_classifier,
     open_decoder,
     preflight,
+    run_classifier,
     skip_note,
 )
 from hood.jobs.plan import Plan, cap_fit, test_plan
@@ -196,9 +196,7 @@ def evaluate(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     run, methods = _target_run(run_path, cfg, methods, reporter)  # a named run another command writes: refused here
     if run_path is not None:
         preflight(cfg, needed)
-    if cfg.model.classifier is None and run is not None:
-        cfg.model.classifier = run.info.get("classifier")
-    clf_path = check_classifier(cfg, reporter)
+    clf_path = run_classifier(cfg, run, reporter)
     has_decoder = run is not None and run.file("decoder.pt").is_file()
     # half of the ID test split needs no decoder run; the classifier's held-out images are what a decoder run held out
     if validating and bench is None and not has_decoder and cfg.data.val_id_source == "classifier":

@@ -35,7 +35,7 @@ from hood.errors import ConfigError
 from hood.fileio import atomic_write_json
 from hood.jobs.detectors import build_detectors, check_fit_rows, resolve_methods
 from hood.jobs.evaluate import evaluation_plan, fit_detectors, lock_for_writing, score_set
-from hood.jobs.lookup import check_classifier, check_set_names, data_root, decoder_run, open_classifier, open_decoder, preflight
+from hood.jobs.lookup import check_set_names, data_root, decoder_run, open_classifier, open_decoder, preflight, run_classifier
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, aupro, mean_metrics, ood_metrics, pixel_auroc
 from hood.progress import NullReporter, Reporter
@@ -74,9 +74,7 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
     check_set_names(cfg, validating)
     preflight(cfg, [cfg.data.id, *([] if validating else cfg.data.ood)])  # every missing set named before any work
     run = lock_for_writing(decoder_run(run_path, cfg, reporter))  # the heatmap is what is measured: a decoder run
-    if cfg.model.classifier is None:
-        cfg.model.classifier = run.info.get("classifier")
-    clf_path = check_classifier(cfg, reporter)
+    clf_path = run_classifier(cfg, run, reporter)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     splits = load_id_splits(cfg.data.id, data_root(cfg), cfg.data.image_size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))

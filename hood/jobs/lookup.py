@@ -72,6 +72,14 @@ def check_classifier(cfg: Config, reporter: Reporter) -> Path:
     return path
 
 
+def run_classifier(cfg: Config, run: Run | None, reporter: Reporter) -> Path:
+    """The classifier file, checked: the one named (``model.classifier``), else the one ``run`` recorded (its
+    decoder was trained on it, so its heatmaps are that classifier's)."""
+    if cfg.model.classifier is None and run is not None:
+        cfg.model.classifier = run.info.get("classifier")
+    return check_classifier(cfg, reporter)
+
+
 def check_given_files(cfg: Config, reporter: Reporter, decoder: str | Path | None = None) -> None:
     """Check the files the user named (``--classifier``, a decoder) before anything else is looked up.
 

@@ -29,7 +29,6 @@ from hood.errors import ConfigError, RunError
 from hood.fileio import atomic_write_bytes
 from hood.jobs.constant import constant_note, decoder_notes, is_constant
 from hood.jobs.lookup import (
-    check_classifier,
     check_given_files,
     check_set_names,
     data_root,
@@ -37,6 +36,7 @@ from hood.jobs.lookup import (
     open_classifier,
     open_decoder,
     preflight,
+    run_classifier,
 )
 from hood.jobs.results import load_rows, load_scores, measured_on, read_results, recorded_decoders, rerun, threshold_differs
 from hood.progress import NullReporter, Reporter
@@ -88,9 +88,7 @@ def visualize(
     preflight(cfg, [cfg.data.id, *cfg.data.ood])  # every missing set named at once
     run = decoder_run(run_path, cfg, reporter)
     results = read_results(run) or {}  # before any work: an unfinished or damaged evaluation is refused by name
-    if cfg.model.classifier is None:
-        cfg.model.classifier = run.info.get("classifier")
-    clf_path = check_classifier(cfg, reporter)
+    clf_path = run_classifier(cfg, run, reporter)
     root, size = data_root(cfg), cfg.data.image_size
     splits = load_id_splits(cfg.data.id, root, size, cfg.data.strict)
     classifier = open_classifier(clf_path, cfg, num_classes=len(splits["train"].classes or []))
