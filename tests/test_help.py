@@ -95,3 +95,14 @@ def test_evaluate_help_names_every_method() -> None:
     out = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     said = {w.strip(" ,.():│") for w in out.output.split()}
     assert set(all_methods()) <= said, set(all_methods()) - said
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "download"])
+def test_the_set_example_is_one_each_command_takes(command: str) -> None:
+    """--set's help shows a key every command accepts: evaluate, score and visualize refuse training keys."""
+    import re
+
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    example = re.search(r"e\.g\. ([a-z_]+\.[a-z_.]+)=", out.output)
+    assert example is not None, out.output
+    assert example.group(1).split(".")[0] not in ("decoder", "pretrain"), example.group(0)

@@ -24,7 +24,7 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", metavar="KEY=VALUE", help="Set any config key, e.g. decoder.lr=1e-4."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Set a config key, e.g. run.num_threads=2."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help=with_default("auto, cpu, cuda or cuda:N.", "run.device"))]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help=with_default("Random seed.", "run.seed"))]
