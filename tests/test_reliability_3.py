@@ -64,7 +64,7 @@ def test_d21_threshold_measured_at_another_image_size_or_id_set_is_refused(run_c
         one_line_error(score(run_copy, str(mine), "--method", "msp"), 2, "msp threshold", words)
 
 
-def test_d21_evaluate_at_another_image_size_than_the_decoder_is_refused(pipeline: dict[str, Any], run_copy: Path) -> None:
+def test_d21_evaluate_at_another_image_size_than_the_decoder_is_refused(pipeline: dict[str, Any], run_copy: Path, mine: Path) -> None:
     from hood.jobs.evaluate import evaluate
 
     before = (run_copy / "results.json").read_bytes()
@@ -78,6 +78,9 @@ def test_d21_evaluate_at_another_image_size_than_the_decoder_is_refused(pipeline
     for job in (localize, visualize):  # the heatmaps would be scored against, or laid over, 64x64 images
         with pytest.raises(HoodError, match="draws 32x32 heatmaps.*data.image_size=32"):
             job(cfg, str(run_copy))
+    for given in ([], ["--threshold", "0", "--heatmaps", str(run_copy / "hm")]):  # not a broadcast error, not "rerun evaluate"
+        one_line_error(score(run_copy, str(mine), "--method", "heatmap", "--set", "data.image_size=64", *given), 2,
+                       "draws 32x32 heatmaps", "data.image_size=32")
 
 
 def test_d44_evaluating_some_methods_keeps_the_others_thresholds(pipeline: dict[str, Any], run_copy: Path, mine: Path) -> None:

@@ -42,9 +42,8 @@ from hood.jobs.classes import class_names
 from hood.jobs.constant import decoder_notes, scoring_notes
 from hood.jobs.detectors import build_detectors, method_settings, resolve_methods
 from hood.jobs.fits import fit_differs, fit_key, fit_path, load_fit
-from hood.jobs.lookup import check_classifier, open_classifier
+from hood.jobs.lookup import check_classifier, open_classifier, open_decoder
 from hood.jobs.results import RESULTS, measured_on, read_results, rerun, threshold_differs
-from hood.models.checkpoint import load_decoder
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 from hood.viz import overlay_image, with_colour_bar
@@ -254,9 +253,10 @@ def open_scorer(cfg: Config, run: Run, method: str = "heatmap", threshold: float
         cfg.model.classifier = recorded  # the path the run recorded is absolute: a run opens from any directory
     classifier = open_classifier(check_classifier(cfg, reporter), cfg)
     model = classifier.model.to(device)
-    decoder = load_decoder(run.file("decoder.pt"), classifier)[0] if run.file("decoder.pt").is_file() else None
-    if (uses_decoder([method]) or heatmaps) and decoder is None:
+    drawing = uses_decoder([method]) or heatmaps
+    if drawing and not run.file("decoder.pt").is_file():
         raise RunError(f"{run.path} holds no decoder.pt; heatmaps need a train-decoder run")
+    decoder = open_decoder(run, classifier, cfg.data.image_size)[0] if drawing else None  # its heatmaps' size checked
     detectors, combos = build_detectors([method], model, cfg, device, decoder)
     fits = {m: _load_fit(run, m, d, d.settings(), classifier.fingerprint, cfg) for m, d in detectors.items() if d.needs_fit}
     combination = combos.get(method)
