@@ -36,6 +36,7 @@ from hood.fileio import atomic_write_json
 from hood.jobs.detectors import build_detectors, check_fit_rows, resolve_methods
 from hood.jobs.evaluate import evaluation_plan, fit_detectors, lock_for_writing, score_set
 from hood.jobs.lookup import check_set_names, data_root, decoder_run, open_classifier, open_decoder, preflight, run_classifier
+from hood.jobs.plan import Plan
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, aupro, mean_metrics, ood_metrics, pixel_auroc
 from hood.progress import NullReporter, Reporter
@@ -136,7 +137,7 @@ def _set_results(comp: Composites, maps: dict[str, torch.Tensor], scores: dict[s
     return {"n": len(comp), "area": float(masks.mean()), "maps": pixel, "detection": detection}
 
 
-def _results(cfg: Config, plan: Any, methods: list[str], per_set: dict[str, dict[str, Any]], n_id: int, classifier: str) -> dict[str, Any]:
+def _results(cfg: Config, plan: Plan, methods: list[str], per_set: dict[str, dict[str, Any]], n_id: int, classifier: str) -> dict[str, Any]:
     """What localization.json holds: per set the pixel maps' metrics and the detectors' image-level ones, and the
     mean of each over the sets."""
     mean_maps = {m: {k: float(np.mean([s["maps"][m][k] for s in per_set.values()])) for k in ("pixel_auroc", "aupro")} for m in MAPS}
