@@ -252,6 +252,8 @@ def test_download_lists_benchmarks_and_their_sizes(bench_env: dict[str, Any], tm
     assert res.stdout.count(": installed") == 7
     res = invoke("evaluate", "--benchmark", "list", "--data-root", str(bench_env["root"]))
     assert res.exit_code == 0 and "openood-cifar100" in res.stdout and "no validation split (use hood's)" in res.stdout
+    res = invoke("evaluate", "--benchmark", "list", "--data-root", str(bench_env["root"]), "--json")
+    assert res.exit_code == 0 and {r["name"]: r["state"] for r in json.loads(res.stdout)}["openood-cifar10"] == "present"
 
 
 def test_first_fetch_files_are_pinned_and_held_to_it(bench_env: dict[str, Any], tmp_path: Path) -> None:

@@ -119,10 +119,10 @@ def evaluate(
     from hood.jobs.evaluate import evaluate as run_job
 
     if benchmark is not None and benchmark.strip().lower() == "list":
-        from hood.cli.benchmarks import print_benchmarks
+        from hood.cli.benchmarks import benchmark_rows, print_benchmarks
         from hood.data.registry import resolve_root
 
-        return print_benchmarks(resolve_root(data_root))
+        return print_json(benchmark_rows(resolve_root(data_root))) if json_out else print_benchmarks(resolve_root(data_root))
     named = {
         "data.ood": _csv(ood), "data.ood_count": ood_count, "evaluate.methods": _csv(methods),
         "evaluate.fpr_convention": fpr_convention, "model.classifier": classifier, "model.arch": arch, "data.id": dataset,
