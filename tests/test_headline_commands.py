@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import class_image
+from conftest import class_image, tar_bytes
 from http_server import Server
-from test_download import _jpeg, _mat_bytes, _npy_bytes, _tar_bytes
+from test_download import _jpeg, _mat_bytes, _npy_bytes
 from test_pipeline_cli import assert_one_line_error
 from typer.testing import CliRunner
 
@@ -41,13 +41,13 @@ def _cifar10_python(per_batch: int = 10, test: int = 10) -> bytes:
     members = {f"cifar-10-batches-py/data_batch_{b}": batch(100 * b, per_batch) for b in range(1, 6)}
     members["cifar-10-batches-py/test_batch"] = batch(1000, test)
     members["cifar-10-batches-py/batches.meta"] = pickle.dumps({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, protocol=2)
-    return _tar_bytes(members, gz=True)
+    return tar_bytes(members, gz=True)
 
 
 STAND_INS = {  # set -> bytes, served under the registry's file name of that set
     "cifar10": _cifar10_python(),
     "svhn": _mat_bytes(12),
-    "lsun-c": _tar_bytes({f"LSUN/test/{i:05d}.jpg": _jpeg(i) for i in range(12)}, gz=True),  # as ODIN's LSUN.tar.gz
+    "lsun-c": tar_bytes({f"LSUN/test/{i:05d}.jpg": _jpeg(i) for i in range(12)}, gz=True),  # as ODIN's LSUN.tar.gz
     "tinyimages300k": _npy_bytes(16),  # train-decoder's default auxiliary set (data.aux)
 }
 
@@ -103,7 +103,7 @@ def test_the_papers_three_commands_as_written(my_sets: Server, tmp_path: Path) -
 
 
 def test_a_labs_own_set_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    archive = _tar_bytes({f"scans/{c}/{i}.jpg": _jpeg(10 * i + len(c)) for c in ("a", "b") for i in range(3)}, gz=True)
+    archive = tar_bytes({f"scans/{c}/{i}.jpg": _jpeg(10 * i + len(c)) for c in ("a", "b") for i in range(3)}, gz=True)
     (tmp_path / "lab.json").write_text(json.dumps({"sets": {"lab-scans": {
         "role": "ood", "title": "Our scanner's rejects", "layout": "images", "dir": "lab-scans", "aliases": ["scans"],
         "files": [_file_entry("scans.tar.gz", archive, "tar.gz")]}}}))

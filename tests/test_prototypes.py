@@ -202,5 +202,5 @@ def test_decoder_data_refuses_features_that_do_not_match_the_images() -> None:
     ood_images = torch.randint(0, 256, (12, 3, 4, 4), generator=g, dtype=torch.uint8)
     feats = FeatureSet(torch.randn(42, 4, generator=g), torch.randn(42, 3, generator=g))
     build_decoder_data(id_images, ood_images, feats, torch.device("cpu"))  # one row per image: accepted
-    with pytest.raises(ValueError, match="41 feature rows for 30 ID and 12 outlier images"):
+    with pytest.raises(ValueError, match="41 feature rows for 30 ID, 12 outlier and 0 composite images"):
         build_decoder_data(id_images, ood_images, feats.take(torch.arange(41)), torch.device("cpu"))
