@@ -98,6 +98,9 @@ def test_evaluate_localization_on_the_tiny_run(pipeline: dict[str, Any], run_cop
                    "--classifier", str(cfg.model.classifier), "--methods", "heatmap", "--ood-count", "12", "--device", "cpu", "-q",
                    "--set", "run.num_threads=1")
     assert table.exit_code == 0, table.output
+    kept = sorted((run_copy / "earlier-results").glob("localization-*"))  # the first table and picture, not replaced
+    assert [p.suffix for p in kept] == [".json", ".png"] and "kept as earlier-results/localization-" in table.stderr
+    assert json.loads(kept[0].read_text())["sets"].keys() == {"ood", "uniform-noise"}
     assert "pixel AUROC" in table.stdout and "class-mean-distance" in table.stdout
 
 

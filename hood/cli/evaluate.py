@@ -164,4 +164,6 @@ def _localization(cfg: Config, run: str | None, json_out: bool, quiet: bool) -> 
         print_json(result.results)
     else:
         stdout.print(localization_tables(result.results))
+    for note in result.results.get("notes", []):
+        err_console.print(f"[dim]note: {note}[/]")
     err_console.print(f"[dim]results: {result.run.file(file_name(cfg.evaluate.validation))}; picture: {picture}[/]")

@@ -37,6 +37,7 @@ from hood.jobs.detectors import build_detectors, check_fit_rows, resolve_methods
 from hood.jobs.evaluate import evaluation_plan, fit_detectors, lock_for_writing, score_set
 from hood.jobs.lookup import check_set_names, data_root, decoder_run, open_classifier, open_decoder, preflight, run_classifier
 from hood.jobs.plan import Plan
+from hood.jobs.results import keep_table
 from hood.locks import holds_locks
 from hood.metrics import CONVENTION_CAPTION, aupro, mean_metrics, ood_metrics, pixel_auroc
 from hood.progress import NullReporter, Reporter
@@ -119,6 +120,8 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         del feats, comp, maps
 
     results = _results(cfg, plan, methods, per_set, len(id_set), str(clf_path))
+    if run.file(file_name(validating)).is_file():  # a second --localization adds a table, it does not replace one
+        results["notes"] = [f"the earlier {file_name(validating)} is kept as {keep_table(run, file_name(validating))}"]
     atomic_write_json(run.file(file_name(validating)), results)
     return Localization(run, results, examples)
 

@@ -121,16 +121,16 @@ def begin_results(run: Run) -> None:
 
 
 def keep_table(run: Run, table: str = RESULTS) -> str:
-    """Copy the finished ``results.json`` (or ``validation.json``) and its ``.csv`` to
-    ``earlier-results/<results or validation>-<time it was written>``, so a second evaluation (another ``--fpr-convention``, other
-    sets) adds a table rather than losing the first; the copy's path, relative to the run."""
+    """Copy the finished ``results.json`` (or ``validation.json``, ``localization.json``) and its ``.csv`` or
+    ``.png`` to ``earlier-results/<its name>-<time it was written>``, so a second evaluation (another
+    ``--fpr-convention``, other sets) adds a table rather than losing the first; the copy's path, relative to the run."""
     f = run.file(table)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(f.stat().st_mtime))
     n, name = 1, f"{f.stem}-{stamp}"
     while (run.path / EARLIER / f"{name}.json").exists():
         n += 1
         name = f"{f.stem}-{stamp}-{n}"
-    for src in (f, f.with_suffix(".csv")):
+    for src in (f, f.with_suffix(".csv"), f.with_suffix(".png")):
         if src.is_file():
             atomic_write_bytes(run.path / EARLIER / f"{name}{src.suffix}", src.read_bytes())
     return f"{EARLIER}/{name}.json"
