@@ -36,10 +36,10 @@ def overlay(image: np.ndarray, mag: np.ndarray, cmap: np.ndarray, vmax: float = 
     return (grey * (1 - alpha) + colorize(mag, cmap, vmax) * alpha).astype(np.uint8)
 
 
-def figure_scale(mags: list[np.ndarray] | np.ndarray, quantile: float = 0.999) -> float:
+def figure_scale(mags: list[np.ndarray], quantile: float = 0.999) -> float:
     """One colour scale for every heatmap of a figure: a high quantile of all their magnitudes (a few saturated
     pixels do not darken the rest), never below 0.05 (an all-dark figure stays dark), never above 1."""
-    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in mags]) if isinstance(mags, list) else np.asarray(mags).ravel()
+    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in mags])
     return float(np.clip(np.quantile(values, quantile) if values.size else 1.0, 0.05, 1.0))
 
 
@@ -107,15 +107,13 @@ def _tile_grid(images: torch.Tensor, mags: np.ndarray, labels: list[str], title:
 
 def localization_figure(sets: dict[str, dict[str, np.ndarray]], vmax: float | None = None, scale: int = GRID_SCALE) -> Image.Image:
     """Per set, its composites in columns: the composite, the pasted region (white), the heatmap as drawn, the
-    smoothed map localization reads (``smoothed``, where given) and its overlay, all on one colour scale
-    (``vmax``; default :func:`figure_scale` of every map shown)."""
-    vmax = figure_scale([a for s in sets.values() for a in (s["heatmaps"], s.get("smoothed", s["heatmaps"]))]) if vmax is None else vmax
-    grids = []
-    for name, s in sets.items():
-        kinds = ["input", "mask", "heatmap", *(["smoothed"] if "smoothed" in s else []), "overlay"]
-        grids.append(_tile_grid(torch.from_numpy(s["images"]), s["heatmaps"], [f"{m.mean():.0%} pasted" for m in s["masks"]],
-                                f"ID image + region of {name}: {' / '.join(kinds).replace('input', 'composite')}",
-                                kinds, s["masks"], scale, vmax, s.get("smoothed")))
+    smoothed map localization reads (``smoothed``) and its overlay, all on one colour scale (``vmax``; default
+    :func:`figure_scale` of every map shown)."""
+    vmax = figure_scale([a for s in sets.values() for a in (s["heatmaps"], s["smoothed"])]) if vmax is None else vmax
+    kinds = ["input", "mask", "heatmap", "smoothed", "overlay"]
+    grids = [_tile_grid(torch.from_numpy(s["images"]), s["heatmaps"], [f"{m.mean():.0%} pasted" for m in s["masks"]],
+                        f"ID image + region of {name}: composite / mask / heatmap / smoothed / overlay",
+                        kinds, s["masks"], scale, vmax, s["smoothed"]) for name, s in sets.items()]
     out = Image.new("RGB", (max(g.width for g in grids), sum(g.height for g in grids)), (255, 255, 255))
     y = 0
     for g in grids:

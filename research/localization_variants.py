@@ -17,15 +17,15 @@ from hood.config import resolve
 from hood.data.composites import make_composites
 from hood.data.sources import load_id_splits
 from hood.detectors.heatmap import HeatmapDetector
-from hood.detectors.pixel_maps import gaussian_blur
+from hood.detectors.pixel_maps import gaussian_blur, heatmap_map
 from hood.engine.features import extract_features
 from hood.engine.heatmaps import raw_heatmaps
 from hood.engine.runtime import resolve_device
+from hood.jobs.evaluate import evaluation_plan
 from hood.jobs.localization import composite_seed
-from hood.jobs.lookup import data_root, open_classifier
-from hood.jobs.validation import validation_plan
+from hood.jobs.lookup import data_root, open_classifier, open_decoder
 from hood.metrics import aupro, pixel_auroc
-from hood.models.checkpoint import load_decoder
+from hood.progress import NullReporter
 from hood.runs import open_run
 
 
@@ -44,19 +44,18 @@ def main() -> None:
              "evaluate.validation": True}
     cfg = resolve(None, named, None)
     device = resolve_device("cpu")
-    root, size = data_root(cfg), cfg.data.image_size
-    splits = load_id_splits(cfg.data.id, root, size, False)
-    clf = open_classifier(Path(run.info["classifier"]), cfg, 10)
-    decoder, ckpt = load_decoder(run.file("decoder.pt"), clf)
-    meta = ckpt["meta"]
-    plan = validation_plan(cfg, splits, meta.get("id_rows"), meta.get("config", {}), root, size, clf.meta, run.info["classifier"], run.path)
+    splits = load_id_splits(cfg.data.id, data_root(cfg), cfg.data.image_size, False)
+    clf_path = Path(run.info["classifier"])
+    clf = open_classifier(clf_path, cfg, 10)
+    decoder, meta = open_decoder(run, clf, cfg.data.image_size)
+    plan = evaluation_plan(cfg, splits, meta, clf, clf_path, run, None, NullReporter())  # the validation split
     det = HeatmapDetector(clf.model, decoder, device="cpu")
     out = {}
     for name, load in plan.ood:
         ood = load()
         comp = make_composites(plan.id.images, ood.images, min(a.count, len(ood), len(plan.id)), composite_seed(cfg.data.ood_draw_seed, name))
         feats = extract_features(clf.model, comp.images, device, 500, det.num_maps)
-        drawn = det.heatmaps_of(feats).abs().amax(1)
+        drawn = heatmap_map(det, feats)
         with raw_heatmaps(decoder, device):
             raw = det.heatmaps_of(feats).abs().amax(1)
         variants = {"drawn": drawn, "raw": raw, "raw-gauss1": gaussian_blur(raw, 1.0), "raw-gauss2": gaussian_blur(raw, 2.0),
