@@ -105,20 +105,27 @@ def _tile_grid(images: torch.Tensor, mags: np.ndarray, labels: list[str], title:
     return canvas
 
 
+LOCALIZATION_SETS_PER_ROW = 2  # sets side by side: a figure of four sets stays about as wide as it is tall
+
+
 def localization_figure(sets: dict[str, dict[str, np.ndarray]], vmax: float | None = None, scale: int = GRID_SCALE) -> Image.Image:
     """Per set, its composites in columns: the composite, the pasted region (white), the heatmap as drawn, the
     smoothed map localization reads (``smoothed``) and its overlay, all on one colour scale (``vmax``; default
-    :func:`figure_scale` of every map shown)."""
+    :func:`figure_scale` of every map shown); :data:`LOCALIZATION_SETS_PER_ROW` sets to a row."""
     vmax = figure_scale([a for s in sets.values() for a in (s["heatmaps"], s["smoothed"])]) if vmax is None else vmax
     kinds = ["input", "mask", "heatmap", "smoothed", "overlay"]
     grids = [_tile_grid(torch.from_numpy(s["images"]), s["heatmaps"], [f"{m.mean():.0%} pasted" for m in s["masks"]],
                         f"ID image + region of {name}: composite / mask / heatmap / smoothed / overlay",
                         kinds, s["masks"], scale, vmax, s["smoothed"]) for name, s in sets.items()]
-    out = Image.new("RGB", (max(g.width for g in grids), sum(g.height for g in grids)), (255, 255, 255))
+    rows = [grids[i : i + LOCALIZATION_SETS_PER_ROW] for i in range(0, len(grids), LOCALIZATION_SETS_PER_ROW)]
+    out = Image.new("RGB", (max(sum(g.width for g in r) for r in rows), sum(max(g.height for g in r) for r in rows)), (255, 255, 255))
     y = 0
-    for g in grids:
-        out.paste(g, (0, y))
-        y += g.height
+    for r in rows:
+        x = 0
+        for g in r:
+            out.paste(g, (x, y))
+            x += g.width
+        y += max(g.height for g in r)
     return out
 
 

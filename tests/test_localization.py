@@ -179,3 +179,27 @@ def test_gaussian_blur_keeps_mass_and_spreads_a_point() -> None:
     assert float(b.sum()) == pytest.approx(1.0, abs=1e-5) and float(b[0, 7, 7]) < 0.1
     assert torch.allclose(b[0], b[0].T, atol=1e-7) and float(b[0, 7, 8]) > float(b[0, 7, 10]) > 0
     assert torch.equal(gaussian_blur(m, 0), m)
+
+
+def test_localization_figure_puts_two_sets_to_a_row_on_one_scale() -> None:
+    from hood.viz import GRID_SCALE, localization_figure
+
+    rng = np.random.default_rng(0)
+
+    def one(level: float) -> dict[str, np.ndarray]:
+        masks = np.zeros((2, 8, 8), dtype=bool)
+        masks[:, 2:6, 2:6] = True
+        return {"images": rng.integers(0, 256, (2, 3, 8, 8), dtype=np.uint8), "masks": masks,
+                "heatmaps": np.full((2, 8, 8), level, np.float32), "smoothed": np.full((2, 8, 8), level, np.float32)}
+
+    two = localization_figure({"a": one(0.1), "b": one(0.1)}, vmax=0.5)
+    three = localization_figure({"a": one(0.1), "b": one(0.1), "c": one(0.1)}, vmax=0.5)
+    assert three.width == two.width and three.height > 1.9 * two.height  # the third set starts a second row
+    assert two.width > 2 * 2 * 8 * GRID_SCALE  # two sets of two composites side by side
+    # one scale for the figure, the brightest set's: set a's heatmap tile is darker beside a brighter set b
+    from hood.viz import GRID_PAD
+
+    y, x = 22 + 2 * (8 * GRID_SCALE + GRID_PAD) + 16, GRID_PAD + 16  # the middle of a's first heatmap tile
+    alone = np.asarray(localization_figure({"a": one(0.1)}))[y, x].astype(int).sum()
+    beside = np.asarray(localization_figure({"a": one(0.1), "b": one(0.8)}))[y, x].astype(int).sum()
+    assert beside < alone
