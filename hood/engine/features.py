@@ -69,30 +69,38 @@ def extract_features(
     reporter: Reporter | None = None,
     description: str = "features",
     map_rows: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> FeatureSet:
     """Features, logits and the ``num_maps`` deepest stage maps of uint8 ``images``, on the CPU.
 
     ``map_rows`` keeps the maps of those rows only (features and logits of all). Why: the maps are most of
     the memory, ~115 KB per 32x32 image for WRN-40-2's three stages and ~230 KB for ResNet18's, so the
     50,000 ID training images that the baselines fit on would hold 6-11 GB of maps, while the decoder reads
-    them only on the combinations' 10,000 fit rows.
+    them only on the combinations' 10,000 fit rows. ``rows``: those images alone, in that order (the result's
+    rows, which ``map_rows`` and ``labels`` then index), read batch by batch instead of copied out first.
     """
     reporter = reporter or NullReporter()
     # NHWC weights to match NHWC batches (see runtime.MEMORY_FORMAT); done outside inference mode, where
     # .to() would turn the weights into inference tensors that no later gradient (ODIN, training) may use
     model.to(memory_format=MEMORY_FORMAT)
+    if rows is not None:
+        rows = rows.to(torch.long).cpu()
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(images)):
+            raise ValueError(f"rows must index the {len(images)} images, got rows {int(rows.min())}..{int(rows.max())}")
+    n = len(images) if rows is None else len(rows)
     if map_rows is not None:
         map_rows = torch.unique(map_rows.to(torch.long).cpu())  # ascending, as FeatureSet.take expects
-        if len(map_rows) and (int(map_rows[0]) < 0 or int(map_rows[-1]) >= len(images)):
-            raise ValueError(f"map_rows must index the {len(images)} images, got rows {int(map_rows[0])}..{int(map_rows[-1])}")
+        if len(map_rows) and (int(map_rows[0]) < 0 or int(map_rows[-1]) >= n):
+            raise ValueError(f"map_rows must index the {n} images, got rows {int(map_rows[0])}..{int(map_rows[-1])}")
     # eval for the pass, each layer's own mode back after: a user's model still being trained stays in training
     with torch.inference_mode(), eval_mode(model):
-        return _extract(model, images, device, batch_size, num_maps, labels, reporter, description, map_rows)
+        return _extract(model, images, device, batch_size, num_maps, labels, reporter, description, map_rows, rows)
 
 
 def _extract(
     model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int, num_maps: int,
     labels: torch.Tensor | None, reporter: Reporter, description: str, map_rows: torch.Tensor | None,
+    rows: torch.Tensor | None,
 ) -> FeatureSet:
     # every output is preallocated once the first batch shows its shape, then filled in place: concatenating
     # per-batch pieces at the end would hold the maps twice at the peak, and long-lived pieces interleaved
@@ -101,14 +109,16 @@ def _extract(
     out_logits: torch.Tensor | None = None
     maps: list[torch.Tensor] = []
     kept = 0  # maps rows filled so far
-    n, n_maps = len(images), len(images) if map_rows is None else len(map_rows)
+    n = len(images) if rows is None else len(rows)
+    n_maps = n if map_rows is None else len(map_rows)
     task = reporter.task(description, n)
     if device.type == "cpu":
         # CPU convolutions run as fast at 128 images as at 500, and the transient activations of one batch
         # are what sets the peak memory of evaluate (~0.7 GB at 500 for WRN/ResNet at 32x32; ~4x less here)
         batch_size = min(batch_size, CPU_BATCH)
     for start in range(0, n, batch_size):
-        x = normalize(images[start : start + batch_size].to(device, non_blocking=True))
+        batch = images[start : start + batch_size] if rows is None else images[rows[start : start + batch_size]]
+        x = normalize(batch.to(device, non_blocking=True))
         x = x.contiguous(memory_format=MEMORY_FORMAT)
         with autocast(device):
             out = model.forward_all(x)

@@ -81,9 +81,15 @@ def autocast(device: torch.device) -> Any:
 
     No weight-cast cache: each weight is used once per forward, and a CUDA graph capture
     (engine/cuda_graph.py) must not keep casts made during the capture."""
-    if device.type == "cuda":
+    if inference_precision(device) == "bfloat16":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
+
+
+def inference_precision(device: torch.device) -> str:
+    """The precision :func:`autocast` runs the classifier in on ``device``: features computed at another one are
+    not the features this device computes, so a saved pass is reused only at the same precision."""
+    return "bfloat16" if device.type == "cuda" else "float32"
 
 
 @functools.cache
