@@ -328,7 +328,7 @@ def test_evaluate_fits_read_the_stage_maps_of_the_fit_rows_only(tmp_path, monkey
     seen: list = []
     real = ev.extract_features
     monkeypatch.setattr(ev, "extract_features", lambda *a, **k: seen.append(a[8]) or real(*a, **k))
-    plan = SimpleNamespace(fit=train, decoder_rows=torch.arange(0, 150, 3), fit_draw=None)  # the decoder saw every third row
+    plan = SimpleNamespace(fit=train, decoder_rows=torch.arange(0, 150, 3), fit_draw=None, fit_rows=None)  # the decoder saw every third row
     ev.fit_detectors(detectors, combos, SimpleNamespace(path=tmp_path), model, plan, "f", cfg, torch.device("cpu"), ev.NullReporter())
     rows = fit_rows(150, plan.decoder_rows, cfg.run.seed)
     assert sorted(set(seen[0].tolist())) == sorted(rows.tolist())  # the combination's 100 rows alone

@@ -33,6 +33,7 @@ def test_the_fits_read_a_seeded_draw_of_fit_count_rows(pipeline: dict[str, Any],
     import hood.jobs.evaluate as ev
 
     seen = _counting(monkeypatch, ev)
+    (run_copy / "id_features.pt").unlink()  # every drawn row through the classifier, none read from the decoder run
     cfg = tiny_config(pipeline["root"], **{"evaluate.methods": ["knn", "heatmap+vim"], "evaluate.fit_count": 20})
     res = ev.evaluate(cfg, str(run_copy)).results
     assert (20, "ID train features") in seen and not any(n == 36 for n, _ in seen)  # 36 training images, 20 read

@@ -326,6 +326,7 @@ class TrainedDecoder:
     prototypes: torch.Tensor  # per outlier, the ID row(s) of its target
     stuck: dict[str, int]  # heatmap pixels lit on every ID image checked (engine/heatmaps.py)
     noise_floor: dict[str, Any] | None  # what the floor was measured on, when one was asked for
+    id_features: FeatureSet  # features and logits (no stage maps) of the ID images: the fits of evaluate read them
 
 
 def train_heatmap_decoder(
@@ -402,4 +403,5 @@ def train_heatmap_decoder(
     # back in the layout a saved decoder loads in (training ran channels-last): the scores of a decoder just
     # trained, of the same one saved and loaded, and of the command line on it are then the same bits
     decoder = decoder.cpu().eval().to(memory_format=torch.contiguous_format)
-    return TrainedDecoder(decoder, losses, proto, stuck, floor)
+    id_feats = FeatureSet(feats.features[:n_id].clone(), feats.logits[:n_id].clone())
+    return TrainedDecoder(decoder, losses, proto, stuck, floor, id_feats)

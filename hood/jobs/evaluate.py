@@ -5,8 +5,9 @@ AdaSCALE re-run it, because they perturb the input or differentiate through the 
 score arrays, which are computed once whether or not their own methods were asked for, so ``--methods all``
 runs the decoder once per image. Detectors that learn from ID data fit once on the ID training features and
 cache the fit in the run directory (:mod:`hood.jobs.fits`), so a later evaluate of the same run skips the
-ID-train pass. OOD sets are streamed: one is loaded, featurized, scored and released before the next, so
-memory does not grow with their number. A set larger than its count is a draw of its rows by
+ID-train pass; the first one reads the features train-decoder kept of its own ID rows (:mod:`hood.jobs.id_features`)
+and runs the classifier on the others. OOD sets are streamed: one is loaded, featurized, scored and released before
+the next, so memory does not grow with their number. A set larger than its count is a draw of its rows by
 ``data.ood_draw`` (:mod:`hood.data.draw`), the same rows for every method, recorded in ``results.json``.
 What the run keeps (the table, the thresholds ``hood score`` reads, the per-sample scores) is written by
 :mod:`hood.jobs.results`.
@@ -36,6 +37,7 @@ from hood.jobs.benchmark import add_groups, benchmark_plan, open_benchmark
 from hood.jobs.constant import ConstantScores, decoder_notes
 from hood.jobs.detectors import build_detectors, check_fit_rows, method_settings, resolve_methods
 from hood.jobs.fits import fit_key, load_fit, save_fit
+from hood.jobs.id_features import FILE, feature_key, read_id_features
 from hood.jobs.lookup import (
     check_given_files,
     check_set_names,
@@ -129,8 +131,8 @@ def fit_detectors(detectors: dict[str, Detector], combos: dict[str, Combination]
                  f"later calls (evaluate.fit_count draws fewer)")
     # the stage maps (a skip-input decoder's) of the rows the combinations read, not of every training image (gigabytes)
     num_maps = max((detectors[p].num_maps for m in todo_combos for p in combos[m].parts), default=0)
-    feats = extract_features(model, train.images, device, cfg.evaluate.batch_size, num_maps, train.labels, reporter,
-                             "ID train features", rows if num_maps else None)
+    feats = _id_train_features(run, model, plan, feature_key(fingerprint, cfg, device), num_maps, rows if num_maps else None,
+                               cfg, device, reporter)
     for m in todo:
         detectors[m].fit_features(feats)
         save_fit(run, detectors[m], keys[m])
@@ -142,6 +144,27 @@ def fit_detectors(detectors: dict[str, Detector], combos: dict[str, Combination]
             combos[m].fit_scores(scores)
             save_fit(run, combos[m], keys[m])
     return keys
+
+
+def _id_train_features(run: Run, model: torch.nn.Module, plan: Plan, key: dict[str, Any], num_maps: int,
+                       map_rows: torch.Tensor | None, cfg: Config, device: torch.device, reporter: Reporter) -> FeatureSet:
+    """The features of the fit rows (stage maps of ``map_rows`` alone): those the decoder run kept are read from its
+    file (:mod:`hood.jobs.id_features`), the classifier runs on the others."""
+    train, batch = plan.fit, cfg.evaluate.batch_size
+    saved = read_id_features(run, key, train.images, plan.fit_rows, reporter)
+    if saved is not None and num_maps:  # the file holds no maps: rows whose maps are read run again
+        saved = None if map_rows is None else saved.without(map_rows)
+    if saved is None or not len(saved):
+        return extract_features(model, train.images, device, batch, num_maps, train.labels, reporter, "ID train features", map_rows)
+    reporter.log(f"features of {len(saved):,} of the {len(train):,} ID training rows read from the decoder run "
+                 f"({FILE}, computed by train-decoder)")
+    others = saved.others(len(train))
+    part = None
+    if len(others):
+        local = None if map_rows is None else torch.searchsorted(others, torch.unique(map_rows.to(torch.long)))
+        part = extract_features(model, train.images, device, batch, num_maps, None, reporter, "ID train features", local,
+                                rows=others)
+    return saved.join(part, others, train.labels)
 
 
 def score_set(detectors: dict[str, Detector], combos: dict[str, Combination], feats: FeatureSet, images: torch.Tensor,

@@ -31,6 +31,7 @@ class Plan:
     id_half: dict[str, Any] | None = None  # how the ID test split was halved (data.val_id_source: test)
     benchmark: dict[str, Any] | None = None  # the named protocol's record (hood/jobs/benchmark.py), None without one
     fit_draw: dict[str, int] | None = None  # how ``fit`` was drawn from a larger training split (:func:`cap_fit`)
+    fit_rows: torch.Tensor | None = None  # the rows of the training split ``fit`` holds, in its order; None = all of it
 
     @property
     def prefix(self) -> str:
@@ -58,6 +59,7 @@ def cap_fit(plan: Plan, count: int | None, seed: int) -> None:
         return
     rows = draw_rows(n, count, "random", seed)
     plan.fit = plan.fit.subset(rows)
+    plan.fit_rows = rows if plan.fit_rows is None else plan.fit_rows[rows]
     if plan.decoder_rows is not None:
         position = torch.full((n,), -1, dtype=torch.long)
         position[rows] = torch.arange(len(rows))

@@ -1,8 +1,9 @@
 """``hood train-decoder``: the engine's one decoder recipe (:func:`~hood.engine.decoder_training.train_heatmap_decoder`)
 on the configured ID set and outlier pool, checkpointed as it trains.
 
-The sampled outliers are written to ``ood_samples.json`` before the first epoch; ``--resume RUN`` reads
-them back instead of sampling again, checks the classifier is the same one (by fingerprint), restores the
+The features of the ID training images it trained on are kept beside the decoder (:mod:`hood.jobs.id_features`),
+for evaluate's fits. The sampled outliers are written to ``ood_samples.json`` before the first epoch; ``--resume
+RUN`` reads them back instead of sampling again, checks the classifier is the same one (by fingerprint), restores the
 decoder, optimizer and RNG states, and continues so that the result equals an uninterrupted run.
 """
 
@@ -23,6 +24,7 @@ from hood.engine.runtime import PhaseTimer, configure_threads, resolve_device, s
 from hood.errors import ConfigError, DataError, RunError, TrainingDivergedError
 from hood.fileio import atomic_write_json
 from hood.jobs.classes import RUN_KEY, names_to_record
+from hood.jobs.id_features import feature_key, save_id_features
 from hood.jobs.lookup import check_classifier, data_root, open_classifier, skip_note
 from hood.jobs.resume import Checkpointer, all_finite, capture_rng, restore_rng, resume_state
 from hood.locks import holds_locks
@@ -207,6 +209,7 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     }
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
         save_decoder(trained.decoder, classifier, run.file("decoder.pt"), meta)
+        save_id_features(run, trained.id_features, id_rows, id_train.images, feature_key(classifier.fingerprint, cfg, device))
     run.mark_complete(
         classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final,
         phase_seconds=phases.seconds, noise_floor=trained.noise_floor, stuck_pixels=stuck,

@@ -40,6 +40,7 @@ def validation_plan(cfg: Config, splits: dict[str, ImageSet], decoder_rows: torc
     if source == "test":
         halves = id_test_halves(len(test), cfg.data.ood_draw_seed)
         fit, val_id, id_rows = train, test.subset(halves[0], name=f"{test.name}-val"), halves[0]
+        fit_rows: torch.Tensor | None = None  # all of the training split
         described: dict[str, Any] = {"n_test_half": len(halves[1])}  # the size of the half left for the test table
     else:
         kept, held = complement(len(train), classifier_held_out_rows(classifier_meta, len(train), classifier))
@@ -49,10 +50,12 @@ def validation_plan(cfg: Config, splits: dict[str, ImageSet], decoder_rows: torc
             rows = pos[decoder_rows[decoder_rows < len(train)]]
             decoder_rows = rows[rows >= 0]
         fit, val_id, id_rows, described = train.subset(kept), train.subset(held, name=f"{train.name}-val"), None, {}
+        fit_rows = kept
     ood = _validation_sets(cfg, data, root, size, run)
     described = {"val_id_source": source, "val_aux_classes": int(data.get("val_aux_classes", 0)), "aux": data.get("aux"),
                  "val_ood": list(cfg.data.val_ood), "n_fit": len(fit), **described}
-    plan = Plan(fit=fit, decoder_rows=decoder_rows, id=val_id, ood=ood, validation=described, id_rows=id_rows)
+    plan = Plan(fit=fit, decoder_rows=decoder_rows, id=val_id, ood=ood, validation=described, id_rows=id_rows,
+                fit_rows=fit_rows)
     if source == "test":
         plan.id_half = {"half": "validation", "half_seed": cfg.data.ood_draw_seed}
     return finish(plan, cfg)
