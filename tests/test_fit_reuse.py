@@ -115,7 +115,10 @@ def test_evaluate_reads_the_saved_rows_and_fits_and_scores_as_without_them(
     for m in ("knn", "vim", "mahalanobis", "heatmap+vim"):
         a = torch.load(reused["run"] / "fits" / f"{m}.pt", weights_only=True)
         b = torch.load(fresh["run"] / "fits" / f"{m}.pt", weights_only=True)
-        assert a["key"] == b["key"]
+        assert a["key"] == b["key"] and a["state"].keys() == b["state"].keys()
+        for k, v in a["state"].items():
+            if isinstance(v, torch.Tensor):
+                torch.testing.assert_close(v, b["state"][k], rtol=1e-5, atol=1e-6, msg=f"{m} {k}")
     for m, sets in fresh["results"]["results"].items():
         for name, figures in sets.items():
             assert reused["results"]["results"][m][name] == pytest.approx(figures, abs=1e-9), (m, name)
@@ -124,9 +127,9 @@ def test_evaluate_reads_the_saved_rows_and_fits_and_scores_as_without_them(
 @pytest.mark.parametrize("min_unseen", [1, 1000])
 def test_the_combinations_stage_maps_are_extracted_for_their_rows_alone(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, min_unseen: int) -> None:
-    """A skip-input decoder: the combination's rows need stage maps, which the file does not hold. Rows the decoder
-    never saw (min_unseen 1) are all extracted anyway; with too few unseen rows (min_unseen 1000) the combination
-    reads every row, the decoder's too, and those run through the classifier again for their maps."""
+    """A skip-input decoder: the combination's rows need stage maps, which the file does not hold. They are rows the
+    decoder never saw (min_unseen 1), extracted in any case, so all 20 saved rows are read; with too few unseen rows
+    (min_unseen 1000) the combination reads the decoder's rows too, and those run through the classifier again."""
     import hood.detectors.combined as combined
 
     made = _decoder_run(tmp_path_factory.mktemp("maps"), per_class=40, **{"decoder.num_id": 20, "decoder.fw_layers": 2})
