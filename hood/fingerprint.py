@@ -32,11 +32,12 @@ def module_fingerprint(module: torch.nn.Module, half: bool = False) -> str:
     return fingerprint([*module.named_parameters(), *module.named_buffers()], half)
 
 
-def row_fingerprints(t: torch.Tensor) -> torch.Tensor:
+def row_fingerprints(t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """One 64-bit hash per row of ``t`` (int64): a saved row is told from another image at the same index (a
-    data set that changed, another image size) without storing the images."""
-    if len(t) == 0:
-        return torch.empty(0, dtype=torch.int64)
-    flat = t.detach().to("cpu").contiguous().reshape(len(t), -1).numpy()
-    digests = [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True) for row in flat]
+    data set that changed, another image size) without storing the images. ``rows``: of those rows alone, in that
+    order, read one at a time: ``t[rows]`` would copy them first, as much memory again as the images hashed."""
+    t = t.detach().to("cpu")
+    picked = range(len(t)) if rows is None else rows.tolist()
+    digests = [int.from_bytes(hashlib.blake2b(t[i].contiguous().numpy().tobytes(), digest_size=8).digest(), "little",
+                              signed=True) for i in picked]
     return torch.tensor(digests, dtype=torch.int64)

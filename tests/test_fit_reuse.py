@@ -87,6 +87,18 @@ def _same_scores(a: Path, b: Path) -> bool:
 
 
 def test_train_decoder_keeps_the_features_of_the_rows_it_trained_on(decoder_run: dict[str, Any]) -> None:
+    _assert_keeps_its_id_rows(decoder_run)
+
+
+def test_composites_and_prototype_means_are_not_kept(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The feature pass of a decoder trained on composites (and on the mean images of prototype_k > 1) holds more
+    rows than its ID images: the file holds the ID rows alone, at their rows of the training split."""
+    made = _decoder_run(tmp_path_factory.mktemp("composites"),
+                        **{"decoder.num_id": 20, "decoder.composites": 8, "decoder.prototype_k": 2})
+    _assert_keeps_its_id_rows(made)
+
+
+def _assert_keeps_its_id_rows(decoder_run: dict[str, Any]) -> None:
     from hood.data.sources import load_id_splits
     from hood.engine.features import extract_features
     from hood.models.checkpoint import load_classifier, safe_load
@@ -122,6 +134,27 @@ def test_evaluate_reads_the_saved_rows_and_fits_and_scores_as_without_them(
     for m, sets in fresh["results"]["results"].items():
         for name, figures in sets.items():
             assert reused["results"]["results"][m][name] == pytest.approx(figures, abs=1e-9), (m, name)
+
+
+def test_a_drawn_fit_set_reads_the_saved_rows_it_holds(
+        decoder_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate.fit_count draws 24 of the 36 rows: the saved rows among them are read at their places in the draw, and
+    the fits are those of an evaluate that extracts all 24."""
+    from hood.data.draw import draw_rows
+
+    reused = _evaluate(decoder_run, tmp_path / "reused", monkeypatch, **{"evaluate.fit_count": 24})
+    fresh = _evaluate(decoder_run, tmp_path / "fresh", monkeypatch, keep=False, **{"evaluate.fit_count": 24})
+    id_rows = torch.load(decoder_run["run"] / FILE, weights_only=True)["rows"]
+    held = int(torch.isin(draw_rows(36, 24, "random", 0), id_rows).sum())
+    assert 0 < held < 20 and reused["passes"] == [24 - held] and fresh["passes"] == [24]
+    _same_scores(reused["run"], fresh["run"])
+    for m in ("knn", "vim", "mahalanobis", "heatmap+vim"):
+        a = torch.load(reused["run"] / "fits" / f"{m}.pt", weights_only=True)
+        b = torch.load(fresh["run"] / "fits" / f"{m}.pt", weights_only=True)
+        assert a["key"] == b["key"]
+        for k, v in a["state"].items():
+            if isinstance(v, torch.Tensor):
+                torch.testing.assert_close(v, b["state"][k], rtol=1e-5, atol=1e-6, msg=f"{m} {k}")
 
 
 @pytest.mark.parametrize("min_unseen", [1, 1000])
@@ -169,6 +202,8 @@ def _rewrite(run: Path, change: Any, checksum: bool) -> None:
                                                              "precision float32"),
     (lambda s: s.update(rows=(s["rows"] + 1) % 36), True, "holds the features of other images than these rows"),
     (lambda s: s.update(features="x"), False, "is damaged (an array is missing)"),
+    (lambda s: s.update(rows=s["rows"][0]), False, "is damaged (its rows are not what hood writes"),  # a 0-d tensor
+    (lambda s: s.update(features=s["features"].to_sparse()), False, "is damaged (an array is not a dense tensor)"),
 ])
 def test_a_file_that_does_not_match_is_left_unused_with_one_line(
         decoder_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any, checksum: bool,
@@ -218,3 +253,48 @@ def test_the_saved_rows_are_found_in_a_fit_set_drawn_from_the_split(tmp_path: Pa
     others = saved.others(len(plan.fit))
     joined = saved.join(FeatureSet(feats[plan.fit_rows[others]], logits[plan.fit_rows[others]]), others, None)
     assert torch.equal(joined.features, feats[plan.fit_rows]) and torch.equal(joined.logits, logits[plan.fit_rows])
+
+
+def test_row_hashes_of_given_rows_are_those_of_the_rows_copied_out() -> None:
+    """The saved rows' images are hashed where they lie (``rows=``), not copied out of the fit set first."""
+    from hood.fingerprint import row_fingerprints
+
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    rows = torch.tensor([7, 2, 9, 0])
+    assert torch.equal(row_fingerprints(images, rows), row_fingerprints(images[rows]))
+    assert len(set(row_fingerprints(images).tolist())) == 10 and len(row_fingerprints(images, rows[:0])) == 0
+
+
+def test_a_disk_that_cannot_take_the_file_leaves_the_decoder_run_complete(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file only spares evaluate a pass: a failed write of it is one line, and the decoder trained is the run's,
+    complete, as without the file (not a failed command after the training it followed)."""
+    import errno
+    import json
+
+    from conftest import save_random_classifier, write_flat_folder, write_image_folder
+
+    import hood.jobs.id_features as id_features
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    def full(path: Any, writer: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(id_features, "atomic_save_with", full)
+    monkeypatch.setenv("HOOD_CACHE", str(tmp_path / "_cache"))
+    monkeypatch.setenv("HOOD_DATA", str(tmp_path / "_data"))
+    write_image_folder(tmp_path / "id" / "train", per_class=4)
+    write_image_folder(tmp_path / "id" / "test", per_class=2, offset=100)
+    write_flat_folder(tmp_path / "ood", count=6)
+    save_random_classifier(tmp_path / "classifier.pt")
+    cfg = tiny_config(tmp_path, **{"run.out": str(tmp_path / "runs" / "decoder"), "decoder.num_ood": 6})
+    threads, lines = torch.get_num_threads(), Lines()
+    try:
+        run = train_decoder(cfg, lines, create_run(cfg, "train-decoder")).path
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((run / "run.json").read_text())["status"] == "complete" and (run / "decoder.pt").is_file()
+    assert not (run / FILE).exists()
+    said = [ln for ln in lines.lines if FILE in ln]
+    assert len(said) == 1 and "No space left on device" in said[0] and "evaluate runs the classifier" in said[0], said

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from hood.config import Config
+from hood.data.validation import complement
 from hood.engine.features import FeatureSet
 from hood.engine.runtime import inference_precision
 from hood.errors import HoodError
@@ -26,7 +27,7 @@ from hood.fileio import atomic_save_with
 from hood.fingerprint import fingerprint, row_fingerprints
 from hood.jobs.keys import differing, said
 from hood.models.checkpoint import safe_load
-from hood.progress import Reporter
+from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 from hood.version import __version__
 
@@ -41,12 +42,21 @@ def feature_key(classifier: str, cfg: Config, device: torch.device) -> dict[str,
             "precision": inference_precision(device)}
 
 
-def save_id_features(run: Run, feats: FeatureSet, rows: torch.Tensor, images: torch.Tensor, key: dict[str, Any]) -> None:
-    """Keep the features and logits of ``images``, rows ``rows`` of the ID training split, in the run."""
+def save_id_features(run: Run, feats: FeatureSet, rows: torch.Tensor, images: torch.Tensor, key: dict[str, Any],
+                     reporter: Reporter | None = None) -> None:
+    """Keep the features and logits of ``images``, rows ``rows`` of the ID training split, in the run.
+
+    A write that fails (a full disk: the file is ~100 MB for ResNet18 on 50,000 rows) is one log line, not an error:
+    the file only spares evaluate a pass, and failing here would leave the decoder just trained in a run never
+    marked complete."""
     arrays = {"rows": rows.to(torch.int64).cpu(), "images": row_fingerprints(images),
               "features": feats.features.float().cpu(), "logits": feats.logits.float().cpu()}
-    atomic_save_with(run.path / FILE, lambda fh: torch.save(
-        {"format": FORMAT, "hood_version": __version__, "key": key, **arrays, "checksum": fingerprint(arrays.items())}, fh))
+    try:
+        atomic_save_with(run.path / FILE, lambda fh: torch.save(
+            {"format": FORMAT, "hood_version": __version__, "key": key, **arrays, "checksum": fingerprint(arrays.items())}, fh))
+    except OSError as err:
+        (reporter or NullReporter()).log(f"could not write {run.path / FILE} ({err.strerror or err}): the decoder is saved; "
+                                         f"evaluate runs the classifier on its ID training rows again")
 
 
 @dataclass
@@ -67,9 +77,7 @@ class SavedFeatures:
 
     def others(self, n: int) -> torch.Tensor:
         """The positions of a fit set of ``n`` rows that are not saved: those the classifier still runs on."""
-        todo = torch.ones(n, dtype=torch.bool)
-        todo[self.at] = False
-        return torch.nonzero(todo).flatten()
+        return complement(n, self.at)[0]
 
     def join(self, part: FeatureSet | None, others: torch.Tensor, labels: torch.Tensor | None) -> FeatureSet:
         """The fit set's FeatureSet in its own row order: these rows, and ``part`` (the features of ``others``)
@@ -101,7 +109,7 @@ def read_id_features(run: Run, key: dict[str, Any], images: torch.Tensor, fit_ro
     except HoodError as err:  # unreadable: the loader's line names the file
         reporter.log(f"{err}; {again}")
         return None
-    except ValueError as err:
+    except (ValueError, TypeError, RuntimeError, IndexError) as err:  # torch's errors on tensors of another shape or layout
         reporter.log(f"{path} is damaged ({err}); {again}")
         return None
     keys = differing(saved["key"], key, only=True)
@@ -117,7 +125,7 @@ def read_id_features(run: Run, key: dict[str, Any], images: torch.Tensor, fit_ro
     at[inside] = position[stored[inside]]
     found = at >= 0
     at = at[found]
-    if not torch.equal(row_fingerprints(images[at]), saved["images"][found]):
+    if not torch.equal(row_fingerprints(images, at), saved["images"][found]):
         reporter.log(f"{path} holds the features of other images than these rows of the ID training split; {again}")
         return None
     order = torch.argsort(at)
@@ -131,10 +139,12 @@ def _checked(saved: Any) -> dict[str, Any]:
     arrays = {k: saved.get(k) for k in _ARRAYS}
     if not all(isinstance(v, torch.Tensor) for v in arrays.values()):
         raise ValueError("an array is missing")
+    if not all(v.layout == torch.strided for v in arrays.values()):
+        raise ValueError("an array is not a dense tensor")
     rows, hashes, features, logits = (arrays[k] for k in _ARRAYS)
-    n = len(rows)
-    if rows.dtype != torch.int64 or hashes.dtype != torch.int64 or rows.ndim != 1 or hashes.shape != (n,):
+    if rows.dtype != torch.int64 or hashes.dtype != torch.int64 or rows.ndim != 1 or hashes.shape != rows.shape:
         raise ValueError("its rows are not what hood writes")
+    n = len(rows)
     if features.dtype != torch.float32 or logits.dtype != torch.float32 or features.ndim != 2 or logits.ndim != 2 \
             or len(features) != n or len(logits) != n:
         raise ValueError(f"{n} rows, features of {tuple(features.shape)} and logits of {tuple(logits.shape)}")

@@ -209,7 +209,8 @@ def train_decoder(cfg: Config, reporter: Reporter | None = None, run: Run | None
     }
     if distributed.is_main_process():  # under torchrun only rank 0 writes files
         save_decoder(trained.decoder, classifier, run.file("decoder.pt"), meta)
-        save_id_features(run, trained.id_features, id_rows, id_train.images, feature_key(classifier.fingerprint, cfg, device))
+        save_id_features(run, trained.id_features, id_rows, id_train.images, feature_key(classifier.fingerprint, cfg, device),
+                         reporter)
     run.mark_complete(
         classifier=str(Path(clf_path).resolve()), decoder=str(run.file("decoder.pt").resolve()), final_loss=final,
         phase_seconds=phases.seconds, noise_floor=trained.noise_floor, stuck_pixels=stuck,
