@@ -298,3 +298,61 @@ def test_a_disk_that_cannot_take_the_file_leaves_the_decoder_run_complete(
     assert not (run / FILE).exists()
     said = [ln for ln in lines.lines if FILE in ln]
     assert len(said) == 1 and "No space left on device" in said[0] and "evaluate runs the classifier" in said[0], said
+
+
+def test_the_validation_fits_read_the_saved_rows_among_those_the_classifier_trained_on(
+        tmp_path: Path, id_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.val_id_source=classifier: the validation fits read the 27 rows the classifier trained on (the training
+    split less its 9 held-out rows); the decoder's 15 of them are read from the file at their places among the 27."""
+    from conftest import write_image_folder
+
+    import hood.jobs.evaluate as ev
+    from hood.config import resolve
+    from hood.jobs.pretrain import pretrain
+    from hood.jobs.train_decoder import train_decoder
+    from hood.runs import create_run
+
+    monkeypatch.setenv("HOOD_CACHE", str(tmp_path / "_cache"))
+    monkeypatch.setenv("HOOD_DATA", str(tmp_path / "_data"))
+    threads = torch.get_num_threads()
+    base = {"data.id": str(id_folder), "model.arch": "wrn10_2", "run.device": "cpu", "run.num_threads": 1}
+    try:
+        pcfg = resolve(None, {**base, "pretrain.epochs": 1, "pretrain.batch_size": 12, "pretrain.val_fraction": 0.25,
+                              "run.out": str(tmp_path / "clf")}, None)
+        clf = pretrain(pcfg, None, create_run(pcfg, "pretrain")).file("classifier.pt")
+        aux = write_image_folder(tmp_path / "pool", classes=4, per_class=5, offset=500)
+        named = {**base, "data.aux": str(aux), "data.ood": ["uniform-noise"], "model.classifier": str(clf),
+                 "decoder.epochs": 1, "decoder.batch_size": 8, "decoder.num_ood": 15, "decoder.num_id": 15,
+                 "data.val_id_source": "classifier", "data.val_aux_classes": 1, "run.out": str(tmp_path / "dec"),
+                 "evaluate.methods": ["knn", "vim"], "evaluate.params.knn.k": 5, "evaluate.validation": True}
+        cfg = resolve(None, named, None)
+        made = train_decoder(cfg, None, create_run(cfg, "train-decoder")).path
+        results = {}
+        for name, keep in (("reused", True), ("fresh", False)):
+            run = Path(shutil.copytree(made, tmp_path / name))
+            if not keep:
+                (run / FILE).unlink()
+            passes: list[int] = []
+            real = ev.extract_features
+
+            def counted(model: Any, images: torch.Tensor, *args: Any, real: Any = real, passes: list[int] = passes,
+                        **kwargs: Any) -> Any:
+                if "ID train features" in args:
+                    passes.append(len(images) if kwargs.get("rows") is None else len(kwargs["rows"]))
+                return real(model, images, *args, **kwargs)
+
+            monkeypatch.setattr(ev, "extract_features", counted)
+            lines = Lines()
+            ev.evaluate(cfg, str(run), lines)
+            monkeypatch.setattr(ev, "extract_features", real)
+            results[name] = {"run": run, "passes": passes, "lines": lines.lines}
+    finally:
+        torch.set_num_threads(threads)
+    assert results["reused"]["passes"] == [12] and results["fresh"]["passes"] == [27]
+    assert any("features of 15 of the 27 ID training rows" in ln for ln in results["reused"]["lines"])
+    for m in ("knn", "vim"):
+        a = torch.load(results["reused"]["run"] / "fits" / f"{m}.pt", weights_only=True)["state"]
+        b = torch.load(results["fresh"]["run"] / "fits" / f"{m}.pt", weights_only=True)["state"]
+        for k, v in a.items():
+            if isinstance(v, torch.Tensor):
+                torch.testing.assert_close(v, b[k], rtol=1e-5, atol=1e-6, msg=f"{m} {k}")
