@@ -134,7 +134,7 @@ def test_quality_script_prints_validation_with_far_ood_and_the_test_table(tmp_pa
 def test_heatmap_figure_puts_the_first_columns_of_two_grids_side_by_side(tmp_path: Path) -> None:
     import torch
 
-    from hood.viz import heatmap_grid
+    from hood.viz import COLOUR_BAR_WIDTH, heatmap_grid
 
     paths = []
     for name, value in (("id", 0), ("ood", 255)):
@@ -149,8 +149,10 @@ def test_heatmap_figure_puts_the_first_columns_of_two_grids_side_by_side(tmp_pat
 
     fig = np.asarray(Image.open(out).convert("RGB"))
     half = 6 + 6 * 134  # six 128-pixel columns with 6-pixel gaps
-    assert fig.shape[1] == 2 * half + 24
+    assert fig.shape[1] == 2 * half + 24 + COLOUR_BAR_WIDTH  # the colour bar at the right, once
     assert fig[40, 20].tolist() == [0, 0, 0] and fig[40, half + 24 + 20].tolist() == [255, 255, 255]  # ID input left, OOD right
+    bar = fig[40:200, 2 * half + 24 : 2 * half + 30]
+    assert len({tuple(p) for p in bar.reshape(-1, 3)}) > 10  # a ramp of colours, not blank
     too_many = subprocess.run([sys.executable, str(BENCH / "heatmap_figure.py"), *paths, str(out), "--columns", "9"],
                               capture_output=True, text=True, timeout=60)
     assert too_many.returncode != 0 and "hood visualize -n" in too_many.stderr
