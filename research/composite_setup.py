@@ -1,12 +1,16 @@
-"""What the localization research scripts share: a decoder run opened on its validation split, as
-``hood evaluate --localization --validation`` plans it, and the validation composites of each set."""
+"""What the localization research scripts share: their arguments, a decoder run opened on its validation split
+as ``hood evaluate --localization --validation`` plans it, the validation composites of each set, and how a
+map is scored on them."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from hood.config import Config, resolve
@@ -17,6 +21,7 @@ from hood.jobs.evaluate import evaluation_plan
 from hood.jobs.localization import composite_seed
 from hood.jobs.lookup import data_root, open_classifier, open_decoder
 from hood.jobs.plan import Plan
+from hood.metrics import aupro, pixel_auroc
 from hood.models.checkpoint import LoadedClassifier
 from hood.progress import NullReporter
 from hood.runs import open_run
@@ -53,3 +58,26 @@ def open_validation(run_dir: str, dataset: str, val_ood: str) -> ValidationRun:
     decoder, meta = open_decoder(run, clf, cfg.data.image_size)
     plan = evaluation_plan(cfg, splits, meta, clf, clf_path, run, None, NullReporter())
     return ValidationRun(cfg, clf, HeatmapDetector(clf.model, decoder, device="cpu"), plan)
+
+
+def score_maps(name: str, maps: dict[str, torch.Tensor], comp: Composites, out: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """Pixel AUROC and AUPRO of each map of one set's composites, into ``out[name]`` and printed as one line."""
+    masks = comp.masks.numpy()
+    out[name] = {k: (round(pixel_auroc(v.numpy(), masks), 4), round(aupro(v.numpy(), masks), 4)) for k, v in maps.items()}
+    print(name, json.dumps(out[name]), flush=True)
+
+
+def print_means(out: dict[str, dict[str, tuple[float, float]]]) -> None:
+    """Each map's mean pixel AUROC and AUPRO over the sets."""
+    keys = next(iter(out.values())).keys()
+    print("mean", json.dumps({k: tuple(round(sum(v[k][i] for v in out.values()) / len(out), 4) for i in (0, 1)) for k in keys}))
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The arguments every localization script takes: the run, the ID archive, the validation OOD sets, composites per set."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("run")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--val-ood", default="")
+    ap.add_argument("--count", type=int, default=1000)
+    return ap

@@ -8,18 +8,14 @@ classifier's own stage features localize foreign regions better than the decoder
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import torch
 import torch.nn.functional as F
-from composite_setup import open_validation
+from composite_setup import arguments, open_validation, print_means, score_maps
 
 from hood.detectors.pixel_maps import gaussian_blur
 from hood.engine.features import extract_features
 from hood.engine.heatmaps import raw_heatmaps
 from hood.engine.runtime import resolve_device
-from hood.metrics import aupro, pixel_auroc
 
 SHRINK = 0.01  # PaDiM's identity term, so each location's covariance inverts
 
@@ -45,11 +41,7 @@ def distance(maps: torch.Tensor, mu: torch.Tensor, inv: torch.Tensor, size: int)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("run")
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--val-ood", default="")
-    ap.add_argument("--count", type=int, default=1000)
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--fit", type=int, default=5000)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -82,11 +74,8 @@ def main() -> None:
         variants = {"heatmap-smoothed": m["h"], **{f"stage{k[1:]}": m[k] for k in stage_keys}, "feature-distance": fd,
                     "feature-distance-gauss2": gaussian_blur(fd, 2.0), "z-h+fd": z["h"] + fd / len(stage_keys),
                     "z-h+fd-deep2": z["h"] + sum(z[k] for k in stage_keys[-2:]) / 2}
-        masks = comp.masks.numpy()
-        out[name] = {k: (round(pixel_auroc(v.numpy(), masks), 4), round(aupro(v.numpy(), masks), 4)) for k, v in variants.items()}
-        print(name, json.dumps(out[name]), flush=True)
-    keys = next(iter(out.values())).keys()
-    print("mean", json.dumps({k: tuple(round(sum(v[k][i] for v in out.values()) / len(out), 4) for i in (0, 1)) for k in keys}))
+        score_maps(name, variants, comp, out)
+    print_means(out)
 
 
 if __name__ == "__main__":

@@ -8,24 +8,16 @@ the class-mean map (each standardized on the validation ID images). The composit
 
 from __future__ import annotations
 
-import argparse
-import json
-
-from composite_setup import open_validation
+from composite_setup import arguments, open_validation, print_means, score_maps
 
 from hood.detectors.pixel_maps import class_mean_distance_map, class_mean_images, gaussian_blur, heatmap_map
 from hood.engine.features import extract_features
 from hood.engine.heatmaps import raw_heatmaps
 from hood.engine.runtime import resolve_device
-from hood.metrics import aupro, pixel_auroc
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("run")
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--val-ood", default="")
-    ap.add_argument("--count", type=int, default=1000)
+    ap = arguments(__doc__.split("\n\n")[0])
     a = ap.parse_args()
     v = open_validation(a.run, a.dataset, a.val_ood)
     clf, det, plan, decoder = v.classifier, v.detector, v.plan, v.detector._decoder()
@@ -58,11 +50,8 @@ def main() -> None:
                     "g2-zscore-image": (g2 - flat.mean(1)[:, None, None]) / flat.std(1).clamp(min=1e-8)[:, None, None],
                     "class-mean": cm, "class-mean-gauss2": cm2,
                     "z-h+cm": zh + zc, "z-h+0.5cm": zh + 0.5 * zc, "z-h*cm": zh.clamp(min=0) * zc.clamp(min=0)}
-        masks = comp.masks.numpy()
-        out[name] = {k: (round(pixel_auroc(v.numpy(), masks), 4), round(aupro(v.numpy(), masks), 4)) for k, v in variants.items()}
-        print(name, json.dumps(out[name]), flush=True)
-    keys = next(iter(out.values())).keys()
-    print("mean", json.dumps({k: tuple(round(sum(v[k][i] for v in out.values()) / len(out), 4) for i in (0, 1)) for k in keys}))
+        score_maps(name, variants, comp, out)
+    print_means(out)
 
 
 if __name__ == "__main__":
