@@ -88,7 +88,7 @@ def test_evaluate_localization_on_the_tiny_run(pipeline: dict[str, Any], run_cop
     assert saved["sets"].keys() == out["sets"].keys() == {"ood", "uniform-noise"}
     for s in saved["sets"].values():
         assert s["n"] == 12 and 0.05 < s["area"] < 0.55
-        assert set(s["maps"]) == {"heatmap", "heatmap-smoothed", "energy-gradient", "class-mean-distance"}
+        assert set(s["maps"]) == {"heatmap", "heatmap-smoothed", "energy-gradient", "class-mean-distance", "centre-prior"}
         assert all(0 <= v["pixel_auroc"] <= 1 and 0 <= v["aupro"] <= 1 for v in s["maps"].values())
         assert set(s["detection"]) == {"heatmap", "msp", "energy"}
     assert saved["mean"]["maps"]["heatmap"]["aupro"] == pytest.approx(
@@ -203,3 +203,13 @@ def test_localization_figure_puts_two_sets_to_a_row_on_one_scale() -> None:
     alone = np.asarray(localization_figure({"a": one(0.1)}))[y, x].astype(int).sum()
     beside = np.asarray(localization_figure({"a": one(0.1), "b": one(0.8)}))[y, x].astype(int).sum()
     assert beside < alone
+
+
+def test_centre_prior_marks_a_centred_region_and_misses_a_corner() -> None:
+    from hood.detectors.pixel_maps import centre_prior_map
+
+    m = centre_prior_map(2, 8, 8)
+    assert m.shape == (2, 8, 8) and torch.equal(m[0], m[1]) and torch.equal(m[0], m[0].flip(0)) and torch.equal(m[0], m[0].T)
+    centred, corner = np.zeros((1, 8, 8), bool), np.zeros((1, 8, 8), bool)
+    centred[0, 2:6, 2:6], corner[0, :2, :2] = True, True
+    assert pixel_auroc(m[:1].numpy(), centred) == pytest.approx(1.0) and pixel_auroc(m[:1].numpy(), corner) < 0.2

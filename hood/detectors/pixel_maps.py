@@ -2,10 +2,12 @@
 
 The decoder's heatmap is one, as drawn and smoothed for localization: the raw channel-max ``|h|`` (no noise
 floor, which zeroes most pixels and so ties them) blurred by a Gaussian of :data:`LOCALIZATION_SIGMA` pixels,
-since the decoder marks a foreign region with scattered bright pixels rather than a filled one. The other two are references any classifier has, so that a localization table
-says whether the decoder adds anything: the input gradient of the energy score (where a small change would
-move the OOD score most) and the distance to the mean ID image of the predicted class (the trivial map a
-prototype gives without training anything).
+since the decoder marks a foreign region with scattered bright pixels rather than a filled one. The others are
+references, so that a localization table says whether the decoder adds anything: the input gradient of the
+energy score (where a small change would move the OOD score most), the distance to the mean ID image of the
+predicted class (the trivial map a prototype gives without training anything), and a centre prior that looks
+at no image at all (a pasted region of 10-50% of an image covers its centre more often than its edges, so a
+map must beat this one to show that it sees the region).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hood.detectors.heatmap import HeatmapDetector
 from hood.engine.features import FeatureSet
 from hood.engine.heatmaps import raw_heatmaps
 
-REFERENCE_MAPS = ("energy-gradient", "class-mean-distance")
+REFERENCE_MAPS = ("energy-gradient", "class-mean-distance", "centre-prior")
 # chosen on validation composites (held-out pool classes, omniglot-val, noise) among 1, 2 and 3 pixels with
 # WRN-40-2: 2 and 3 within half a point of pixel AUROC, 2 ahead on AUPRO (research/localization_variants.py)
 LOCALIZATION_SIGMA = 2.0
@@ -82,3 +84,10 @@ def class_mean_images(images: torch.Tensor, labels: torch.Tensor, num_classes: i
 def class_mean_distance_map(images: torch.Tensor, preds: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     """Channel-max ``|x - m_yhat|`` per pixel, ``m_yhat`` the mean ID image of the predicted class."""
     return (images.float() / 255 - means[preds.long()]).abs().amax(dim=1)
+
+
+def centre_prior_map(count: int, height: int, width: int) -> torch.Tensor:
+    """``count x height x width``: minus each pixel's distance to the image centre, the same for every image."""
+    y = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
+    x = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
+    return (-torch.hypot(y[:, None], x[None, :])).expand(count, height, width).contiguous()

@@ -1,7 +1,7 @@
 """``hood evaluate --localization``: does the heatmap mark *where* an image is foreign?
 
 Each OOD set becomes composites (:mod:`hood.data.composites`): an ID image with one region pasted from the
-set's images, whose mask is the ground truth. Per set, every pixel map (the decoder's heatmap and the two
+set's images, whose mask is the ground truth. Per set, every pixel map (the decoder's heatmap and the
 reference maps of :mod:`hood.detectors.pixel_maps`) is scored by pixel AUROC and AUPRO against the masks, and
 every requested detector by how well it tells the composites from the ID images (image-level FPR95 / AUROC:
 a composite is OOD). The composites are built from the same ID and OOD images as the evaluate tables (test
@@ -23,6 +23,8 @@ from hood.data.composites import AREA, Composites, make_composites
 from hood.data.sources import load_id_splits
 from hood.detectors.heatmap import HeatmapDetector
 from hood.detectors.pixel_maps import (
+    REFERENCE_MAPS,
+    centre_prior_map,
     class_mean_distance_map,
     class_mean_images,
     energy_gradient_map,
@@ -43,7 +45,7 @@ from hood.metrics import CONVENTION_CAPTION, aupro, mean_metrics, ood_metrics, p
 from hood.progress import NullReporter, Reporter
 from hood.runs import Run
 
-MAPS = ("heatmap", "heatmap-smoothed", "energy-gradient", "class-mean-distance")
+MAPS = ("heatmap", "heatmap-smoothed", *REFERENCE_MAPS)
 EXAMPLES = 4  # composites per set kept for the figure
 
 
@@ -113,7 +115,8 @@ def localize(cfg: Config, run_path: str | None = None, reporter: Reporter | None
         reporter.log(f"{name}: pixel maps of {len(comp)} composites")
         maps = {"heatmap": heatmap_map(heatmap, feats), "heatmap-smoothed": smoothed_heatmap_map(heatmap, feats),
                 "energy-gradient": energy_gradient_map(model, comp.images, device),
-                "class-mean-distance": class_mean_distance_map(comp.images, feats.preds.cpu(), means)}
+                "class-mean-distance": class_mean_distance_map(comp.images, feats.preds.cpu(), means),
+                "centre-prior": centre_prior_map(len(comp), *comp.images.shape[2:])}
         per_set[name] = _set_results(comp, maps, scores, id_scores, methods, cfg.evaluate.fpr_convention)
         examples[name] = {"images": comp.images[:EXAMPLES].numpy(), "masks": comp.masks[:EXAMPLES].numpy(),
                           "heatmaps": maps["heatmap"][:EXAMPLES].numpy(), "smoothed": maps["heatmap-smoothed"][:EXAMPLES].numpy()}
