@@ -105,7 +105,8 @@ def evaluate(
     (10-50% of the image, rectangles and blobs) and reports how well each pixel
     map finds the region (pixel AUROC, AUPRO: the heatmap as drawn and
     smoothed, the energy score's input gradient, the distance to the class's
-    mean image), and how well each method detects the composites; writes
+    mean image, and a centre prior that sees no image: the line to clear),
+    and how well each method detects the composites; writes
     localization.json and localization.png (with --validation: on the
     validation split).
 
