@@ -74,6 +74,15 @@ def complement(n: int, held: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nonzero(keep).flatten(), held
 
 
+def positions_in(subset: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Where each of ``rows`` (rows of a split) lies in ``subset`` (distinct rows of the same split), -1 where it
+    is not among them: how rows of a whole split are read in a subset of it."""
+    size = max((int(t.max()) + 1 for t in (subset, rows) if len(t)), default=0)
+    position = torch.full((size,), -1, dtype=torch.long)
+    position[subset.long()] = torch.arange(len(subset))
+    return position[rows.long()]
+
+
 def split_aux_classes(pool: ImageSet, classes: int, spec: str) -> tuple[ImageSet, ImageSet]:
     """``(kept for the outlier pool, held out for validation)``: the last ``classes`` class folders
     (in sorted order) go to validation; everything is kept when ``classes`` is 0."""

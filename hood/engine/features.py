@@ -84,17 +84,20 @@ def extract_features(
     # .to() would turn the weights into inference tensors that no later gradient (ODIN, training) may use
     model.to(memory_format=MEMORY_FORMAT)
     if rows is not None:
-        rows = rows.to(torch.long).cpu()
-        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(images)):
-            raise ValueError(f"rows must index the {len(images)} images, got rows {int(rows.min())}..{int(rows.max())}")
-    n = len(images) if rows is None else len(rows)
-    if map_rows is not None:
-        map_rows = torch.unique(map_rows.to(torch.long).cpu())  # ascending, as FeatureSet.take expects
-        if len(map_rows) and (int(map_rows[0]) < 0 or int(map_rows[-1]) >= n):
-            raise ValueError(f"map_rows must index the {n} images, got rows {int(map_rows[0])}..{int(map_rows[-1])}")
+        rows = _row_index("rows", rows, len(images))
+    if map_rows is not None:  # ascending, as FeatureSet.take expects
+        map_rows = torch.unique(_row_index("map_rows", map_rows, len(images) if rows is None else len(rows)))
     # eval for the pass, each layer's own mode back after: a user's model still being trained stays in training
     with torch.inference_mode(), eval_mode(model):
         return _extract(model, images, device, batch_size, num_maps, labels, reporter, description, map_rows, rows)
+
+
+def _row_index(name: str, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """``rows`` as int64 on the CPU, each one a row of ``n`` images; else a ValueError naming ``name``."""
+    rows = rows.to(torch.long).cpu()
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n):
+        raise ValueError(f"{name} must index the {n} images, got rows {int(rows.min())}..{int(rows.max())}")
+    return rows
 
 
 def _extract(

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from hood.config import Config
-from hood.data.validation import complement
+from hood.data.validation import complement, positions_in
 from hood.engine.features import FeatureSet
 from hood.engine.runtime import inference_precision
 from hood.errors import HoodError
@@ -117,12 +117,7 @@ def read_id_features(run: Run, key: dict[str, Any], images: torch.Tensor, fit_ro
         reporter.log(f"{path} was computed with {said(saved['key'], keys)}, this evaluate uses {said(key, keys)}; {again}")
         return None
     split = torch.arange(len(images)) if fit_rows is None else fit_rows.to(torch.long)
-    stored = saved["rows"]
-    size = int(split.max()) + 1 if len(split) else 0
-    position = torch.full((size,), -1, dtype=torch.long)
-    position[split] = torch.arange(len(split))
-    at, inside = torch.full_like(stored, -1), stored < size
-    at[inside] = position[stored[inside]]
+    at = positions_in(split, saved["rows"])
     found = at >= 0
     at = at[found]
     if not torch.equal(row_fingerprints(images, at), saved["images"][found]):

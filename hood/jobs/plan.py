@@ -15,7 +15,7 @@ from hood.config import Config
 from hood.data.draw import draw, draw_rows
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_image_set
-from hood.data.validation import id_test_halves
+from hood.data.validation import id_test_halves, positions_in
 
 
 @dataclass
@@ -61,9 +61,7 @@ def cap_fit(plan: Plan, count: int | None, seed: int) -> None:
     plan.fit = plan.fit.subset(rows)
     plan.fit_rows = rows if plan.fit_rows is None else plan.fit_rows[rows]
     if plan.decoder_rows is not None:
-        position = torch.full((n,), -1, dtype=torch.long)
-        position[rows] = torch.arange(len(rows))
-        mapped = position[plan.decoder_rows[plan.decoder_rows < n].long()]
+        mapped = positions_in(rows, plan.decoder_rows)
         plan.decoder_rows = mapped[mapped >= 0]
     plan.fit_draw = {"fit_count": count, "fit_seed": seed, "fit_of": n}
 

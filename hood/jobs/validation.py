@@ -19,7 +19,7 @@ from hood.config import Config
 from hood.data.builtin import SYNTHETIC_NAMES, VAL_NOISE_SEED, synthetic_set
 from hood.data.images import ImageSet
 from hood.data.sources import dataset_label, load_held_out_classes, load_image_set
-from hood.data.validation import classifier_held_out_rows, complement, id_test_halves
+from hood.data.validation import classifier_held_out_rows, complement, id_test_halves, positions_in
 from hood.errors import ConfigError
 from hood.jobs.plan import Plan, finish
 
@@ -45,9 +45,7 @@ def validation_plan(cfg: Config, splits: dict[str, ImageSet], decoder_rows: torc
     else:
         kept, held = complement(len(train), classifier_held_out_rows(classifier_meta, len(train), classifier))
         if decoder_rows is not None:  # the combinations' held-out statistics index the fit set, not the whole split
-            pos = torch.full((len(train),), -1, dtype=torch.long)
-            pos[kept] = torch.arange(len(kept))
-            rows = pos[decoder_rows[decoder_rows < len(train)]]
+            rows = positions_in(kept, decoder_rows)
             decoder_rows = rows[rows >= 0]
         fit, val_id, id_rows, described = train.subset(kept), train.subset(held, name=f"{train.name}-val"), None, {}
         fit_rows = kept
